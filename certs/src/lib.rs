@@ -19,6 +19,26 @@
 //! - **Development certificates** ([`dev::ensure_dev_certs`]): a local CA
 //!   and a `localhost` certificate on first start.
 //!
+//! # Use
+//!
+//! ```no_run
+//! use agentmux_certs::{CertPaths, ClientAuth, SniResolver, dev, server_config, watch};
+//!
+//! # fn main() -> Result<(), agentmux_certs::CertError> {
+//! let paths = CertPaths::new("certs/dev/server.crt", "certs/dev/server.key");
+//! if let dev::DevCerts::Generated { ca_path } = dev::ensure_dev_certs(&paths.cert, &paths.key)? {
+//!     println!("generated development certificates (trust {})", ca_path.display());
+//! }
+//! let resolver = SniResolver::load(vec![paths])?;
+//! let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+//! let config = server_config(resolver.clone(), alpn, &ClientAuth::None)?;
+//! // Reloads on file changes for as long as the handle lives.
+//! let watcher = watch(resolver)?;
+//! # drop((config, watcher));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # How it fails
 //!
 //! Every fallible function returns [`CertError`], whose message is one
