@@ -176,3 +176,12 @@ fn roots_without_certificate_fail() {
     let err = load_roots(&missing).unwrap_err();
     assert_names(&err, &missing, "cannot read file");
 }
+
+#[test]
+fn public_types_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    send_sync::<CertError>();
+    send_sync::<crate::SniResolver>();
+    send::<crate::CertWatcher>();
+}
