@@ -1,0 +1,210 @@
+//! What a rate limit is keyed by, and the hashed key itself.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use http::header::{AUTHORIZATION, HeaderName};
+use http::{Extensions, HeaderMap, Request};
+
+use crate::{AgentIdentity, ClientAddr, InvalidParam};
+
+/// The `x-api-key` header, the alternative to `Authorization: Bearer`.
+pub(crate) static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Which part of a request identifies the agent a limit applies to.
+///
+/// A request that lacks the chosen key (no such header, no API key) falls
+/// back to its client IP, so an agent cannot escape its limit by leaving a
+/// header out; a request without even a [`ClientAddr`] (never the case
+/// behind the gateway's listener) shares one anonymous bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The value of a request header, e.g. `x-agent-id` (config:
+    /// `"header:x-agent-id"`).
+    Header(HeaderName),
+    /// The agent's API key (config: `"api-key"`): the [`AgentIdentity`] set
+    /// by auth if present, else the key in `Authorization: Bearer <k>` or
+    /// `x-api-key: <k>`. Raw keys are hashed, never kept.
+    ApiKey,
+    /// The IP address of the agent's connection (config: `"client-ip"`).
+    ClientIp,
+}
+
+impl KeySource {
+    /// The key of `req`.
+    pub fn key_for<B>(&self, req: &Request<B>) -> LimitKey {
+        self.key_from(req.headers(), req.extensions())
+    }
+
+    /// The key of a request given its headers and extensions (for callers
+    /// holding `http::request::Parts`, e.g. before a WebSocket upgrade).
+    pub fn key_from(&self, headers: &HeaderMap, extensions: &Extensions) -> LimitKey {
+        let found = match self {
+            Self::Header(name) => headers
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| LimitKey::hashed(Domain::Header, v.as_bytes())),
+            Self::ApiKey => api_key(headers, extensions),
+            Self::ClientIp => None,
+        };
+        found.unwrap_or_else(|| client_ip(extensions))
+    }
+}
+
+impl FromStr for KeySource {
+    type Err = InvalidParam;
+
+    /// Parses the config form: `client-ip`, `api-key` or `header:<name>`.
+    fn from_str(s: &str) -> Result<Self, InvalidParam> {
+        match s {
+            "client-ip" => Ok(Self::ClientIp),
+            "api-key" => Ok(Self::ApiKey),
+            _ => {
+                let name = s.strip_prefix("header:").ok_or_else(|| {
+                    InvalidParam::new(
+                        "key",
+                        format!("must be client-ip, api-key or header:<name> (got {s:?})"),
+                    )
+                })?;
+                HeaderName::from_str(name).map(Self::Header).map_err(|_| {
+                    InvalidParam::new("key", format!("has an invalid header name {name:?}"))
+                })
+            }
+        }
+    }
+}
+
+fn api_key(headers: &HeaderMap, extensions: &Extensions) -> Option<LimitKey> {
+    if let Some(identity) = extensions.get::<AgentIdentity>() {
+        return Some(LimitKey::hashed(
+            Domain::Identity,
+            identity.as_str().as_bytes(),
+        ));
+    }
+    presented_api_key(headers).map(|k| LimitKey::hashed(Domain::Secret, k))
+}
+
+/// The API key a request presents: `Authorization: Bearer <k>` first, then
+/// `x-api-key: <k>`. Empty keys count as absent.
+pub(crate) fn presented_api_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        let scheme = v.get(..7)?;
+        scheme
+            .eq_ignore_ascii_case(b"bearer ")
+            .then(|| v[7..].trim_ascii())
+    });
+    bearer
+        .or_else(|| headers.get(&X_API_KEY).map(|v| v.as_bytes().trim_ascii()))
+        .filter(|k| !k.is_empty())
+}
+
+fn client_ip(extensions: &Extensions) -> LimitKey {
+    match extensions.get::<ClientAddr>() {
+        Some(ClientAddr(addr)) => LimitKey::ip(addr.ip()),
+        None => LimitKey::hashed(Domain::Anonymous, b""),
+    }
+}
+
+/// Separates key kinds so a header value can never collide with an IP or
+/// an identity of the same spelling.
+#[derive(Clone, Copy, Hash)]
+enum Domain {
+    Header,
+    Identity,
+    Secret,
+    Ip,
+    Anonymous,
+    Custom,
+}
+
+/// One process-wide random hash key: the same input gives the same
+/// [`LimitKey`] in every limiter, and keys cannot be reversed or
+/// precomputed without it.
+static SEED: LazyLock<std::collections::hash_map::RandomState> =
+    LazyLock::new(std::collections::hash_map::RandomState::new);
+
+/// A rate-limit key: a 128-bit keyed hash of what identifies the agent.
+///
+/// Only the hash is stored, so limiters keep no raw API keys in memory.
+/// Compute it once per session with [`KeySource::key_for`] and pass it to
+/// [`crate::rate_limit::MessageLimiter`] and
+/// [`crate::rate_limit::SessionLimiter`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LimitKey {
+    hi: u64,
+    lo: u64,
+}
+
+impl LimitKey {
+    /// A key for arbitrary bytes (e.g. a mux session's agent id).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self::hashed(Domain::Custom, bytes)
+    }
+
+    /// The key of an IP address; IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn ip(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::hashed(Domain::Ip, &v4.octets()),
+            IpAddr::V6(v6) => Self::hashed(Domain::Ip, &v6.octets()),
+        }
+    }
+
+    fn hashed(domain: Domain, bytes: &[u8]) -> Self {
+        Self {
+            hi: SEED.hash_one((0u8, domain, bytes)),
+            lo: SEED.hash_one((1u8, domain, bytes)),
+        }
+    }
+}
+
+impl Hash for LimitKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a keyed hash: feed one word, `PreHashed` passes it through.
+        state.write_u64(self.lo);
+    }
+}
+
+impl fmt::Debug for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LimitKey({:016x}{:016x})", self.hi, self.lo)
+    }
+}
+
+/// A `BuildHasher` for keys that are already uniformly distributed hashes:
+/// skips a second SipHash round per lookup.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PreHashed;
+
+impl BuildHasher for PreHashed {
+    type Hasher = PreHashedHasher;
+
+    fn build_hasher(&self) -> PreHashedHasher {
+        PreHashedHasher(0)
+    }
+}
+
+/// The hasher of [`PreHashed`].
+#[derive(Debug)]
+pub(crate) struct PreHashedHasher(u64);
+
+impl Hasher for PreHashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type other than `LimitKey` is used; mix the
+        // bytes so the result is still a usable (if weak) hash.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 ^= word;
+    }
+}
