@@ -210,7 +210,7 @@ pub(crate) struct CompareArgs {
     /// Concurrent sessions in the load phase.
     #[arg(long, default_value_t = 50)]
     pub(crate) sessions: u64,
-    /// Offered loads in messages/s (all sessions together), one load run each.
+    /// Offered loads in messages/s (all sessions together), one load run each (0 skips).
     #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000")]
     pub(crate) rates: Vec<f64>,
     /// Length of each load run.

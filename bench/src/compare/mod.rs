@@ -11,6 +11,7 @@ mod agentmux;
 mod haproxy;
 mod idle;
 mod nginx;
+mod phases;
 mod process;
 mod procstat;
 mod table;
@@ -18,16 +19,14 @@ mod table;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-
-use ::http::Method;
 
 use crate::cli::{CompareArgs, Protocol};
 use crate::error::Error;
-use crate::load::{self, Pacing, Plan, Target, Wire};
+use crate::load::Wire;
 use crate::plot;
+use phases::{measure, skipped};
 use process::{Launch, Running};
-use table::{CapacityResult, Comparison, IdleResult, LoadPoint, TargetResult};
+use table::Comparison;
 
 const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
 
@@ -162,17 +161,6 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn skipped(name: &str, status: String) -> TargetResult {
-    TargetResult {
-        name: name.to_string(),
-        status,
-        points: Vec::new(),
-        setup_us: None,
-        idle: None,
-        capacity: None,
-    }
-}
-
 async fn start_helper(
     exe: &Path,
     dir: &Path,
@@ -274,173 +262,6 @@ fn running_as_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-/// Runs every phase against `addr` (the proxy, or the upstream for direct).
-async fn measure(
-    name: &str,
-    args: &CompareArgs,
-    wire: Wire,
-    addr: SocketAddr,
-    proxy: Option<&Running>,
-) -> TargetResult {
-    let scheme = if wire == Wire::Ws { "ws" } else { "http" };
-    let url = format!("{scheme}://{addr}/bench");
-    let target = match Target::resolve(&url, || Err(Error::Usage("no TLS in compare".into()))).await
-    {
-        Ok(t) => t,
-        Err(e) => return skipped(name, e.to_string()),
-    };
-    let mut result = TargetResult {
-        name: name.to_string(),
-        status: "ok".into(),
-        points: Vec::new(),
-        setup_us: None,
-        idle: None,
-        capacity: None,
-    };
-    if args.idle_sessions > 0 && wire == Wire::Ws {
-        result.idle = Some(idle_phase(&target, args.idle_sessions, proxy).await);
-    }
-    if args.setup_sessions > 0 {
-        let slots = 4u64;
-        let per_slot = args.setup_sessions.div_ceil(slots);
-        let plan = plan(
-            args,
-            wire,
-            target.clone(),
-            slots,
-            Pacing::ClosedLoop {
-                in_flight: 1,
-                think: Duration::ZERO,
-            },
-            Duration::from_secs(60),
-            Some(per_slot),
-            Some(1),
-        );
-        if let Ok(report) = load::run(plan, !args.quiet).await {
-            eprintln!(
-                "   setup p50 {} µs p99 {} µs ({} errors)",
-                report.setup_us.p50, report.setup_us.p99, report.errors_total
-            );
-            result.setup_us = Some(report.setup_us);
-        }
-    }
-    for rate in &args.rates {
-        let per_session = rate / args.sessions.max(1) as f64;
-        let pacing = Pacing::FixedRate {
-            interval: Duration::from_secs_f64(1.0 / per_session.max(1e-3)),
-        };
-        let plan = plan(
-            args,
-            wire,
-            target.clone(),
-            args.sessions,
-            pacing,
-            args.duration,
-            None,
-            None,
-        );
-        let pids = proxy.map(Running::pids).unwrap_or_default();
-        let before = procstat::cpu(&pids);
-        let Ok(report) = load::run(plan, !args.quiet).await else {
-            continue;
-        };
-        let after = procstat::cpu(&pids);
-        let relayed = (report.messages.sent + report.messages.received) as f64;
-        let (cpu_us, user_share) = procstat::delta(before, after);
-        let point = LoadPoint {
-            offered_per_s: *rate,
-            achieved_per_s: report.throughput.messages_per_s,
-            latency_us: report.latency_us.clone(),
-            errors_total: report.errors_total,
-            mismatched: report.messages.mismatched + report.messages.out_of_order,
-            cpu_us_per_msg: (proxy.is_some() && relayed > 0.0)
-                .then(|| (cpu_us / relayed * 100.0).round() / 100.0),
-            user_share: proxy
-                .is_some()
-                .then_some((user_share * 100.0).round() / 100.0),
-        };
-        eprintln!(
-            "   {:.0} msg/s offered: {:.0} achieved, p50 {} µs p99 {} µs, cpu {} µs/msg, {} errors",
-            rate,
-            point.achieved_per_s,
-            point.latency_us.p50,
-            point.latency_us.p99,
-            point
-                .cpu_us_per_msg
-                .map_or("—".into(), |c| format!("{c:.2}")),
-            point.errors_total
-        );
-        result.points.push(point);
-    }
-    if args.max_sessions > 0 && wire == Wire::Ws {
-        let held = idle::hold(&target, args.max_sessions, 64, 200, Duration::from_secs(5)).await;
-        eprintln!("   held {} of {} sessions", held.open(), args.max_sessions);
-        result.capacity = Some(CapacityResult {
-            requested: args.max_sessions,
-            held: held.open(),
-            first_error: held.first_error.clone(),
-        });
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)] // a plain constructor of a plain struct
-fn plan(
-    args: &CompareArgs,
-    wire: Wire,
-    target: Target,
-    sessions: u64,
-    pacing: Pacing,
-    duration: Duration,
-    messages: Option<u64>,
-    session_messages: Option<u64>,
-) -> Plan {
-    Plan {
-        target,
-        wire,
-        sessions,
-        duration,
-        messages,
-        ramp_up: Duration::ZERO,
-        pacing,
-        kind: args.kind,
-        size: args.size.max(crate::payload::min_size(args.kind)),
-        session_life: None,
-        session_messages,
-        verify: true,
-        method: Method::POST,
-        headers: Vec::new(),
-        timeout: Duration::from_secs(5),
-        drain: Duration::from_secs(2),
-    }
-}
-
-async fn idle_phase(target: &Target, count: u64, proxy: Option<&Running>) -> IdleResult {
-    // A few sessions first, so lazily allocated state is not charged to the idle ones.
-    drop(idle::hold(target, 16, 16, 16, Duration::from_secs(5)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pids = proxy.map(Running::pids).unwrap_or_default();
-    let before = procstat::rss_kib(&pids);
-    let held = idle::hold(target, count, 64, 50, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = procstat::rss_kib(&pids);
-    let open = held.open();
-    drop(held);
-    let kib = (proxy.is_some() && open > 0)
-        .then(|| ((after.saturating_sub(before)) as f64 / open as f64 * 10.0).round() / 10.0);
-    eprintln!(
-        "   {open} idle sessions: {} KiB per session",
-        kib.map_or("—".into(), |k| format!("{k:.1}"))
-    );
-    IdleResult {
-        requested: count,
-        open,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_session: kib,
-    }
 }
 
 fn write_outputs(dir: &Path, comparison: &Comparison) -> Result<(), Error> {

@@ -101,6 +101,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> Con
     let has_body = plan.method != Method::GET && plan.method != Method::HEAD;
     let mut error = None;
     while let Some(sent_ns) = pacer.next(ctx, &limits, seq).await {
+        let origin = super::latency_origin(sent_ns, ctx.now_ns());
         let body = if has_body {
             payload::encode(
                 plan.kind,
@@ -122,7 +123,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> Con
         Recorder::add(&ctx.rec.bytes_sent, body.len() as u64);
         match result {
             Ok((status, reply)) if status.is_success() => {
-                latency.push(ctx.now_ns().saturating_sub(sent_ns) / 1000);
+                latency.push(ctx.now_ns().saturating_sub(origin) / 1000);
                 Recorder::add(&ctx.rec.received, 1);
                 Recorder::add(&ctx.rec.bytes_received, reply.len() as u64);
                 if plan.verify {

@@ -213,6 +213,24 @@ impl Ctx {
     }
 }
 
+/// How late a fixed-rate send may be and still count as the timer's own
+/// jitter (tokio's timer has 1 ms granularity) rather than a stall.
+const TIMER_SLACK_NS: u64 = 2_000_000;
+
+/// Where a message's latency counts from. A send more than
+/// [`TIMER_SLACK_NS`] behind its intended time was held back (by the
+/// target's backpressure, or an overloaded generator): latency then counts
+/// from the intended time, so the stall is charged to every message it
+/// delayed (coordinated-omission correction). Otherwise it counts from the
+/// actual send, so timer jitter is not charged to the target.
+pub(crate) fn latency_origin(intended_ns: u64, actual_ns: u64) -> u64 {
+    if actual_ns.saturating_sub(intended_ns) > TIMER_SLACK_NS {
+        intended_ns
+    } else {
+        actual_ns
+    }
+}
+
 /// Limits of one connection within its slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {

@@ -38,7 +38,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, _session: u64, limits: ConnLimits) -> Co
     while let Some(sent_ns) = pacer.next(ctx, &limits, streams).await {
         streams += 1;
         Recorder::add(&ctx.rec.sent, 1);
-        match stream(ctx, &mut sender, sent_ns).await {
+        let origin = super::latency_origin(sent_ns, ctx.now_ns());
+        match stream(ctx, &mut sender, origin).await {
             Ok(()) => {}
             Err(Fail::Soft(e)) => ctx.fail(&e),
             Err(Fail::Connection(e)) => {

@@ -97,8 +97,8 @@ pub(crate) async fn open(
 struct Shared {
     /// Sent, not yet answered.
     outstanding: AtomicU64,
-    /// Send times (ns since epoch, intended for fixed rate) in order, for
-    /// latency; an echo target answers in order.
+    /// Where each message's latency counts from (ns since epoch, see
+    /// `latency_origin`), in order; an echo target answers in order.
     sent_at: Mutex<VecDeque<u64>>,
     writer_done: AtomicBool,
     /// Rung when the writer finishes with nothing outstanding.
@@ -232,7 +232,7 @@ async fn write_loop(
             &mut buf,
         );
         if let Ok(mut q) = shared.sent_at.lock() {
-            q.push_back(sent_ns);
+            q.push_back(super::latency_origin(sent_ns, ctx.now_ns()));
         }
         shared.outstanding.fetch_add(1, Ordering::SeqCst);
         let len = buf.len() as u64;

@@ -293,7 +293,10 @@ impl Report {
             row("token gap", &sse.inter_token_us);
         }
         if !co.is_empty() {
-            let _ = writeln!(out, "latency is measured from intended send times{co}");
+            let _ = writeln!(
+                out,
+                "latency counts from the intended send time when a send was held back >2 ms{co}"
+            );
         }
         if let Some(sse) = &self.sse {
             let _ = writeln!(
