@@ -1,0 +1,174 @@
+//! The admin listener: health, readiness and the JSON admin API.
+//!
+//! Bound to localhost by default; when `admin.token` is set every request
+//! but `/healthz` needs `Authorization: Bearer <token>` (401 otherwise).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{Body, full};
+use crate::gateway::Gateway;
+use crate::pool::LifeState;
+
+/// Serves the admin API until shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    token: Option<Arc<str>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok((tcp, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let (gateway, token) = (gateway.clone(), token.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (gateway, token) = (gateway.clone(), token.clone());
+                async move { Ok::<_, Infallible>(route(&gateway, token.as_deref(), req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
+async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    if let Some(expected) = token
+        && !bearer_matches(&req, expected)
+    {
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "unauthenticated", "message": "admin API needs Authorization: Bearer <admin.token>"}),
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/readyz") => readyz(gateway),
+        (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(gateway)),
+        (&Method::GET, "/api/clusters") => json_response(StatusCode::OK, &clusters(gateway)),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": format!("no admin endpoint {} {path}", req.method())}),
+        ),
+    }
+}
+
+fn bearer_matches<B>(req: &Request<B>, expected: &str) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|got| bool::from(got.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// Ready when the config is loaded (it is, or we would not be running),
+/// listeners are bound (they are before the admin listener starts) and
+/// every pool holds its minimum of warm connections.
+fn readyz(gateway: &Gateway) -> Response<Body> {
+    let rt = gateway.runtime();
+    let cold: Vec<&str> = rt
+        .clusters()
+        .values()
+        .filter(|c| !c.is_warm())
+        .map(|c| c.name())
+        .collect();
+    if cold.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "warming_clusters": cold}),
+        )
+    }
+}
+
+fn routes(gateway: &Gateway) -> Value {
+    let rt = gateway.runtime();
+    let list: Vec<Value> = rt
+        .router()
+        .routes()
+        .iter()
+        .map(|r| json!({ "name": r.name(), "mode": r.mode().as_str(), "cluster": r.cluster() }))
+        .collect();
+    json!({ "routes": list })
+}
+
+fn clusters(gateway: &Gateway) -> Value {
+    let rt = gateway.runtime();
+    let list: Vec<Value> = rt
+        .clusters()
+        .values()
+        .map(|c| {
+            let endpoints: Vec<Value> = c
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let pools: serde_json::Map<String, Value> =
+                        [("http", e.http.as_ref()), ("websocket", e.raw.as_ref())]
+                            .into_iter()
+                            .filter_map(|(k, p)| p.map(|p| (k.to_owned(), states(&p.snapshot()))))
+                            .collect();
+                    json!({
+                        "address": e.label(),
+                        "weight": e.weight(),
+                        "healthy": !e.is_ejected(),
+                        "active": e.active(),
+                        "latency_ewma_ms": e.latency_ewma().as_secs_f64() * 1000.0,
+                        "pools": pools,
+                    })
+                })
+                .collect();
+            json!({ "name": c.name(), "endpoints": endpoints, "pool": states(&c.pool_snapshot()) })
+        })
+        .collect();
+    json!({ "clusters": list })
+}
+
+fn states(s: &crate::pool::PoolSnapshot) -> Value {
+    let mut m = serde_json::Map::new();
+    for st in LifeState::ALL {
+        m.insert(st.as_str().to_owned(), s.get(st).into());
+    }
+    m.insert("waiters".into(), s.waiters.into());
+    m.insert("open".into(), s.open.into());
+    Value::Object(m)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(format!("{v:#}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

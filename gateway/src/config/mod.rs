@@ -1,0 +1,283 @@
+//! Configuration: TOML parsed once into validated runtime types.
+//!
+//! A file is read in two steps. [`spec`] holds serde structs that mirror the
+//! file (unknown keys are errors, values kept as written); validation then
+//! builds the runtime types below, collecting every problem with the key
+//! path and offending value (`clusters.llm.pool.max_connections: must be >=
+//! min_connections (2), got 1`). After that nothing downstream parses a
+//! string, reads an `Option` meaning "unset" or converts seconds.
+//!
+//! Relative file paths (certificates, CA bundles) are relative to the
+//! working directory of the process, like the default config path
+//! `config/agentmux.toml`.
+
+mod cluster;
+mod duration;
+mod error;
+mod listener;
+mod route;
+pub mod spec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cluster::{
+    ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig,
+    HealthProbe, PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
+};
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use listener::{ListenerConfig, ListenerTls};
+pub use route::{HeaderMatch, HostMatch, Mode, RouteConfig, RouteMatch, WebSocketParams};
+
+use error::Errors;
+use spec::ConfigSpec;
+
+/// The path `agentmux` and `agentmux run` use without `--config`.
+pub const DEFAULT_CONFIG_PATH: &str = "config/agentmux.toml";
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub(crate) admin: AdminConfig,
+    pub(crate) listeners: Vec<ListenerConfig>,
+    pub(crate) routes: Vec<RouteConfig>,
+    pub(crate) clusters: BTreeMap<Arc<str>, ClusterConfig>,
+    pub(crate) log: LogConfig,
+    pub(crate) drain_timeout: Duration,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) token: Option<Arc<str>>,
+}
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub(crate) level: String,
+    pub(crate) json: bool,
+}
+
+impl Config {
+    /// Reads and validates a file. File references inside it (certificates)
+    /// are checked too, so a config that loads will start.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::new(
+                &origin,
+                vec![ConfigError::new("", format!("cannot read file: {e}"))],
+            )
+        })?;
+        let config = Self::parse(&text, &origin)?;
+        config
+            .check_files()
+            .map_err(|errs| ConfigErrors::new(&origin, errs))?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text without touching the file system.
+    /// `origin` names the source in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigErrors> {
+        let spec = parse_spec(text).map_err(|e| ConfigErrors::new(origin, vec![e]))?;
+        Self::from_spec(spec).map_err(|errs| ConfigErrors::new(origin, errs))
+    }
+
+    fn from_spec(spec: ConfigSpec) -> Result<Self, Vec<ConfigError>> {
+        let mut errs = Errors::default();
+        let admin = validate_admin(&spec.admin, &mut errs);
+        if spec.listeners.is_empty() {
+            errs.push("listeners", "at least one [[listeners]] entry is required");
+        }
+        let listeners: Vec<_> = spec
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| ListenerConfig::from_spec(i, l, &mut errs))
+            .collect();
+        check_unique(
+            spec.listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| l.name.clone().unwrap_or_else(|| format!("listener-{i}"))),
+            "listeners",
+            &mut errs,
+        );
+        let clusters: BTreeMap<Arc<str>, ClusterConfig> = spec
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| ClusterConfig::from_spec(name, c, &mut errs))
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        if spec.routes.is_empty() {
+            errs.push("routes", "at least one [[routes]] entry is required");
+        }
+        let routes: Vec<_> = spec
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| RouteConfig::from_spec(i, r, &spec.clusters, &mut errs))
+            .collect();
+        check_unique(
+            spec.routes.iter().filter_map(|r| r.name.clone()),
+            "routes",
+            &mut errs,
+        );
+        let log = validate_log(&spec.log, &mut errs);
+        let drain_timeout = spec
+            .shutdown
+            .drain_timeout
+            .as_deref()
+            .map_or(Some(Duration::from_secs(30)), |s| {
+                errs.check("shutdown.drain_timeout", parse_duration(s))
+            });
+        match (admin, log, drain_timeout) {
+            (Some(admin), Some(log), Some(drain_timeout)) if errs.is_empty() => Ok(Self {
+                admin,
+                listeners,
+                routes,
+                clusters,
+                log,
+                drain_timeout,
+            }),
+            _ => Err(errs.into_vec()),
+        }
+    }
+
+    /// Checks that every file the config names can be loaded: listener
+    /// certificates and keys (unless they will be generated), client CA
+    /// bundles and upstream CA bundles.
+    pub fn check_files(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Errors::default();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &l.tls {
+                tls.check_files(&format!("listeners[{i}].tls"), &mut errs);
+            }
+        }
+        for c in self.clusters.values() {
+            c.check_files(&mut errs);
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.into_vec())
+        }
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.listen
+    }
+
+    /// The listeners, in file order.
+    pub fn listeners(&self) -> &[ListenerConfig] {
+        &self.listeners
+    }
+
+    /// The routes, in file order.
+    pub fn routes(&self) -> &[RouteConfig] {
+        &self.routes
+    }
+
+    /// The clusters by name.
+    pub fn clusters(&self) -> &BTreeMap<Arc<str>, ClusterConfig> {
+        &self.clusters
+    }
+
+    /// Grace period for in-flight work at shutdown.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// The `tracing` filter directive.
+    pub fn log_level(&self) -> &str {
+        &self.log.level
+    }
+
+    /// Whether logs are JSON lines.
+    pub fn log_json(&self) -> bool {
+        self.log.json
+    }
+}
+
+/// Deserializes the file into specs, turning serde's error into one that
+/// names the key path and the line.
+fn parse_spec(text: &str) -> Result<ConfigSpec, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        ConfigError::new("", format!("not valid TOML: {}", e.message()))
+            .with_line(e.span().map(|s| line_of(text, s.start)))
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| line_of(text, s.start));
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::new(path, inner.message().to_owned()).with_line(line)
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+fn validate_admin(spec: &spec::AdminSpec, errs: &mut Errors) -> Option<AdminConfig> {
+    let listen = match spec.listen.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        Some(s) => errs.check("admin.listen", parse_socket_addr(s)),
+    }?;
+    let token = spec.token.as_deref().map(Arc::<str>::from);
+    if let Some(t) = &token {
+        if t.len() < 16 {
+            errs.push("admin.token", "must be at least 16 characters");
+        }
+    } else if !listen.ip().is_loopback() {
+        errs.push(
+            "admin.token",
+            format!("required when admin.listen ({listen}) is not a loopback address"),
+        );
+    }
+    Some(AdminConfig { listen, token })
+}
+
+fn validate_log(spec: &spec::LogSpec, errs: &mut Errors) -> Option<LogConfig> {
+    let level = spec.level.clone().unwrap_or_else(|| "info".to_owned());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        errs.push("log.level", format!("invalid filter {level:?}: {e}"));
+    }
+    let json = match spec.format.as_deref() {
+        None | Some("human") => false,
+        Some("json") => true,
+        Some(other) => {
+            errs.push(
+                "log.format",
+                format!("must be \"human\" or \"json\", got {other:?}"),
+            );
+            return None;
+        }
+    };
+    Some(LogConfig { level, json })
+}
+
+/// Parses `ip:port`, with a message that shows the value.
+pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("invalid address {s:?} (expected ip:port, e.g. \"127.0.0.1:8443\")"))
+}
+
+fn check_unique(names: impl Iterator<Item = String>, what: &str, errs: &mut Errors) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, n) in names.enumerate() {
+        if seen.contains(&n) {
+            errs.push(format!("{what}[{i}].name"), format!("duplicate name {n:?}"));
+        }
+        seen.insert(n);
+    }
+}

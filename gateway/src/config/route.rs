@@ -1,0 +1,286 @@
+//! Route settings: what a route matches, its mode and its cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::error::Errors;
+use super::parse_duration;
+use super::spec::{ClusterSpec, MatchSpec, RouteSpec, WebSocketSpec};
+
+/// How a route carries sessions (DESIGN.md "Session kinds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain and streaming HTTP over pooled upstream connections.
+    Http,
+    /// One upstream WebSocket per agent session, relayed frame by frame.
+    WebSocket,
+    /// Many agent sessions multiplexed over a few upstream connections.
+    Mux,
+}
+
+impl Mode {
+    /// The name used in config files and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::WebSocket => "websocket",
+            Self::Mux => "mux",
+        }
+    }
+}
+
+/// A validated `[[routes]]` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    pub(crate) name: Arc<str>,
+    pub(crate) matcher: RouteMatch,
+    pub(crate) mode: Mode,
+    pub(crate) cluster: Arc<str>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) websocket: WebSocketParams,
+}
+
+/// What requests a route takes. All given conditions must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub(crate) host: Option<HostMatch>,
+    /// Normalised: starts with `/`, no trailing `/` unless it is `/`.
+    pub(crate) path_prefix: String,
+    pub(crate) headers: Vec<HeaderMatch>,
+}
+
+/// Host condition, lower-cased, without port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: matches one or more
+    /// labels in front of the suffix, not the bare suffix.
+    Suffix(String),
+}
+
+/// Header condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub(crate) name: HeaderName,
+    pub(crate) value: Option<HeaderValue>,
+}
+
+/// WebSocket relay limits of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSocketParams {
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl RouteConfig {
+    pub(super) fn from_spec(
+        i: usize,
+        spec: &RouteSpec,
+        clusters: &BTreeMap<String, ClusterSpec>,
+        errs: &mut Errors,
+    ) -> Option<Self> {
+        let at = |key: &str| format!("routes[{i}].{key}");
+        let name = match &spec.name {
+            Some(n) if !n.trim().is_empty() => Some(Arc::<str>::from(n.as_str())),
+            Some(_) => {
+                errs.push(at("name"), "must not be empty");
+                None
+            }
+            None => {
+                errs.push(at("name"), "required");
+                None
+            }
+        };
+        let matcher = RouteMatch::from_spec(&at("match"), &spec.matcher, errs);
+        let mode = match spec.mode.as_deref() {
+            None | Some("http") => Some(Mode::Http),
+            Some("websocket") => Some(Mode::WebSocket),
+            Some("mux") => Some(Mode::Mux),
+            Some(other) => {
+                errs.push(
+                    at("mode"),
+                    format!("unknown mode {other:?} (expected \"http\", \"websocket\" or \"mux\")"),
+                );
+                None
+            }
+        };
+        let cluster = match &spec.cluster {
+            None => {
+                errs.push(at("cluster"), "required (name of a [clusters.NAME] table)");
+                None
+            }
+            Some(c) if !clusters.contains_key(c) => {
+                let known: Vec<_> = clusters.keys().map(String::as_str).collect();
+                errs.push(
+                    at("cluster"),
+                    format!("no cluster named {c:?} (defined: {})", known.join(", ")),
+                );
+                None
+            }
+            Some(c) => Some(Arc::<str>::from(c.as_str())),
+        };
+        let request_timeout = match &spec.request_timeout {
+            None => Some(Duration::from_secs(60)),
+            Some(s) => errs.check(at("request_timeout"), parse_duration(s)),
+        };
+        if request_timeout == Some(Duration::ZERO) {
+            errs.push(at("request_timeout"), "must be longer than 0s");
+        }
+        let websocket = WebSocketParams::from_spec(&at("websocket"), &spec.websocket, errs);
+        Some(Self {
+            name: name?,
+            matcher: matcher?,
+            mode: mode?,
+            cluster: cluster?,
+            request_timeout: request_timeout?,
+            websocket: websocket?,
+        })
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The cluster it sends to.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl RouteMatch {
+    fn from_spec(at: &str, spec: &MatchSpec, errs: &mut Errors) -> Option<Self> {
+        let host = spec
+            .host
+            .as_deref()
+            .map(|h| errs.check(format!("{at}.host"), HostMatch::parse(h)));
+        let path_prefix = match spec.path_prefix.as_deref() {
+            None => Some("/".to_owned()),
+            Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => {
+                let trimmed = p.trim_end_matches('/');
+                Some(if trimmed.is_empty() {
+                    "/".to_owned()
+                } else {
+                    trimmed.to_owned()
+                })
+            }
+            Some(p) => {
+                errs.push(
+                    format!("{at}.path_prefix"),
+                    format!("must start with '/' and hold no '?', '#' or spaces, got {p:?}"),
+                );
+                None
+            }
+        };
+        let headers: Vec<_> = spec
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(j, h)| {
+                let at = format!("{at}.headers[{j}]");
+                let name = match &h.name {
+                    None => {
+                        errs.push(format!("{at}.name"), "required");
+                        None
+                    }
+                    Some(n) => errs.check(
+                        format!("{at}.name"),
+                        HeaderName::from_bytes(n.as_bytes())
+                            .map_err(|_| format!("invalid header name {n:?}")),
+                    ),
+                };
+                let value = match &h.value {
+                    None => Some(None),
+                    Some(v) => errs
+                        .check(
+                            format!("{at}.value"),
+                            HeaderValue::from_str(v)
+                                .map_err(|_| format!("invalid header value {v:?}")),
+                        )
+                        .map(Some),
+                };
+                Some(HeaderMatch {
+                    name: name?,
+                    value: value?,
+                })
+            })
+            .collect();
+        let host = match host {
+            None => None,
+            Some(h) => Some(h?),
+        };
+        Some(Self {
+            host,
+            path_prefix: path_prefix?,
+            headers: headers.into_iter().collect::<Option<_>>()?,
+        })
+    }
+}
+
+impl HostMatch {
+    fn parse(h: &str) -> Result<Self, String> {
+        let lower = h.trim().to_ascii_lowercase();
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if let Some(suffix) = lower.strip_prefix("*.") {
+            if valid_name(suffix) {
+                return Ok(Self::Suffix(format!(".{suffix}")));
+            }
+        } else if valid_name(&lower) || lower.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(Self::Exact(lower));
+        }
+        Err(format!(
+            "invalid host {h:?} (expected a name like \"api.example.com\" or \"*.example.com\", no port)"
+        ))
+    }
+}
+
+impl WebSocketParams {
+    fn from_spec(at: &str, spec: &WebSocketSpec, errs: &mut Errors) -> Option<Self> {
+        let max_message_bytes = spec.max_message_bytes.unwrap_or(16 << 20);
+        let max_buffered_bytes = spec.max_buffered_bytes.unwrap_or(1 << 20);
+        if max_message_bytes == 0 {
+            errs.push(
+                format!("{at}.max_message_bytes"),
+                "must be at least 1, got 0",
+            );
+        }
+        if max_buffered_bytes < 1024 {
+            errs.push(
+                format!("{at}.max_buffered_bytes"),
+                format!("must be at least 1024, got {max_buffered_bytes}"),
+            );
+        }
+        let keepalive = match &spec.keepalive_interval {
+            None => Some(None),
+            Some(s) => errs
+                .check(format!("{at}.keepalive_interval"), parse_duration(s))
+                .map(|d| (!d.is_zero()).then_some(d)),
+        };
+        let handshake = match &spec.handshake_timeout {
+            None => Some(Duration::from_secs(10)),
+            Some(s) => errs.check(format!("{at}.handshake_timeout"), parse_duration(s)),
+        };
+        Some(Self {
+            max_message_bytes,
+            max_buffered_bytes,
+            keepalive_interval: keepalive?,
+            handshake_timeout: handshake?,
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! The configuration file as written: serde `*Spec` structs.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently
+//! ignored key. Values stay as written here (durations and addresses are
+//! strings); [`super::validate`] turns them into runtime types once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/api`).
+    #[serde(default)]
+    pub admin: AdminSpec,
+    /// Where agents connect. At least one.
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    /// Routes, matched most specific first.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Upstream clusters by name.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSpec,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: ShutdownSpec,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// Address of the admin listener. Default `"127.0.0.1:9901"`.
+    pub listen: Option<String>,
+    /// Bearer token required on every admin request except `/healthz`.
+    /// Mandatory when `listen` is not a loopback address. Default: none.
+    pub token: Option<String>,
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// A name for logs and metrics. Default `"listener-<index>"`.
+    pub name: Option<String>,
+    /// `ip:port` to bind. Required.
+    pub listen: Option<String>,
+    /// TLS settings; omit for plaintext.
+    pub tls: Option<TlsSpec>,
+    /// Time allowed for the TLS handshake. Default `"10s"`.
+    pub tls_handshake_timeout: Option<String>,
+    /// Time allowed to receive a request's headers (slowloris guard; 408).
+    /// Default `"10s"`.
+    pub request_header_timeout: Option<String>,
+    /// Largest request head accepted, in bytes (431 beyond). Default 16384,
+    /// at least 8192.
+    pub max_request_header_bytes: Option<usize>,
+    /// Open downstream connections at most; further ones wait in the
+    /// kernel's accept queue. Default 16384.
+    pub max_connections: Option<usize>,
+    /// HTTP/2 streams per agent connection. Default 256.
+    pub h2_max_concurrent_streams: Option<u32>,
+}
+
+/// `listeners[].tls`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// PEM certificate chain of the default certificate. Required.
+    pub cert: Option<String>,
+    /// PEM private key of the default certificate. Required.
+    pub key: Option<String>,
+    /// More certificates, chosen by the DNS names in their subjectAltName
+    /// when an agent's SNI matches. Default: none.
+    #[serde(default)]
+    pub sni: Vec<CertSpec>,
+    /// Generate a development CA and server certificate at `cert`/`key`
+    /// when the files do not exist yet. Default `false`.
+    #[serde(default)]
+    pub generate_dev_certs: bool,
+    /// PEM CA bundle; when set, agents may present client certificates
+    /// signed by it (mTLS identity for auth). Default: none.
+    pub client_ca: Option<String>,
+    /// Refuse agents without a valid client certificate. Default `false`.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// One certificate + key pair.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSpec {
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Name for logs, metrics and the admin API. Required, unique.
+    pub name: Option<String>,
+    /// What requests this route takes. Default: everything.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchSpec,
+    /// `"http"` (default), `"websocket"` or `"mux"`.
+    pub mode: Option<String>,
+    /// Name of a cluster in `[clusters]`. Required.
+    pub cluster: Option<String>,
+    /// Time from sending a request upstream until its response headers
+    /// arrive (504 beyond). Streaming bodies are not cut. Default `"60s"`.
+    pub request_timeout: Option<String>,
+    /// WebSocket relay settings (modes `websocket` and `mux`).
+    #[serde(default)]
+    pub websocket: WebSocketSpec,
+}
+
+/// `routes[].match`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Exact host (`api.example.com`) or suffix wildcard (`*.example.com`).
+    pub host: Option<String>,
+    /// Path prefix on segment boundaries: `/ws` takes `/ws` and `/ws/x`,
+    /// not `/wsx`. Default `/`.
+    pub path_prefix: Option<String>,
+    /// Headers that must be present (and equal `value` when given).
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchSpec>,
+}
+
+/// `routes[].match.headers[]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// Header name (case-insensitive).
+    pub name: Option<String>,
+    /// Exact value; omit to match on presence alone.
+    pub value: Option<String>,
+}
+
+/// `routes[].websocket`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSpec {
+    /// Largest message (all fragments together) relayed, in bytes; larger
+    /// ones close the session with 1009. Default 16 MiB.
+    pub max_message_bytes: Option<usize>,
+    /// Bytes a session may hold in the gateway waiting for a slow reader
+    /// before it stops reading the other side. Default 1 MiB.
+    pub max_buffered_bytes: Option<usize>,
+    /// Send a ping to an agent silent this long; `"0s"` turns it off.
+    /// Default `"0s"`.
+    pub keepalive_interval: Option<String>,
+    /// Time allowed for the upstream's `101` answer. Default `"10s"`.
+    pub handshake_timeout: Option<String>,
+}
+
+/// `[clusters.NAME]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// `"static"` (default: the `endpoints` list) or `"echo"` (a built-in
+    /// upstream served in-process that echoes requests and messages).
+    pub kind: Option<String>,
+    /// `"ip:port"` / `"host:port"` strings or `{ address, weight }` tables.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// `round-robin`, `least-connections` (default), `weighted`,
+    /// `consistent-hash` or `p2c-ewma`.
+    pub strategy: Option<String>,
+    /// Session key for `consistent-hash`: `"header:NAME"`, `"cookie:NAME"`
+    /// or `"client-ip"`. Default `"client-ip"`.
+    pub hash_key: Option<String>,
+    /// `"auto"` (default: HTTP/2 when TLS ALPN offers it, else HTTP/1.1),
+    /// `"http1"` or `"http2"` (prior knowledge, also without TLS).
+    pub protocol: Option<String>,
+    /// Time allowed for TCP connect plus TLS handshake. Default `"5s"`.
+    pub connect_timeout: Option<String>,
+    /// Upstream TLS; omit for plaintext upstreams.
+    pub tls: Option<UpstreamTlsSpec>,
+    /// The warm pool of each endpoint.
+    #[serde(default)]
+    pub pool: PoolSpec,
+    /// Active and passive health checking of each endpoint.
+    #[serde(default)]
+    pub health_check: HealthCheckSpec,
+}
+
+/// One endpoint: a string address or a table with a weight.
+#[derive(Debug)]
+pub struct EndpointSpec {
+    /// `ip:port` or `host:port`.
+    pub address: String,
+    /// Relative weight for `weighted` (default 1).
+    pub weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            address: String,
+            weight: Option<u32>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EndpointSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address string or a table { address = \"..\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec {
+                    address: v.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointSpec, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(EndpointSpec {
+                    address: t.address,
+                    weight: t.weight,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `clusters.NAME.tls`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    /// PEM CA bundle to verify upstream certificates; default: the Mozilla
+    /// roots (webpki-roots).
+    pub ca: Option<String>,
+    /// Server name sent as SNI and verified; default: the endpoint's host.
+    pub sni: Option<String>,
+}
+
+/// `clusters.NAME.pool`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Connections opened at start and kept open without traffic. Default 2.
+    pub min_connections: Option<usize>,
+    /// Upstream connections per endpoint at most. Default 100.
+    pub max_connections: Option<usize>,
+    /// Age at which a connection is replaced. Default `"30m"`.
+    pub connection_ttl: Option<String>,
+    /// Unused time after which a connection above the minimum is closed.
+    /// Default `"5m"`.
+    pub idle_timeout: Option<String>,
+    /// Longest wait for a connection before failing (503 / 1013).
+    /// Default `"5s"`.
+    pub acquire_timeout: Option<String>,
+    /// Period of active health checks. Default `"30s"`.
+    pub health_check_interval: Option<String>,
+    /// Streams per HTTP/2 connection before another is opened. Default 100.
+    pub max_streams_per_connection: Option<u32>,
+}
+
+/// `clusters.NAME.health_check`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// `"connect"` (default: TCP + TLS connect) or `"http"`.
+    pub kind: Option<String>,
+    /// Path probed with GET when `kind = "http"`. Default `"/healthz"`.
+    pub path: Option<String>,
+    /// Time allowed for one probe. Default `"2s"`.
+    pub timeout: Option<String>,
+    /// Consecutive failures (probes or requests) that eject an endpoint.
+    /// Default 3.
+    pub unhealthy_threshold: Option<u32>,
+    /// Consecutive successful probes that bring it back. Default 2.
+    pub healthy_threshold: Option<u32>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// `tracing` filter directive, e.g. `"info"` or `"agentmux=debug"`.
+    /// Default `"info"`; the `RUST_LOG` environment variable wins.
+    pub level: Option<String>,
+    /// `"human"` (default) or `"json"`.
+    pub format: Option<String>,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSpec {
+    /// How long in-flight requests and sessions may finish after SIGTERM
+    /// or SIGINT before the process exits. Default `"30s"`.
+    pub drain_timeout: Option<String>,
+}

@@ -1,0 +1,218 @@
+use super::*;
+
+const BASE: &str = r#"
+[[listeners]]
+name = "agents"
+listen = "127.0.0.1:8443"
+
+[[routes]]
+name = "all"
+cluster = "backend"
+
+[clusters.backend]
+endpoints = ["127.0.0.1:18080", { address = "backend.internal:443", weight = 3 }]
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, "test.toml") {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn has(errs: &[String], needle: &str) -> bool {
+    errs.iter().any(|e| e.contains(needle))
+}
+
+#[test]
+fn base_config_is_valid_with_defaults() {
+    let c = Config::parse(BASE, "test.toml").unwrap();
+    assert_eq!(c.admin_addr(), "127.0.0.1:9901".parse().unwrap());
+    let cluster = &c.clusters()["backend"];
+    assert_eq!(cluster.pool, PoolParams::default());
+    assert_eq!(cluster.strategy, Strategy::LeastConnections);
+    let ClusterKind::Static(eps) = &cluster.kind else {
+        panic!()
+    };
+    assert_eq!(eps[1].weight, 3);
+    assert_eq!(
+        eps[1].addr,
+        EndpointAddr::Dns {
+            host: "backend.internal".into(),
+            port: 443
+        }
+    );
+    assert_eq!(c.routes()[0].mode(), Mode::Http);
+    assert_eq!(c.routes()[0].matcher.path_prefix, "/");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path_and_line() {
+    let text = format!("{BASE}\n[clusters.backend.pool]\nmax_conections = 5\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(has(&errs, "clusters.backend.pool"), "{errs:?}");
+    assert!(has(&errs, "unknown field `max_conections`"), "{errs:?}");
+    assert!(has(&errs, "line 14"), "{errs:?}");
+}
+
+#[test]
+fn bad_address_names_key_and_value() {
+    let errs = errors(&BASE.replace("127.0.0.1:8443", "localhost:99999"));
+    assert!(
+        has(
+            &errs,
+            "listeners[0].listen: invalid address \"localhost:99999\""
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(&BASE.replace("127.0.0.1:18080", "not an address"));
+    assert!(
+        has(
+            &errs,
+            "clusters.backend.endpoints[0]: invalid address \"not an address\""
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn min_above_max_is_rejected() {
+    let text =
+        format!("{BASE}\n[clusters.backend.pool]\nmin_connections = 10\nmax_connections = 5\n");
+    let errs = errors(&text);
+    assert!(
+        has(
+            &errs,
+            "clusters.backend.pool.max_connections: must be >= min_connections (10), got 5"
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn route_to_missing_cluster_is_rejected() {
+    let errs = errors(&BASE.replace("cluster = \"backend\"", "cluster = \"nope\""));
+    assert!(
+        has(
+            &errs,
+            "routes[0].cluster: no cluster named \"nope\" (defined: backend)"
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unreadable_certificate_is_named() {
+    let text = BASE.replace(
+        "listen = \"127.0.0.1:8443\"",
+        "listen = \"127.0.0.1:8443\"\ntls = { cert = \"/nonexistent/a.crt\", key = \"/nonexistent/a.key\" }",
+    );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let errs: Vec<String> = config
+        .check_files()
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(has(&errs, "listeners[0].tls.cert"), "{errs:?}");
+    assert!(has(&errs, "/nonexistent/a.crt"), "{errs:?}");
+}
+
+#[test]
+fn dev_certs_to_be_generated_are_not_required_yet() {
+    let text = BASE.replace(
+        "listen = \"127.0.0.1:8443\"",
+        "listen = \"127.0.0.1:8443\"\ntls = { cert = \"/nonexistent/a.crt\", key = \"/nonexistent/a.key\", generate_dev_certs = true }",
+    );
+    Config::parse(&text, "test.toml")
+        .unwrap()
+        .check_files()
+        .unwrap();
+}
+
+#[test]
+fn bad_duration_and_enums_name_the_value() {
+    let text = format!(
+        "{BASE}\n[clusters.backend.pool]\nidle_timeout = \"5 minutes\"\n[log]\nformat = \"xml\"\n"
+    )
+    .replace("name = \"all\"", "name = \"all\"\nmode = \"grpc\"");
+    let errs = errors(&text);
+    assert!(
+        has(
+            &errs,
+            "clusters.backend.pool.idle_timeout: invalid duration \"5 minutes\""
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "routes[0].mode: unknown mode \"grpc\""),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "log.format: must be \"human\" or \"json\", got \"xml\""
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn wrong_type_and_bad_toml_are_reported() {
+    let errs = errors(&BASE.replace("name = \"agents\"", "name = 5"));
+    assert!(has(&errs, "listeners[0].name"), "{errs:?}");
+    let errs = errors("[[listeners]\n");
+    assert!(has(&errs, "not valid TOML"), "{errs:?}");
+}
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    let errs = errors(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{BASE}"));
+    assert!(
+        has(
+            &errs,
+            "admin.token: required when admin.listen (0.0.0.0:9901)"
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn duplicate_route_names_and_empty_sections() {
+    let dup = format!("{BASE}\n[[routes]]\nname = \"all\"\ncluster = \"backend\"\n");
+    assert!(has(&errors(&dup), "routes[1].name: duplicate name \"all\""));
+    let errs = errors("");
+    assert!(has(&errs, "listeners: at least one"), "{errs:?}");
+    assert!(has(&errs, "routes: at least one"), "{errs:?}");
+}
+
+#[test]
+fn matchers_are_normalised() {
+    let text = BASE.replace(
+        "name = \"all\"",
+        "name = \"all\"\nmatch = { host = \"*.Example.com\", path_prefix = \"/ws/\", headers = [{ name = \"X-Agent\" }] }",
+    );
+    let c = Config::parse(&text, "t").unwrap();
+    let m = &c.routes()[0].matcher;
+    assert_eq!(m.host, Some(HostMatch::Suffix(".example.com".into())));
+    assert_eq!(m.path_prefix, "/ws");
+    assert_eq!(m.headers[0].name, "x-agent");
+    let bad = BASE.replace(
+        "name = \"all\"",
+        "name = \"all\"\nmatch = { path_prefix = \"ws\" }",
+    );
+    assert!(has(
+        &errors(&bad),
+        "routes[0].match.path_prefix: must start with '/'"
+    ));
+}
+
+#[test]
+fn echo_cluster_takes_no_endpoints() {
+    let text = BASE.replace("[clusters.backend]", "[clusters.backend]\nkind = \"echo\"");
+    assert!(has(
+        &errors(&text),
+        "clusters.backend.endpoints: an echo cluster"
+    ));
+}

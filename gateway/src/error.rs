@@ -1,0 +1,285 @@
+//! Typed proxy errors and the one place that turns them into answers.
+//!
+//! Errors are created where they happen with a [`Cause`]; the edge maps the
+//! cause, in one exhaustive `match`, to the HTTP status, the WebSocket close
+//! code, the side that failed and whether a retry may help (STYLE.md §5).
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, BoxError, full};
+use crate::pool::AcquireError;
+use crate::upstream::NoEndpoint;
+use crate::upstream::connect::ConnectError;
+
+/// What went wrong, at the granularity answers and metrics need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// No route matches the request.
+    NoRoute,
+    /// Malformed request or upgrade.
+    BadRequest,
+    /// A body, header block or message over its limit.
+    TooLarge,
+    /// Credentials missing.
+    Unauthenticated,
+    /// Credentials not allowed.
+    Forbidden,
+    /// A rate limit was hit.
+    RateLimited,
+    /// The cluster's or endpoint's circuit is open.
+    CircuitOpen,
+    /// The route's concurrency limit is full.
+    Overloaded,
+    /// No upstream connection became free within `acquire_timeout`.
+    PoolExhausted,
+    /// The cluster has no endpoint to use.
+    NoEndpoint,
+    /// Connecting or the TLS handshake to the upstream failed.
+    UpstreamConnect,
+    /// The upstream did not answer in time (connect or response headers).
+    UpstreamTimeout,
+    /// The upstream broke the HTTP or WebSocket protocol or reset.
+    UpstreamProtocol,
+    /// The upstream refused a WebSocket upgrade.
+    UpgradeRefused,
+    /// The gateway is shutting down.
+    Draining,
+    /// A bug in the gateway.
+    Internal,
+}
+
+/// Which side a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The upstream failed.
+    Upstream,
+    /// The agent sent something wrong or too much.
+    Downstream,
+    /// The gateway itself (limits, shutdown, bugs).
+    Internal,
+}
+
+impl Cause {
+    /// The answer for each cause: HTTP status, WebSocket close code, origin.
+    pub fn mapping(self) -> (StatusCode, u16, Origin) {
+        use Origin::*;
+        match self {
+            Self::NoRoute => (StatusCode::NOT_FOUND, 1008, Downstream),
+            Self::BadRequest => (StatusCode::BAD_REQUEST, 1002, Downstream),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1009, Downstream),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, 1008, Downstream),
+            Self::Forbidden => (StatusCode::FORBIDDEN, 1008, Downstream),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, 1008, Downstream),
+            Self::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            Self::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            Self::NoEndpoint => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            Self::UpstreamConnect => (StatusCode::BAD_GATEWAY, 1011, Upstream),
+            Self::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, 1011, Upstream),
+            Self::UpstreamProtocol => (StatusCode::BAD_GATEWAY, 1011, Upstream),
+            Self::UpgradeRefused => (StatusCode::BAD_GATEWAY, 1011, Upstream),
+            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, 1001, Internal),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, 1011, Internal),
+        }
+    }
+
+    /// A stable snake_case name for metrics labels and JSON bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::BadRequest => "bad_request",
+            Self::TooLarge => "too_large",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::CircuitOpen => "circuit_open",
+            Self::Overloaded => "overloaded",
+            Self::PoolExhausted => "pool_exhausted",
+            Self::NoEndpoint => "no_endpoint",
+            Self::UpstreamConnect => "upstream_connect",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamProtocol => "upstream_protocol",
+            Self::UpgradeRefused => "upgrade_refused",
+            Self::Draining => "draining",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// An error on the proxy path with its cause and a message for the agent.
+pub struct ProxyError {
+    cause: Cause,
+    message: String,
+    retry_after: Option<Duration>,
+    source: Option<BoxError>,
+}
+
+impl ProxyError {
+    /// An error with a cause and a message safe to show the agent.
+    pub fn new(cause: Cause, message: impl Into<String>) -> Self {
+        Self {
+            cause,
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error (logged, not shown to the agent).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Adds a `Retry-After` hint.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The cause.
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        self.cause.mapping().0
+    }
+
+    /// The WebSocket close code for this error (never 1014, which some
+    /// clients reject).
+    pub fn close_code(&self) -> u16 {
+        self.cause.mapping().1
+    }
+
+    /// The message shown to the agent.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP answer: the status, a short JSON body, `Retry-After` when
+    /// known, and `Connection: close` while draining.
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.cause.as_str(), "message": self.message });
+        let mut resp = Response::new(full(format!("{body}\n")));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.cause == Cause::Draining {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    /// Recovers a typed error from a boxed one (tower stacks box errors),
+    /// falling back to `Internal` for anything unknown.
+    pub fn from_box(e: BoxError) -> Self {
+        match e.downcast::<ProxyError>() {
+            Ok(p) => *p,
+            Err(e) => match e.downcast::<tokio::time::error::Elapsed>() {
+                Ok(_) => Self::new(Cause::UpstreamTimeout, "upstream timed out"),
+                Err(e) => Self::new(Cause::Internal, "internal error").with_source(e),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyError")
+            .field("cause", &self.cause)
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<AcquireError> for ProxyError {
+    fn from(e: AcquireError) -> Self {
+        match e {
+            AcquireError::Exhausted { .. } => {
+                Self::new(Cause::PoolExhausted, "upstream connection pool exhausted").with_source(e)
+            }
+            AcquireError::Connect(ConnectError::Timeout { .. }) => {
+                Self::new(Cause::UpstreamTimeout, "upstream connect timed out").with_source(e)
+            }
+            AcquireError::Connect(_) | AcquireError::Handshake(_) => {
+                Self::new(Cause::UpstreamConnect, "cannot connect to upstream").with_source(e)
+            }
+            AcquireError::Closed => {
+                Self::new(Cause::Draining, "upstream pool closed").with_source(e)
+            }
+        }
+    }
+}
+
+impl From<NoEndpoint> for ProxyError {
+    fn from(e: NoEndpoint) -> Self {
+        Self::new(Cause::NoEndpoint, "no upstream endpoint available").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_style_guide() {
+        assert_eq!(Cause::RateLimited.mapping().0, 429);
+        assert_eq!(
+            Cause::PoolExhausted.mapping(),
+            (StatusCode::SERVICE_UNAVAILABLE, 1013, Origin::Internal)
+        );
+        assert_eq!(Cause::UpstreamConnect.mapping().0, 502);
+        assert_eq!(Cause::UpstreamTimeout.mapping().0, 504);
+        assert_eq!(Cause::TooLarge.mapping().1, 1009);
+        assert_eq!(Cause::Draining.mapping().1, 1001);
+    }
+
+    #[test]
+    fn response_carries_retry_after_and_json() {
+        let r = ProxyError::new(Cause::RateLimited, "slow down")
+            .with_retry_after(Duration::from_millis(1200))
+            .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn boxed_errors_come_back_typed() {
+        let e: BoxError = Box::new(ProxyError::new(Cause::TooLarge, "big"));
+        assert_eq!(ProxyError::from_box(e).cause(), Cause::TooLarge);
+        let e: BoxError = "weird".into();
+        assert_eq!(ProxyError::from_box(e).cause(), Cause::Internal);
+    }
+}

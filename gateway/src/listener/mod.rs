@@ -1,0 +1,202 @@
+//! Downstream listeners: accept agents, terminate TLS, serve HTTP/1.1 and
+//! HTTP/2 with limits, and drain on shutdown.
+//!
+//! Each accepted connection runs in its own task; nothing one agent sends
+//! (garbage TLS, oversized or endless headers) reaches another. Limits:
+//! `tls_handshake_timeout` (the connection is dropped), a first request head
+//! not complete within `request_header_timeout` (408, see [`io`]), request
+//! heads over `max_request_header_bytes` (431 from hyper), at most
+//! `max_connections` open connections (further agents wait in the kernel's
+//! accept queue rather than exhaust file descriptors).
+
+mod io;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ListenerConfig;
+use crate::gateway::Gateway;
+use io::HeaderTimeoutIo;
+
+/// What the request path knows about the agent's connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The agent's address.
+    pub client: SocketAddr,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The verified mTLS client identity, if any.
+    pub peer_identity: Option<Arc<str>>,
+}
+
+/// Binds a listener socket (SO_REUSEADDR, deep accept backlog).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Accepts connections until `shutdown`, each served in a task the
+/// tracker waits for when draining.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: ListenerConfig,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (tcp, client) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors or a transient accept error: back
+                // off briefly instead of spinning on the error.
+                tracing::warn!(listener = %config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (config, tls, gateway, shutdown) = (
+            config.clone(),
+            tls.clone(),
+            gateway.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            serve_connection(tcp, client, &config, tls, gateway, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    client: SocketAddr,
+    config: &ListenerConfig,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
+    match tls {
+        None => {
+            let info = ConnInfo {
+                client,
+                listener: config.name.clone(),
+                tls: false,
+                peer_identity: None,
+            };
+            serve_http(tcp, info, false, config, gateway, shutdown).await;
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(
+                config.tls_handshake_timeout,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let session = stream.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let peer_identity = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(agentmux_certs::peer_identity)
+                .map(Arc::from);
+            let info = ConnInfo {
+                client,
+                listener: config.name.clone(),
+                tls: true,
+                peer_identity,
+            };
+            serve_http(stream, info, h2, config, gateway, shutdown).await;
+        }
+    }
+}
+
+async fn serve_http<T>(
+    io: T,
+    info: ConnInfo,
+    h2: bool,
+    config: &ListenerConfig,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let first_request = Arc::new(AtomicBool::new(false));
+    let io = HeaderTimeoutIo::new(io, config.request_header_timeout, first_request.clone(), h2);
+    let info = Arc::new(info);
+    let service = service_fn(move |req| {
+        first_request.store(true, Ordering::Relaxed);
+        let (gateway, info) = (gateway.clone(), info.clone());
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(info, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Covers later requests on a keep-alive connection; the wrapper
+        // above answers 408 for the first one, so it must fire first.
+        .header_read_timeout(config.request_header_timeout + Duration::from_secs(1))
+        .max_buf_size(config.max_request_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_request_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(30))
+        .enable_connect_protocol();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            // Finish in-flight requests, refuse new ones (HTTP/1.1 closes
+            // after the current response, HTTP/2 sends GOAWAY).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "agent connection ended with an error");
+    }
+}

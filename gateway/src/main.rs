@@ -1,0 +1,149 @@
+//! The `agentmux` command: run the gateway or validate a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentmux::config::{Config, DEFAULT_CONFIG_PATH};
+use agentmux::gateway::Drained;
+use clap::{Parser, Subcommand};
+
+/// A TLS-terminating gateway that pools and multiplexes AI agent sessions.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for the default `run`).
+    #[arg(long, short, global = true, env = "AGENTMUX_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Check a config file without starting anything; exits 1 on errors.
+    Validate {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Run) | None => {
+            let path = cli
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+            run(path)
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} listeners, {} routes, {} clusters)",
+                file.display(),
+                c.listeners().len(),
+                c.routes().len(),
+                c.clusters().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    agentmux::telemetry::init_logging(config.log_level(), config.log_json());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, path))
+}
+
+async fn serve(config: Config, path: PathBuf) -> ExitCode {
+    let running = match agentmux::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentmux: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Short status lines on stdout: what a newcomer reads, and what tests
+    // parse to find ports bound as :0.
+    println!(
+        "agentmux {} using {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    for (name, addr, tls) in running.listeners() {
+        let scheme = if *tls { "https" } else { "http" };
+        println!("listener {name} on {scheme}://{addr}");
+    }
+    println!("admin on http://{}", running.admin_addr());
+    println!("ready");
+    wait_for_signal().await;
+    println!("draining");
+    tracing::info!("shutting down: no new connections, draining in-flight work");
+    match running.shutdown().await {
+        Drained::Clean => {
+            println!("stopped");
+            ExitCode::SUCCESS
+        }
+        Drained::TimedOut(n) => {
+            tracing::warn!(
+                connections = n,
+                "drain timeout passed; closing remaining connections"
+            );
+            println!("stopped ({n} connections cut at the drain deadline)");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,165 @@
+//! `mode = "http"`: forwards requests over pooled upstream connections and
+//! streams both bodies through.
+
+use std::net::IpAddr;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::LeaseBody;
+use super::headers::{add_via, set_forwarded, strip_hop_by_hop};
+use crate::body::{Body, boxed};
+use crate::config::{HashKey, RouteConfig};
+use crate::error::{Cause, ProxyError};
+use crate::listener::ConnInfo;
+use crate::pool::{HttpLease, SendError};
+use crate::upstream::{Cluster, hash_bytes};
+
+/// Sends the request to an endpoint of the cluster and returns its
+/// response with the body still streaming.
+pub(super) async fn forward(
+    route: &RouteConfig,
+    cluster: &Cluster,
+    conn: &ConnInfo,
+    host: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let key = cluster
+        .hash_key()
+        .and_then(|k| affinity_key(k, &req, conn.client.ip()));
+    let endpoint = cluster.pick(key)?.clone();
+    let pool = endpoint
+        .http
+        .as_ref()
+        .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no HTTP pool"))?;
+    let active = endpoint.track();
+    let deadline = Instant::now() + route.request_timeout;
+    let started = Instant::now();
+    let tls_upstream = cluster.config().tls.is_some();
+    let (mut parts, body) = req.into_parts();
+    let downstream_version = parts.version;
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarded(&mut parts.headers, conn.client.ip(), conn.tls, host);
+    add_via(&mut parts.headers, downstream_version);
+    let mut req = Request::from_parts(parts, boxed(body));
+    let threshold = cluster.config().health.unhealthy_threshold;
+
+    let mut lease = pool.acquire_http().await.map_err(|e| {
+        endpoint.report(false, None, threshold);
+        ProxyError::from(e)
+    })?;
+    let result = loop {
+        set_upstream_target(&mut req, lease.is_h2(), tls_upstream, host)?;
+        match tokio::time::timeout_at(deadline, lease.send(req)).await {
+            Err(_) => {
+                lease.mark_broken();
+                endpoint.report(false, None, threshold);
+                return Err(ProxyError::new(
+                    Cause::UpstreamTimeout,
+                    "upstream did not answer in time",
+                ));
+            }
+            Ok(Err(SendError::NotSent { request, cause })) if !lease.is_fresh() => {
+                // The pooled connection died before anything was written:
+                // safe to send again, on a connection opened for it.
+                tracing::debug!(error = ?cause, "pooled connection unusable, retrying on a fresh one");
+                req = *request;
+                lease = pool.acquire_fresh_http().await?;
+            }
+            Ok(other) => break other,
+        }
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            endpoint.report(false, None, threshold);
+            let cause = match &e {
+                SendError::NotSent { cause: Some(c), .. } | SendError::Failed(c) => {
+                    Some(c.to_string())
+                }
+                SendError::NotSent { cause: None, .. } => None,
+            };
+            return Err(
+                ProxyError::new(Cause::UpstreamProtocol, "upstream connection failed")
+                    .with_source(cause.unwrap_or_else(|| "connection unusable".into())),
+            );
+        }
+    };
+    endpoint.report(
+        !resp.status().is_server_error(),
+        Some(started.elapsed()),
+        threshold,
+    );
+    Ok(into_downstream(resp, lease, active, downstream_version))
+}
+
+/// Points the request at the upstream: origin-form for HTTP/1.1 (with a
+/// `Host` header, which an HTTP/2 agent does not send), absolute form for
+/// HTTP/2 (which needs `:scheme` and `:authority`).
+fn set_upstream_target(
+    req: &mut Request<Body>,
+    h2: bool,
+    tls: bool,
+    host: Option<&str>,
+) -> Result<(), ProxyError> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let bad = |_| ProxyError::new(Cause::BadRequest, "invalid request target");
+    if h2 {
+        let authority: Authority = host.unwrap_or("localhost").parse().map_err(bad)?;
+        let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
+        *req.uri_mut() = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::new(Cause::BadRequest, "invalid request target"))?;
+        req.headers_mut().remove(header::HOST);
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        if !req.headers().contains_key(header::HOST)
+            && let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            req.headers_mut().insert(header::HOST, h);
+        }
+        *req.uri_mut() = Uri::from(path);
+        *req.version_mut() = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+fn into_downstream(
+    resp: Response<Incoming>,
+    lease: HttpLease,
+    active: crate::upstream::ActiveGuard,
+    version: Version,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers, parts.version);
+    parts.version = version;
+    Response::from_parts(parts, boxed(LeaseBody::new(body, lease, active)))
+}
+
+/// The session key's hash for consistent hashing; `None` when the request
+/// does not carry the key (the balancer then spreads it).
+pub(crate) fn affinity_key<B>(key: &HashKey, req: &Request<B>, client: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::ClientIp => Some(hash_bytes(client.to_string().as_bytes())),
+        HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_bytes(v.as_bytes())),
+    }
+}
