@@ -1,5 +1,6 @@
 //! The idle timeout for streaming response bodies.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,8 +21,9 @@ pin_project! {
     pub struct TimeoutBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        // Boxed so the body stays `Unpin` when `B` is: callers can poll it
+        // without pinning it themselves.
+        sleep: Pin<Box<Sleep>>,
         idle: Duration,
         timed_out: bool,
         metrics: Arc<dyn FilterMetrics>,
@@ -33,7 +35,7 @@ impl<B> TimeoutBody<B> {
     pub fn new(inner: B, idle: Duration, metrics: Arc<dyn FilterMetrics>) -> Self {
         Self {
             inner,
-            sleep: tokio::time::sleep(idle),
+            sleep: Box::pin(tokio::time::sleep(idle)),
             idle,
             timed_out: false,
             metrics,
@@ -63,7 +65,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.timed_out {
             return Poll::Ready(None);
         }
@@ -71,7 +73,7 @@ where
             this.sleep.as_mut().reset(Instant::now() + *this.idle);
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
+        match this.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 *this.timed_out = true;
                 this.metrics.timed_out(TimeoutKind::Idle);
