@@ -1,6 +1,7 @@
-//! The latency-vs-load plot of `compare`: one line per target, p50 solid and
-//! p99 dashed-looking (thinner, with markers), achieved throughput on x.
-//! SVG only, so the build needs no font or image libraries.
+//! The latency-vs-load plot of `compare`: one line per target, p50 thick and
+//! p99 thin (both with markers), achieved throughput on x, latency on a log
+//! scale (p50 and p99 are often an order of magnitude apart). SVG only, so
+//! the build needs no font or image libraries.
 
 use std::path::Path;
 
@@ -25,7 +26,12 @@ const COLORS: [RGBColor; 6] = [
 pub(crate) fn latency_vs_load(path: &Path, title: &str, series: &[Series]) -> Result<(), String> {
     let points = series.iter().flat_map(|s| s.points.iter());
     let max_x = points.clone().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-    let max_y = points.map(|p| p.2.max(p.1)).fold(0.1, f64::max) * 1.15;
+    let max_y = points.clone().map(|p| p.2.max(p.1)).fold(0.1, f64::max) * 1.5;
+    let min_y = points
+        .map(|p| p.1.min(p.2))
+        .filter(|v| *v > 0.0)
+        .fold(max_y, f64::min)
+        / 1.5;
     let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -33,12 +39,14 @@ pub(crate) fn latency_vs_load(path: &Path, title: &str, series: &[Series]) -> Re
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_y)
+        .build_cartesian_2d(0.0..max_x, (min_y.max(0.001)..max_y).log_scale())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc("achieved throughput (messages/s)")
-        .y_desc("latency (ms)")
+        .y_desc("latency (ms, log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, s) in series.iter().enumerate() {

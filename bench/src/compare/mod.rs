@@ -296,6 +296,10 @@ fn write_outputs(dir: &Path, comparison: &Comparison) -> Result<(), Error> {
         "{} echo latency vs load ({} sessions, {} B)",
         comparison.protocol, comparison.sessions, comparison.payload_size
     );
+    if series.is_empty() {
+        println!("{markdown}");
+        return Ok(());
+    }
     if let Err(e) = plot::latency_vs_load(&dir.join("latency-vs-load.svg"), &title, &series) {
         eprintln!("warning: plot not written: {e}");
     }

@@ -87,21 +87,7 @@ impl Comparison {
             .find(|t| t.name == "nginx" && t.status == "ok")
     }
 
-    /// The report as markdown: a load table, a session table, and skipped targets.
-    pub(crate) fn to_markdown(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "`{}`\n", self.command);
-        let _ = writeln!(
-            out,
-            "{} echo, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
-            self.protocol,
-            self.sessions,
-            self.payload_size,
-            self.upstream_latency_ms,
-            self.proxy_core.map_or("—".into(), |c| c.to_string()),
-            self.bench_cores.as_deref().unwrap_or("any core"),
-        );
-        let nginx = self.nginx();
+    fn load_table(&self, out: &mut String, nginx: Option<&TargetResult>) {
         let _ = writeln!(
             out,
             "| target | offered msg/s | achieved msg/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/msg | × nginx | user % | errors |"
@@ -132,6 +118,26 @@ impl Comparison {
                     p.errors_total + p.mismatched,
                 );
             }
+        }
+    }
+
+    /// The report as markdown: a load table, a session table, and skipped targets.
+    pub(crate) fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "`{}`\n", self.command);
+        let _ = writeln!(
+            out,
+            "{} echo, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
+            self.protocol,
+            self.sessions,
+            self.payload_size,
+            self.upstream_latency_ms,
+            self.proxy_core.map_or("—".into(), |c| c.to_string()),
+            self.bench_cores.as_deref().unwrap_or("any core"),
+        );
+        let nginx = self.nginx();
+        if self.targets.iter().any(|t| !t.points.is_empty()) {
+            self.load_table(&mut out, nginx);
         }
         let idle_base = nginx
             .and_then(|n| n.idle.as_ref())
