@@ -42,7 +42,9 @@ pub trait FilterMetrics: Send + Sync + std::fmt::Debug {
     fn message_rejected(&self);
     /// A session was refused by the concurrent-session limit.
     fn session_rejected(&self);
-    /// The number of keys a keyed limiter tracks, after pruning.
+    /// The number of keys a keyed limiter tracks, after pruning (a gauge).
+    /// The request limiter and the per-key message limiter each report
+    /// their own table: hand them separate handles to export both.
     fn rate_limit_keys(&self, tracked: usize);
     /// A request was retried.
     fn retried(&self);
