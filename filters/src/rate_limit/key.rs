@@ -91,11 +91,10 @@ fn api_key(headers: &HeaderMap, extensions: &Extensions) -> Option<LimitKey> {
 /// `x-api-key: <k>`. Empty keys count as absent.
 pub(crate) fn presented_api_key(headers: &HeaderMap) -> Option<&[u8]> {
     let bearer = headers.get(AUTHORIZATION).and_then(|v| {
-        let v = v.as_bytes();
-        let scheme = v.get(..7)?;
+        let (scheme, key) = v.as_bytes().split_at_checked(7)?;
         scheme
             .eq_ignore_ascii_case(b"bearer ")
-            .then(|| v[7..].trim_ascii())
+            .then(|| key.trim_ascii())
     });
     bearer
         .or_else(|| headers.get(&X_API_KEY).map(|v| v.as_bytes().trim_ascii()))

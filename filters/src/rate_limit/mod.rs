@@ -12,8 +12,8 @@
 //! # How it works
 //!
 //! Each limit is a GCRA (generic cell rate algorithm, from `governor`) per
-//! [`LimitKey`]: a sustained rate with a burst allowance, one 8-byte
-//! timestamp of state per key, no background task. Keys are keyed hashes
+//! [`LimitKey`]: a sustained rate with a burst allowance, a few dozen
+//! bytes of state per key, no background task. Keys are keyed hashes
 //! of what identifies the agent, so raw API keys are never stored. Key
 //! tables prune themselves (see `keyed.rs`) so memory stays bounded under
 //! millions of distinct keys. All state sits behind `Arc`: clones of a
