@@ -231,6 +231,10 @@ pub(crate) struct CompareArgs {
     /// Capacity phase: try to hold this many concurrent sessions (0 skips).
     #[arg(long, default_value_t = 0)]
     pub(crate) max_sessions: u64,
+    /// Clients speak TLS (wss/https) to every target; proxies terminate it with a
+    /// self-signed certificate made by `openssl`, the direct target is a TLS simulator.
+    #[arg(long)]
+    pub(crate) tls: bool,
     /// Put a delay relay with this per-direction latency in front of the upstream.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub(crate) upstream_latency: Duration,

@@ -271,51 +271,16 @@ async fn unreachable_target_counts_connect_errors() {
     assert_eq!(r.messages.sent, 0);
 }
 
-/// A self-signed certificate for 127.0.0.1 made with the `openssl` command;
-/// `None` (test skipped) where it is not installed.
-fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key, conf) = (
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-        dir.join("openssl.cnf"),
-    );
-    // A leaf (CA:FALSE): webpki refuses a CA certificate as the server's.
-    let config = "[req]\ndistinguished_name = dn\nx509_extensions = leaf\nprompt = no\n[dn]\nCN = bench\n\
-                  [leaf]\nbasicConstraints = critical, CA:FALSE\nsubjectAltName = IP:127.0.0.1\n\
-                  keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n";
-    std::fs::write(&conf, config).ok()?;
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .arg("-config")
-        .arg(&conf)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    status.success().then_some((cert, key))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_https_with_ca_insecure_and_untrusted() {
     let dir = std::env::temp_dir().join(format!("agentmux-bench-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let Some((cert, key)) = self_signed(&dir) else {
-        eprintln!("openssl not installed: TLS test skipped");
-        return;
+    let (cert, key) = match crate::compare::self_signed(&dir) {
+        Ok(c) => (c.cert, c.key),
+        Err(e) => {
+            eprintln!("TLS test skipped: {e}");
+            return;
+        }
     };
     let tls = crate::tls::server_config(&cert, &key).unwrap();
     let server = Server::bind(

@@ -8,6 +8,7 @@
 //! process's descriptors are all client sockets.
 
 mod agentmux;
+mod certs;
 mod haproxy;
 mod idle;
 mod nginx;
@@ -28,6 +29,8 @@ use phases::{measure, skipped};
 use process::{Launch, Running};
 use table::Comparison;
 
+pub(crate) use certs::{SelfSigned, self_signed};
+
 const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
 
 /// `agentmux-bench compare` entry point.
@@ -44,92 +47,32 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
     let dir = std::path::absolute(&args.out).map_err(|e| Error::io("resolving --out", e))?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let taskset = process::have_taskset();
-    let proxy_core = taskset.then(|| args.proxy_core.unwrap_or(cores.saturating_sub(1)));
-    let bench_cores = taskset.then(|| {
-        args.bench_cores
-            .clone()
-            .unwrap_or_else(|| match proxy_core {
-                Some(p) if cores > 1 => (0..cores)
-                    .filter(|c| *c != p)
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => "0".into(),
-            })
-    });
-    if !taskset {
-        eprintln!("warning: taskset not found; proxies run unpinned");
-    }
-    if let Some(cores) = &bench_cores {
-        // Keep this process (the load generator) off the proxy's core.
-        let _ = tokio::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cores, &std::process::id().to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await;
-    }
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
-    let port = |offset: u16| SocketAddr::from((LOCALHOST, args.base_port + offset));
-    let mut helpers = Vec::new();
-    let upstream_addr = port(0);
-    helpers.push(
-        start_helper(
-            &exe,
-            &dir,
-            "upstream",
-            vec![
-                "--listen".into(),
-                upstream_addr.to_string(),
-                "--threads".into(),
-                "1".into(),
-            ],
-            upstream_addr,
-            bench_cores.as_deref(),
-        )
-        .await?,
-    );
-    let mut backend = upstream_addr;
-    if !args.upstream_latency.is_zero() {
-        let relay = port(1);
-        let latency = format!("{}us", args.upstream_latency.as_micros());
-        let relay_args = vec![
-            "--mode".into(),
-            "delay".into(),
-            "--listen".into(),
-            relay.to_string(),
-            "--to".into(),
-            upstream_addr.to_string(),
-            "--latency".into(),
-            latency,
-            "--threads".into(),
-            "1".into(),
-        ];
-        helpers.push(
-            start_helper(
-                &exe,
-                &dir,
-                "delay",
-                relay_args,
-                relay,
-                bench_cores.as_deref(),
-            )
-            .await?,
-        );
-        backend = relay;
-    }
+    let tls = match args.tls {
+        true => Some(self_signed(&dir).map_err(Error::Tls)?),
+        false => None,
+    };
+    let (proxy_core, bench_cores) = pin_cores(&args).await;
+    let (mut helpers, upstreams) =
+        start_upstreams(&args, &dir, bench_cores.as_deref(), tls.as_ref()).await?;
     let mut results = Vec::new();
     for (i, name) in args.targets.iter().enumerate() {
-        let listen = port(10 + 2 * i as u16);
-        let admin = port(11 + 2 * i as u16);
+        let port = |offset: u16| SocketAddr::from((LOCALHOST, args.base_port + offset));
+        let (listen, admin) = (port(10 + 2 * i as u16), port(11 + 2 * i as u16));
         eprintln!("== {name}");
-        let result = match launch_target(name, &args, &dir, listen, admin, backend, wire).await {
-            Ok(None) => measure(name, &args, wire, backend, None).await,
+        let ca = tls.as_ref().map(|t| t.cert.as_path());
+        let site = Site {
+            listen,
+            admin,
+            backend: upstreams.backend,
+            wire,
+            tls: tls.as_ref(),
+        };
+        let result = match launch_target(name, &args, &dir, &site).await {
+            Ok(None) => measure(name, &args, wire, upstreams.direct, None, ca).await,
             Ok(Some(launch)) => {
                 match process::start(&launch, proxy_core.map(|c| c.to_string()).as_deref()).await {
                     Ok(mut running) => {
-                        let result = measure(name, &args, wire, listen, Some(&running)).await;
+                        let result = measure(name, &args, wire, listen, Some(&running), ca).await;
                         running.stop().await;
                         result
                     }
@@ -143,13 +86,19 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
         }
         results.push(result);
     }
-    for mut helper in helpers {
+    for helper in &mut helpers {
         helper.stop().await;
+    }
+    if let Some(t) = &tls {
+        // Throwaway keys: do not leave them in a results folder that may be committed.
+        let _ = std::fs::remove_file(&t.key);
+        let _ = std::fs::remove_file(&t.combined);
     }
     let comparison = Comparison {
         schema: table::SCHEMA,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         protocol: format!("{wire:?}").to_lowercase(),
+        tls: args.tls,
         sessions: args.sessions,
         payload_size: args.size,
         upstream_latency_ms: args.upstream_latency.as_secs_f64() * 1000.0,
@@ -159,6 +108,109 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
     };
     write_outputs(&dir, &comparison)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Chooses the proxy core and the bench cores, and moves this process (the
+/// load generator) off the proxy's core. `None`s when taskset is missing.
+async fn pin_cores(args: &CompareArgs) -> (Option<usize>, Option<String>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !process::have_taskset() {
+        eprintln!("warning: taskset not found; proxies run unpinned");
+        return (None, None);
+    }
+    let proxy_core = args.proxy_core.unwrap_or(cores.saturating_sub(1));
+    let bench_cores = args.bench_cores.clone().unwrap_or_else(|| {
+        let others: Vec<String> = (0..cores)
+            .filter(|c| *c != proxy_core)
+            .map(|c| c.to_string())
+            .collect();
+        if others.is_empty() {
+            "0".into()
+        } else {
+            others.join(",")
+        }
+    });
+    let _ = tokio::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &bench_cores,
+            &std::process::id().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await;
+    (Some(proxy_core), Some(bench_cores))
+}
+
+/// Where the targets find the upstream.
+struct Upstreams {
+    /// Plaintext, for the proxies (they terminate TLS themselves).
+    backend: SocketAddr,
+    /// For the direct target: TLS when comparing with `--tls`.
+    direct: SocketAddr,
+}
+
+/// Starts the simulator (a second one with TLS for the direct target under
+/// `--tls`) and, with `--upstream-latency`, a delay relay in front of each.
+async fn start_upstreams(
+    args: &CompareArgs,
+    dir: &Path,
+    cores: Option<&str>,
+    tls: Option<&SelfSigned>,
+) -> Result<(Vec<Running>, Upstreams), Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this executable", e))?;
+    let port = |offset: u16| SocketAddr::from((LOCALHOST, args.base_port + offset));
+    let mut helpers = Vec::new();
+    let serve = |name: &'static str, listen: SocketAddr, extra: Vec<String>| {
+        let mut argv = vec![
+            "--listen".to_string(),
+            listen.to_string(),
+            "--threads".into(),
+            "1".into(),
+        ];
+        argv.extend(extra);
+        (name, listen, argv)
+    };
+    let mut plans = vec![serve("upstream", port(0), Vec::new())];
+    if let Some(t) = tls {
+        let extra = vec![
+            "--tls-cert".into(),
+            t.cert.display().to_string(),
+            "--tls-key".into(),
+            t.key.display().to_string(),
+        ];
+        plans.push(serve("upstream-tls", port(2), extra));
+    }
+    let mut upstreams = Upstreams {
+        backend: port(0),
+        direct: if tls.is_some() { port(2) } else { port(0) },
+    };
+    if !args.upstream_latency.is_zero() {
+        let latency = format!("{}us", args.upstream_latency.as_micros());
+        let relay = |to: SocketAddr| {
+            vec![
+                "--mode".to_string(),
+                "delay".into(),
+                "--to".into(),
+                to.to_string(),
+                "--latency".into(),
+                latency.clone(),
+            ]
+        };
+        plans.push(serve("delay", port(1), relay(port(0))));
+        upstreams.backend = port(1);
+        upstreams.direct = port(1);
+        if tls.is_some() {
+            plans.push(serve("delay-tls", port(3), relay(port(2))));
+            upstreams.direct = port(3);
+        }
+    }
+    for (name, listen, argv) in plans {
+        helpers.push(start_helper(&exe, dir, name, argv, listen, cores).await?);
+    }
+    Ok((helpers, upstreams))
 }
 
 async fn start_helper(
@@ -182,14 +234,20 @@ async fn start_helper(
 }
 
 /// Writes the target's config and says how to run it; `None` for direct.
-async fn launch_target(
-    name: &str,
-    args: &CompareArgs,
-    dir: &Path,
+/// Where a proxy under test listens and what it talks to.
+struct Site<'a> {
     listen: SocketAddr,
     admin: SocketAddr,
     backend: SocketAddr,
     wire: Wire,
+    tls: Option<&'a SelfSigned>,
+}
+
+async fn launch_target(
+    name: &str,
+    args: &CompareArgs,
+    dir: &Path,
+    site: &Site<'_>,
 ) -> Result<Option<Launch>, String> {
     let write = |file: &str, text: String| -> Result<PathBuf, String> {
         let path = dir.join(file);
@@ -203,26 +261,29 @@ async fn launch_target(
                 .ok_or("nginx not installed (bench/install-peers.sh)")?;
             let conf = write(
                 "nginx.conf",
-                nginx::config(dir, listen, backend, running_as_root()),
+                nginx::config(dir, site.listen, site.backend, running_as_root(), site.tls),
             )?;
-            Ok(Some(nginx::launch(program, dir, &conf, listen)))
+            Ok(Some(nginx::launch(program, dir, &conf, site.listen)))
         }
         "haproxy" => {
             let program = process::find_program(&args.haproxy)
                 .ok_or("haproxy not installed (bench/install-peers.sh)")?;
-            let conf = write("haproxy.cfg", haproxy::config(listen, backend))?;
-            Ok(Some(haproxy::launch(program, dir, &conf, listen)))
+            let conf = write(
+                "haproxy.cfg",
+                haproxy::config(site.listen, site.backend, site.tls),
+            )?;
+            Ok(Some(haproxy::launch(program, dir, &conf, site.listen)))
         }
         "agentmux" => {
             let program = agentmux::find(args.agentmux.as_deref())?;
-            let mode = if wire == Wire::Ws {
+            let mode = if site.wire == Wire::Ws {
                 "websocket"
             } else {
                 "http"
             };
             let conf = write(
                 "agentmux.toml",
-                agentmux::config(listen, admin, backend, mode),
+                agentmux::config(site.listen, site.admin, site.backend, mode, site.tls),
             )?;
             // A config the gateway rejects is reported with its own words.
             let validated = tokio::process::Command::new(&program)
@@ -243,7 +304,7 @@ async fn launch_target(
                 program,
                 dir,
                 &conf,
-                listen,
+                site.listen,
                 &args.agentmux_args,
             )))
         }

@@ -5,6 +5,7 @@
 //! many sessions it holds at once).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use ::http::Method;
@@ -16,6 +17,7 @@ use super::table::{CapacityResult, IdleResult, LoadPoint, TargetResult};
 use crate::cli::CompareArgs;
 use crate::error::Error;
 use crate::load::{self, Pacing, Plan, Target, Wire};
+use crate::tls::{self, Trust};
 
 /// A target that could not be measured, and why.
 pub(super) fn skipped(name: &str, status: String) -> TargetResult {
@@ -36,11 +38,20 @@ pub(super) async fn measure(
     wire: Wire,
     addr: SocketAddr,
     proxy: Option<&Running>,
+    ca: Option<&Path>,
 ) -> TargetResult {
-    let scheme = if wire == Wire::Ws { "ws" } else { "http" };
+    let scheme = match (wire, ca.is_some()) {
+        (Wire::Ws, false) => "ws",
+        (Wire::Ws, true) => "wss",
+        (_, false) => "http",
+        (_, true) => "https",
+    };
     let url = format!("{scheme}://{addr}/bench");
-    let target = match Target::resolve(&url, || Err(Error::Usage("no TLS in compare".into()))).await
-    {
+    let trust = || match ca {
+        Some(path) => tls::client_config(Trust::CaFile(path)),
+        None => Err(Error::Usage("plaintext target needs no TLS".into())),
+    };
+    let target = match Target::resolve(&url, trust).await {
         Ok(t) => t,
         Err(e) => return skipped(name, e.to_string()),
     };

@@ -17,6 +17,8 @@ pub(crate) struct Comparison {
     /// The command line that produced it.
     pub(crate) command: String,
     pub(crate) protocol: String,
+    /// Whether clients spoke TLS to every target (the proxies terminate it).
+    pub(crate) tls: bool,
     pub(crate) sessions: u64,
     pub(crate) payload_size: usize,
     pub(crate) upstream_latency_ms: f64,
@@ -127,8 +129,9 @@ impl Comparison {
         let _ = writeln!(out, "`{}`\n", self.command);
         let _ = writeln!(
             out,
-            "{} echo, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
+            "{}{} echo, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
             self.protocol,
+            if self.tls { " over TLS" } else { "" },
             self.sessions,
             self.payload_size,
             self.upstream_latency_ms,
