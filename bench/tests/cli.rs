@@ -104,7 +104,8 @@ fn sse_report_has_token_figures() {
 fn compare_reports_a_missing_gateway_and_runs_the_rest() {
     let out_dir =
         std::env::temp_dir().join(format!("agentmux-bench-compare-{}", std::process::id()));
-    let base_port = 30000 + (std::process::id() % 2000) as u16 * 10;
+    // Below the ephemeral range (32768+), where outgoing sockets could hold the port.
+    let base_port = 20000 + (std::process::id() % 1000) as u16 * 12;
     let out = Command::new(BIN)
         .args([
             "compare",
