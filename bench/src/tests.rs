@@ -272,6 +272,46 @@ async fn unreachable_target_counts_connect_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_replaces_sessions_and_think_time_paces_them() {
+    let addr = simulator(Faults::default()).await;
+    let url = format!("ws://{addr}/ws");
+    // 2 slots x 20 messages, a new session every 5 messages: 8 sessions.
+    let r = run_load(&[
+        &url,
+        "-s",
+        "2",
+        "--messages",
+        "20",
+        "--session-messages",
+        "5",
+    ])
+    .await;
+    assert_eq!(r.messages.received, 40);
+    assert_eq!(r.session_counts.opened, 8);
+    assert_eq!(r.session_counts.closed, 8);
+    assert_eq!(r.messages.out_of_order + r.messages.mismatched, 0);
+    // Time-based churn.
+    let r = run_load(&[
+        &url,
+        "-s",
+        "2",
+        "-d",
+        "600ms",
+        "--session-life",
+        "150ms",
+        "--rate",
+        "100",
+    ])
+    .await;
+    assert!(r.session_counts.opened >= 6, "{}", r.session_counts.opened);
+    assert_eq!(r.errors_total, 0, "{:?}", r.first_errors);
+    // 5 messages with 40 ms think time between them: at least 160 ms.
+    let r = run_load(&[&url, "-s", "1", "--messages", "5", "--think-time", "40ms"]).await;
+    assert_eq!(r.messages.received, 5);
+    assert!(r.elapsed_s >= 0.16, "{}", r.elapsed_s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_https_with_ca_insecure_and_untrusted() {
     let dir = std::env::temp_dir().join(format!("agentmux-bench-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

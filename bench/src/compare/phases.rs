@@ -17,6 +17,7 @@ use super::table::{CapacityResult, IdleResult, LoadPoint, TargetResult};
 use crate::cli::CompareArgs;
 use crate::error::Error;
 use crate::load::{self, Pacing, Plan, Target, Wire};
+use crate::report::Percentiles;
 use crate::tls::{self, Trust};
 
 /// A target that could not be measured, and why.
@@ -67,76 +68,12 @@ pub(super) async fn measure(
         result.idle = Some(idle_phase(&target, args.idle_sessions, proxy).await);
     }
     if args.setup_sessions > 0 {
-        let slots = 4u64;
-        let per_slot = args.setup_sessions.div_ceil(slots);
-        let plan = plan(
-            args,
-            wire,
-            target.clone(),
-            slots,
-            Pacing::ClosedLoop {
-                in_flight: 1,
-                think: Duration::ZERO,
-            },
-            Duration::from_secs(60),
-            Some(per_slot),
-            Some(1),
-        );
-        if let Ok(report) = load::run(plan, !args.quiet).await {
-            eprintln!(
-                "   setup p50 {} µs p99 {} µs ({} errors)",
-                report.setup_us.p50, report.setup_us.p99, report.errors_total
-            );
-            result.setup_us = Some(report.setup_us);
-        }
+        result.setup_us = setup_phase(args, wire, &target).await;
     }
     for rate in args.rates.iter().filter(|r| **r > 0.0) {
-        let per_session = rate / args.sessions.max(1) as f64;
-        let pacing = Pacing::FixedRate {
-            interval: Duration::from_secs_f64(1.0 / per_session.max(1e-3)),
-        };
-        let plan = plan(
-            args,
-            wire,
-            target.clone(),
-            args.sessions,
-            pacing,
-            args.duration,
-            None,
-            None,
-        );
-        let pids = proxy.map(Running::pids).unwrap_or_default();
-        let before = procstat::cpu(&pids);
-        let Ok(report) = load::run(plan, !args.quiet).await else {
-            continue;
-        };
-        let after = procstat::cpu(&pids);
-        let relayed = (report.messages.sent + report.messages.received) as f64;
-        let (cpu_us, user_share) = procstat::delta(before, after);
-        let point = LoadPoint {
-            offered_per_s: *rate,
-            achieved_per_s: report.throughput.messages_per_s,
-            latency_us: report.latency_us.clone(),
-            errors_total: report.errors_total,
-            mismatched: report.messages.mismatched + report.messages.out_of_order,
-            cpu_us_per_msg: (proxy.is_some() && relayed > 0.0)
-                .then(|| (cpu_us / relayed * 100.0).round() / 100.0),
-            user_share: proxy
-                .is_some()
-                .then_some((user_share * 100.0).round() / 100.0),
-        };
-        eprintln!(
-            "   {:.0} msg/s offered: {:.0} achieved, p50 {} µs p99 {} µs, cpu {} µs/msg, {} errors",
-            rate,
-            point.achieved_per_s,
-            point.latency_us.p50,
-            point.latency_us.p99,
-            point
-                .cpu_us_per_msg
-                .map_or("—".into(), |c| format!("{c:.2}")),
-            point.errors_total
-        );
-        result.points.push(point);
+        if let Some(point) = load_point(args, wire, &target, *rate, proxy).await {
+            result.points.push(point);
+        }
     }
     if args.max_sessions > 0 && wire == Wire::Ws {
         let held = idle::hold(&target, args.max_sessions, 64, 200, Duration::from_secs(5)).await;
@@ -148,6 +85,84 @@ pub(super) async fn measure(
         });
     }
     result
+}
+
+/// Session setup: 4 slots each open a session, echo once, close, repeat.
+async fn setup_phase(args: &CompareArgs, wire: Wire, target: &Target) -> Option<Percentiles> {
+    let slots = 4u64;
+    let per_slot = args.setup_sessions.div_ceil(slots);
+    let pacing = Pacing::ClosedLoop {
+        in_flight: 1,
+        think: Duration::ZERO,
+    };
+    let plan = plan(
+        args,
+        wire,
+        target.clone(),
+        slots,
+        pacing,
+        Duration::from_secs(60),
+        Some(per_slot),
+        Some(1),
+    );
+    let report = load::run(plan, !args.quiet).await.ok()?;
+    eprintln!(
+        "   setup p50 {} µs p99 {} µs ({} errors)",
+        report.setup_us.p50, report.setup_us.p99, report.errors_total
+    );
+    Some(report.setup_us)
+}
+
+/// One fixed-rate run at `rate` msg/s over all sessions, with the proxy's
+/// CPU read from /proc before and after.
+async fn load_point(
+    args: &CompareArgs,
+    wire: Wire,
+    target: &Target,
+    rate: f64,
+    proxy: Option<&Running>,
+) -> Option<LoadPoint> {
+    let per_session = rate / args.sessions.max(1) as f64;
+    let pacing = Pacing::FixedRate {
+        interval: Duration::from_secs_f64(1.0 / per_session.max(1e-3)),
+    };
+    let plan = plan(
+        args,
+        wire,
+        target.clone(),
+        args.sessions,
+        pacing,
+        args.duration,
+        None,
+        None,
+    );
+    let pids = proxy.map(Running::pids).unwrap_or_default();
+    let before = procstat::cpu(&pids);
+    let report = load::run(plan, !args.quiet).await.ok()?;
+    let after = procstat::cpu(&pids);
+    // Each echo crosses the proxy twice: once up, once down.
+    let relayed = (report.messages.sent + report.messages.received) as f64;
+    let (cpu_us, user_share) = procstat::delta(before, after);
+    let point = LoadPoint {
+        offered_per_s: rate,
+        achieved_per_s: report.throughput.messages_per_s,
+        latency_us: report.latency_us.clone(),
+        errors_total: report.errors_total,
+        mismatched: report.messages.mismatched + report.messages.out_of_order,
+        cpu_us_per_msg: (proxy.is_some() && relayed > 0.0)
+            .then(|| (cpu_us / relayed * 100.0).round() / 100.0),
+        user_share: proxy
+            .is_some()
+            .then_some((user_share * 100.0).round() / 100.0),
+    };
+    let cpu = point
+        .cpu_us_per_msg
+        .map_or("—".into(), |c| format!("{c:.2}"));
+    eprintln!(
+        "   {rate:.0} msg/s offered: {:.0} achieved, p50 {} µs p99 {} µs, cpu {cpu} µs/msg, {} errors",
+        point.achieved_per_s, point.latency_us.p50, point.latency_us.p99, point.errors_total
+    );
+    Some(point)
 }
 
 #[allow(clippy::too_many_arguments)] // a plain constructor of a plain struct

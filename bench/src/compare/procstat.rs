@@ -106,9 +106,14 @@ pub(crate) fn rss_kib(pids: &[u32]) -> u64 {
 
 /// CPU between two samples, split into (total µs, user share 0..1).
 pub(crate) fn delta(before: CpuSample, after: CpuSample) -> (f64, f64) {
-    let total_us = after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1000.0;
     let user = after.user_ticks.saturating_sub(before.user_ticks) as f64;
     let system = after.system_ticks.saturating_sub(before.system_ticks) as f64;
+    let mut total_us = after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1000.0;
+    if total_us == 0.0 {
+        // No schedstat on this kernel: fall back to clock ticks (USER_HZ is
+        // 100 on Linux), coarse but not zero.
+        total_us = (user + system) * 10_000.0;
+    }
     let user_share = if user + system > 0.0 {
         user / (user + system)
     } else {

@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use super::pacer::Pacer;
 use super::target::SessionError;
-use super::{ConnLimits, ConnOutcome, Ctx, Pacing};
+use super::{ConnLimits, ConnOutcome, Ctx};
 use crate::payload::{self, Mismatch, OrderCheck, Stamp};
 use crate::report::{ErrorKind, Metric, Recorder, Samples};
 
@@ -33,50 +34,6 @@ pub(crate) async fn connect(ctx: &Ctx) -> Result<SendRequest<Full<Bytes>>, Sessi
     ctx.rec
         .record(Metric::Setup, super::target::micros(start.elapsed()));
     Ok(sender)
-}
-
-/// Paces sends: returns the intended send time (ns since epoch), or `None`
-/// when the connection should stop.
-pub(crate) struct Pacer {
-    next: Instant,
-    first: bool,
-}
-
-impl Pacer {
-    /// Starts pacing for a connection.
-    pub(crate) fn new(ctx: &Ctx, limits: &ConnLimits) -> Self {
-        let mut next = Instant::now();
-        if let Pacing::FixedRate { interval } = ctx.plan.pacing {
-            next += interval.mul_f64((limits.slot as f64 * 0.618_033_988_75).fract());
-        }
-        Self { next, first: true }
-    }
-
-    /// Waits for the next send slot.
-    pub(crate) async fn next(&mut self, ctx: &Ctx, limits: &ConnLimits, sent: u64) -> Option<u64> {
-        if limits.max_messages.is_some_and(|max| sent >= max) || ctx.stop.is_cancelled() {
-            return None;
-        }
-        match ctx.plan.pacing {
-            Pacing::FixedRate { interval } => {
-                if self.next >= limits.until {
-                    return None;
-                }
-                tokio::time::sleep_until(self.next.into()).await;
-                let intended =
-                    u64::try_from((self.next - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
-                self.next += interval;
-                Some(intended)
-            }
-            Pacing::ClosedLoop { think, .. } => {
-                if !self.first && !think.is_zero() {
-                    tokio::time::sleep(think).await;
-                }
-                self.first = false;
-                (Instant::now() < limits.until).then(|| ctx.now_ns())
-            }
-        }
-    }
 }
 
 /// Runs one HTTP session.

@@ -7,6 +7,7 @@
 //! it never ends the run, so a fault shows up as counts, not as a crash.
 
 pub(crate) mod http;
+mod pacer;
 pub(crate) mod sse;
 pub(crate) mod target;
 pub(crate) mod ws;

@@ -13,7 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 
-use super::http::{Pacer, connect};
+use super::http::connect;
+use super::pacer::Pacer;
 use super::target::{SessionError, micros};
 use super::{ConnLimits, ConnOutcome, Ctx};
 use crate::payload;

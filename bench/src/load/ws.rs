@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{Notify, Semaphore};
 
+use super::pacer::Pacer;
 use super::target::{SessionError, micros};
 use super::{ConnLimits, ConnOutcome, Ctx, Pacing, Target};
 use crate::cli::PayloadKind;
@@ -187,39 +188,17 @@ async fn write_loop(
     let mut buf = Vec::with_capacity(plan.size);
     let mut seq = 0u64;
     let mut error = None;
-    // Spread fixed-rate sessions over the interval (golden-ratio offsets)
-    // so they do not all send in the same instant.
-    let mut next = Instant::now();
-    if let Pacing::FixedRate { interval } = plan.pacing {
-        next += interval.mul_f64((limits.slot as f64 * 0.618_033_988_75).fract());
-    }
+    let mut pacer = Pacer::new(&ctx, &limits);
     loop {
-        if limits.max_messages.is_some_and(|max| seq >= max) || ctx.stop.is_cancelled() {
-            break;
+        // Closed loop: wait for room in the window first.
+        if matches!(plan.pacing, Pacing::ClosedLoop { .. }) {
+            match shared.window.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
         }
-        let sent_ns = match plan.pacing {
-            Pacing::FixedRate { interval } => {
-                if next >= limits.until {
-                    break;
-                }
-                tokio::time::sleep_until(next.into()).await;
-                let intended = u64::try_from((next - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
-                next += interval;
-                intended
-            }
-            Pacing::ClosedLoop { think, .. } => {
-                match shared.window.acquire().await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
-                if !think.is_zero() {
-                    tokio::time::sleep(think).await;
-                }
-                if Instant::now() >= limits.until {
-                    break;
-                }
-                ctx.now_ns()
-            }
+        let Some(sent_ns) = pacer.next(&ctx, &limits, seq).await else {
+            break;
         };
         payload::encode(
             plan.kind,
@@ -291,41 +270,9 @@ async fn read_loop(
         let frame = frame.map_err(|e| classify(&e))?;
         match frame.opcode {
             OpCode::Text | OpCode::Binary => {
-                let now = ctx.now_ns();
-                let sent_ns = shared.sent_at.lock().ok().and_then(|mut q| q.pop_front());
-                shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-                shared.window.add_permits(1);
-                Recorder::add(&ctx.rec.received, 1);
-                Recorder::add(&ctx.rec.bytes_received, frame.payload.len() as u64);
-                if let Some(sent_ns) = sent_ns {
-                    latency.push(now.saturating_sub(sent_ns) / 1000);
-                }
-                if plan.verify {
-                    let checked = payload::decode(plan.kind, plan.size, &frame.payload)
-                        .and_then(|stamp| order.check(stamp));
-                    match checked {
-                        Ok(()) => {}
-                        Err(Mismatch::Content) => Recorder::add(&ctx.rec.mismatched, 1),
-                        Err(Mismatch::Order) => Recorder::add(&ctx.rec.out_of_order, 1),
-                    }
-                }
+                on_echo(ctx, shared, &frame.payload, &mut order, &mut latency)
             }
-            OpCode::Close => {
-                let code = match frame.payload.get(..2) {
-                    Some(b) => u16::from_be_bytes([b[0], b[1]]),
-                    None => 1005,
-                };
-                let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
-                    .into_owned();
-                let lost = shared.outstanding.load(Ordering::SeqCst);
-                if code == 1000 && lost == 0 {
-                    return Ok(());
-                }
-                return Err(SessionError::new(
-                    ErrorKind::Closed,
-                    format!("peer closed with {code} {reason}"),
-                ));
-            }
+            OpCode::Close => return on_close(shared, &frame.payload),
             OpCode::Ping | OpCode::Pong => {}
             OpCode::Continuation => {
                 return Err(SessionError::new(
@@ -335,6 +282,50 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// One echoed message: latency, counts, and the payload check.
+fn on_echo(
+    ctx: &Ctx,
+    shared: &Shared,
+    payload: &[u8],
+    order: &mut OrderCheck,
+    latency: &mut Samples<'_>,
+) {
+    let now = ctx.now_ns();
+    let sent_ns = shared.sent_at.lock().ok().and_then(|mut q| q.pop_front());
+    shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+    shared.window.add_permits(1);
+    Recorder::add(&ctx.rec.received, 1);
+    Recorder::add(&ctx.rec.bytes_received, payload.len() as u64);
+    if let Some(sent_ns) = sent_ns {
+        latency.push(now.saturating_sub(sent_ns) / 1000);
+    }
+    let plan = &ctx.plan;
+    if plan.verify {
+        match payload::decode(plan.kind, plan.size, payload).and_then(|stamp| order.check(stamp)) {
+            Ok(()) => {}
+            Err(Mismatch::Content) => Recorder::add(&ctx.rec.mismatched, 1),
+            Err(Mismatch::Order) => Recorder::add(&ctx.rec.out_of_order, 1),
+        }
+    }
+}
+
+/// A close from the peer ends the session: cleanly only with 1000 and
+/// nothing outstanding.
+fn on_close(shared: &Shared, payload: &[u8]) -> Result<(), SessionError> {
+    let code = match payload.get(..2) {
+        Some(b) => u16::from_be_bytes([b[0], b[1]]),
+        None => 1005,
+    };
+    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+    if code == 1000 && shared.outstanding.load(Ordering::SeqCst) == 0 {
+        return Ok(());
+    }
+    Err(SessionError::new(
+        ErrorKind::Closed,
+        format!("peer closed with {code} {reason}"),
+    ))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
