@@ -248,6 +248,10 @@ pub(crate) struct CompareArgs {
         allow_hyphen_values = true
     )]
     pub(crate) agentmux_args: String,
+    /// Route mode written into agentmux's config (default: `websocket` for ws, `http` for http;
+    /// `mux` once a mux-speaking upstream exists).
+    #[arg(long)]
+    pub(crate) agentmux_mode: Option<String>,
     /// nginx binary.
     #[arg(long, default_value = "nginx")]
     pub(crate) nginx: PathBuf,

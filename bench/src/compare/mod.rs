@@ -276,11 +276,12 @@ async fn launch_target(
         }
         "agentmux" => {
             let program = agentmux::find(args.agentmux.as_deref())?;
-            let mode = if site.wire == Wire::Ws {
+            let default_mode = if site.wire == Wire::Ws {
                 "websocket"
             } else {
                 "http"
             };
+            let mode = args.agentmux_mode.as_deref().unwrap_or(default_mode);
             let conf = write(
                 "agentmux.toml",
                 agentmux::config(site.listen, site.admin, site.backend, mode, site.tls),
