@@ -57,6 +57,15 @@ pub enum StartError {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     started: Instant,
+    sessions: Sessions,
+}
+
+/// Where long-lived sessions (WebSocket relays) run: tracked so a drain
+/// waits for them, and told to close with 1001 when the drain starts.
+#[derive(Clone, Debug)]
+pub(crate) struct Sessions {
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Gateway {
@@ -71,7 +80,7 @@ impl Gateway {
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        crate::proxy::handle(self.runtime(), conn, req).await
+        crate::proxy::handle(self.runtime(), conn, req, &self.sessions).await
     }
 
     /// Swaps in a new configuration: clusters whose settings did not
@@ -133,6 +142,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway {
         runtime: ArcSwap::from_pointee(runtime),
         started: Instant::now(),
+        sessions: Sessions {
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        },
     });
     let mut bound = Vec::new();
     for (index, l) in config.listeners().iter().enumerate() {

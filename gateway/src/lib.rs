@@ -28,6 +28,7 @@ pub mod router;
 pub mod runtime;
 pub mod telemetry;
 pub mod upstream;
+pub mod ws;
 
 pub use config::Config;
 pub use gateway::{Running, start};

@@ -40,6 +40,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified mTLS client identity, if any.
     pub peer_identity: Option<Arc<str>>,
+    /// The listener's connection slot, held until the connection and any
+    /// session upgraded from it have ended.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Binds a listener socket (SO_REUSEADDR, deep accept backlog).
@@ -93,8 +96,7 @@ pub(crate) async fn serve(
             shutdown.clone(),
         );
         tracker.spawn(async move {
-            serve_connection(tcp, client, &config, tls, gateway, shutdown).await;
-            drop(permit);
+            serve_connection(tcp, client, &config, tls, gateway, shutdown, permit).await;
         });
     }
 }
@@ -106,6 +108,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     match tls {
         None => {
@@ -114,6 +117,7 @@ async fn serve_connection(
                 listener: config.name.clone(),
                 tls: false,
                 peer_identity: None,
+                _slot: slot,
             };
             serve_http(tcp, info, false, config, gateway, shutdown).await;
         }
@@ -146,6 +150,7 @@ async fn serve_connection(
                 listener: config.name.clone(),
                 tls: true,
                 peer_identity,
+                _slot: slot,
             };
             serve_http(stream, info, h2, config, gateway, shutdown).await;
         }

@@ -1,8 +1,10 @@
 //! The request path: route a request, then hand it to the route's mode.
 
 mod body;
-mod headers;
+pub(crate) mod headers;
 mod http;
+
+pub(crate) use http::affinity_key;
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::config::Mode;
 use crate::error::{Cause, ProxyError};
+use crate::gateway::Sessions;
 use crate::listener::ConnInfo;
 use crate::runtime::Runtime;
 
@@ -21,6 +24,7 @@ pub(crate) async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    sessions: &Sessions,
 ) -> Response<Body> {
     let host = request_host(&req).map(str::to_owned);
     let Some(route) = rt
@@ -40,13 +44,12 @@ pub(crate) async fn handle(
     };
     let result = match route.mode() {
         Mode::Http => http::forward(&route, &cluster, &conn, host.as_deref(), req).await,
-        Mode::WebSocket | Mode::Mux => Err(ProxyError::new(
+        Mode::WebSocket => {
+            crate::ws::session(route.clone(), cluster, conn, host, req, sessions).await
+        }
+        Mode::Mux => Err(ProxyError::new(
             Cause::BadRequest,
-            format!(
-                "route {:?} is a {} route",
-                route.name(),
-                route.mode().as_str()
-            ),
+            format!("route {:?}: mux mode is not available yet", route.name()),
         )),
     };
     result.unwrap_or_else(|e| {

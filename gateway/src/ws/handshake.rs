@@ -1,0 +1,431 @@
+//! The two WebSocket opening handshakes: checking the agent's upgrade
+//! request, and performing our own upgrade on a pooled upstream transport.
+//!
+//! The upstream handshake is written and parsed here rather than through
+//! hyper's client so the session keeps the pooled transport itself (no
+//! extra boxing or buffering layer on the relay path) and so bytes the
+//! upstream sends right after its `101` are not lost: they seed the relay.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::body::Body;
+use crate::proxy::headers::{add_via, set_forwarded, strip_hop_by_hop};
+use crate::upstream::io::UpstreamIo;
+
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Largest upstream `101` head we read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
+pub(crate) fn accept_key(key: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(GUID);
+    STANDARD.encode(h.finalize())
+}
+
+/// Why an agent's request cannot be upgraded.
+#[derive(Debug)]
+pub(crate) enum Reject {
+    /// Not an upgrade request at all: 426 Upgrade Required.
+    NotUpgrade,
+    /// An unsupported `Sec-WebSocket-Version`: 426 naming version 13.
+    Version,
+    /// A malformed upgrade: 400 with the reason.
+    Malformed(&'static str),
+}
+
+impl Reject {
+    /// The answer to the agent.
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let (status, error, message) = match self {
+            Self::NotUpgrade => (
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this route takes WebSocket upgrades",
+            ),
+            Self::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                "bad_request",
+                "unsupported Sec-WebSocket-Version (13 only)",
+            ),
+            Self::Malformed(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+        };
+        let body = serde_json::json!({ "error": error, "message": message });
+        let mut r = Response::new(crate::body::full(format!("{body}\n")));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::UPGRADE_REQUIRED {
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        r
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks an agent's HTTP/1.1 upgrade request; returns its key.
+pub(crate) fn check_agent<B>(req: &Request<B>) -> Result<HeaderValue, Reject> {
+    let h = req.headers();
+    if !has_token(h, header::UPGRADE, "websocket") {
+        return Err(Reject::NotUpgrade);
+    }
+    if req.method() != http::Method::GET {
+        return Err(Reject::Malformed("a WebSocket upgrade must be a GET"));
+    }
+    if req.version() != http::Version::HTTP_11 {
+        return Err(Reject::Malformed("a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return Err(Reject::Malformed("missing Connection: Upgrade"));
+    }
+    match h
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+    {
+        Some(b"13") => {}
+        Some(_) => return Err(Reject::Version),
+        None => return Err(Reject::Malformed("missing Sec-WebSocket-Version")),
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(Reject::Malformed("missing Sec-WebSocket-Key"))?;
+    match STANDARD.decode(key.as_bytes()) {
+        Ok(raw) if raw.len() == 16 => Ok(key.clone()),
+        _ => Err(Reject::Malformed(
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        )),
+    }
+}
+
+/// Our upgrade request toward the upstream.
+pub(crate) struct UpstreamUpgrade {
+    bytes: Vec<u8>,
+    accept: String,
+    offered: Vec<String>,
+}
+
+/// What the agent's connection looks like, for forwarding headers.
+pub(crate) struct Origin<'a> {
+    pub(crate) client: std::net::IpAddr,
+    pub(crate) tls: bool,
+    pub(crate) host: Option<&'a str>,
+}
+
+impl UpstreamUpgrade {
+    /// Builds the request: the agent's path and end-to-end headers, its
+    /// subprotocol offer, a fresh key, no extensions (a frame relay cannot
+    /// carry compressed frames it does not decompress).
+    pub(crate) fn new<B>(req: &Request<B>, origin: &Origin<'_>) -> Self {
+        let mut headers = req.headers().clone();
+        strip_hop_by_hop(&mut headers);
+        for name in [
+            header::SEC_WEBSOCKET_KEY,
+            header::SEC_WEBSOCKET_VERSION,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::HOST,
+            header::CONTENT_LENGTH,
+        ] {
+            headers.remove(name);
+        }
+        set_forwarded(&mut headers, origin.client, origin.tls, origin.host);
+        add_via(&mut headers, req.version());
+        let offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let key = STANDARD.encode(rand::random::<[u8; 16]>());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(format!("GET {target} HTTP/1.1\r\n").as_bytes());
+        if let Some(host) = origin.host {
+            bytes.extend_from_slice(format!("host: {host}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(
+            b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n",
+        );
+        bytes.extend_from_slice(format!("sec-websocket-key: {key}\r\n").as_bytes());
+        for (name, value) in &headers {
+            bytes.extend_from_slice(name.as_str().as_bytes());
+            bytes.extend_from_slice(b": ");
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        Self {
+            accept: accept_key(key.as_bytes()),
+            bytes,
+            offered,
+        }
+    }
+}
+
+/// How the upstream handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The connection closed or reset before any response byte: safe to
+    /// try again on a fresh connection (a pooled one may have gone stale).
+    #[error("upstream closed the connection before answering the upgrade")]
+    NoResponse,
+    /// I/O failed mid-way.
+    #[error("upstream I/O failed during the upgrade: {0}")]
+    Io(#[source] std::io::Error),
+    /// No complete answer within the handshake timeout.
+    #[error("upstream did not answer the upgrade within {0:?}")]
+    Timeout(Duration),
+    /// The upstream answered with another status.
+    #[error("upstream refused the WebSocket upgrade with status {0}")]
+    Refused(u16),
+    /// The `101` broke the protocol (bad accept key, unoffered
+    /// subprotocol, extensions, oversized head).
+    #[error("upstream upgrade response is invalid: {0}")]
+    Invalid(&'static str),
+}
+
+/// The upstream's accepted upgrade.
+pub(crate) struct Accepted {
+    /// The subprotocol it selected, if any.
+    pub(crate) protocol: Option<HeaderValue>,
+    /// Its other end-to-end response headers, for the agent.
+    pub(crate) headers: HeaderMap,
+    /// WebSocket bytes that arrived with the head.
+    pub(crate) leftover: Vec<u8>,
+}
+
+/// Sends the upgrade on `io` and checks the answer.
+pub(crate) async fn perform(
+    io: &mut UpstreamIo,
+    up: &UpstreamUpgrade,
+    limit: Duration,
+) -> Result<Accepted, HandshakeError> {
+    match tokio::time::timeout(limit, exchange(io, up)).await {
+        Ok(r) => r,
+        Err(_) => Err(HandshakeError::Timeout(limit)),
+    }
+}
+
+async fn exchange(io: &mut UpstreamIo, up: &UpstreamUpgrade) -> Result<Accepted, HandshakeError> {
+    let stale = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted => HandshakeError::NoResponse,
+        _ => HandshakeError::Io(e),
+    };
+    io.write_all(&up.bytes).await.map_err(stale)?;
+    io.flush().await.map_err(stale)?;
+    let mut buf = Vec::with_capacity(1024);
+    let head_len = loop {
+        let mut chunk = [0u8; 2048];
+        let n = io.read(&mut chunk).await.map_err(|e| {
+            if buf.is_empty() {
+                stale(e)
+            } else {
+                HandshakeError::Io(e)
+            }
+        })?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                HandshakeError::NoResponse
+            } else {
+                HandshakeError::Invalid("truncated response head")
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(HandshakeError::Invalid("response head too large"));
+        }
+    };
+    let mut raw = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut raw);
+    match resp.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(HandshakeError::Invalid("malformed response head")),
+    }
+    let status = resp.code.unwrap_or(0);
+    if status != 101 {
+        return Err(HandshakeError::Refused(status));
+    }
+    let mut headers = HeaderMap::new();
+    for h in resp.headers.iter() {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let accepted = verify(headers, up)?;
+    Ok(Accepted {
+        leftover: buf[head_len..].to_vec(),
+        ..accepted
+    })
+}
+
+fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, HandshakeError> {
+    if !has_token(&headers, header::UPGRADE, "websocket")
+        || !has_token(&headers, header::CONNECTION, "upgrade")
+    {
+        return Err(HandshakeError::Invalid(
+            "missing Upgrade/Connection headers",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .map(HeaderValue::as_bytes)
+        != Some(up.accept.as_bytes())
+    {
+        return Err(HandshakeError::Invalid("wrong Sec-WebSocket-Accept"));
+    }
+    if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(HandshakeError::Invalid("extensions were not offered"));
+    }
+    let protocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+    if let Some(p) = &protocol {
+        let ok = p
+            .to_str()
+            .is_ok_and(|p| up.offered.iter().any(|o| o == p.trim()));
+        if !ok {
+            return Err(HandshakeError::Invalid("subprotocol was not offered"));
+        }
+    }
+    strip_hop_by_hop(&mut headers);
+    for name in [
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(name);
+    }
+    Ok(Accepted {
+        protocol,
+        headers,
+        leftover: Vec::new(),
+    })
+}
+
+/// The `101` for the agent.
+pub(crate) fn switching_protocols(agent_key: &HeaderValue, accepted: &Accepted) -> Response<Body> {
+    let mut r = Response::new(crate::body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.extend(accepted.headers.clone());
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept_key(agent_key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = &accepted.protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    fn upgrade() -> http::request::Builder {
+        Request::get("/ws")
+            .version(http::Version::HTTP_11)
+            .header("upgrade", "websocket")
+            .header("connection", "keep-alive, Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    }
+
+    #[test]
+    fn agent_requests_are_checked() {
+        assert!(check_agent(&upgrade().body(()).unwrap()).is_ok());
+        let r = Request::get("/ws")
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "c2hvcnQ=")
+            .body(())
+            .unwrap();
+        assert!(matches!(check_agent(&r), Err(Reject::Malformed(_))));
+        let v8 = Request::get("/ws")
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-version", "8")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        assert!(matches!(check_agent(&v8), Err(Reject::Version)));
+        assert!(matches!(
+            check_agent(&Request::get("/ws").body(()).unwrap()),
+            Err(Reject::NotUpgrade)
+        ));
+        let post = Request::post("/ws")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(matches!(check_agent(&post), Err(Reject::Malformed(_))));
+    }
+
+    #[test]
+    fn upstream_request_drops_extensions_and_keeps_protocols() {
+        let req = upgrade()
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .header("sec-websocket-protocol", "chat.v2, chat.v1")
+            .header("x-agent", "7")
+            .body(())
+            .unwrap();
+        let origin = Origin {
+            client: "10.0.0.1".parse().unwrap(),
+            tls: true,
+            host: Some("gw.test"),
+        };
+        let up = UpstreamUpgrade::new(&req, &origin);
+        let text = String::from_utf8(up.bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("GET /ws HTTP/1.1\r\nhost: gw.test\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("permessage-deflate"));
+        assert!(
+            !text.contains("dGhlIHNhbXBsZSBub25jZQ=="),
+            "agent key must not be reused"
+        );
+        assert!(text.contains("x-agent: 7\r\n") && text.contains("x-forwarded-for: 10.0.0.1\r\n"));
+        assert_eq!(up.offered, ["chat.v2", "chat.v1"]);
+    }
+}

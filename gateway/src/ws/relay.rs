@@ -1,0 +1,328 @@
+//! A WebSocket session's relay: two lanes in one task, the close handshake,
+//! keepalive pings, and what each side hears when the other fails.
+//!
+//! Both directions run in one future (no task per direction, no channel
+//! between them): each poll pumps agent → upstream, then upstream → agent.
+//!
+//! Ending a session:
+//! - a close frame from either side is forwarded; when both sides have
+//!   sent one the handshake is complete and both transports are shut down;
+//!   a side that does not answer a close within `CLOSE_TIMEOUT` is cut;
+//! - the agent vanishing (EOF, reset) sends the upstream `1001`;
+//! - the upstream vanishing sends the agent `1011` at once;
+//! - a protocol violation earns its sender `1002`/`1007`/`1009` and the
+//!   other side `1001` (agent at fault) or `1011` (upstream at fault);
+//! - gateway shutdown sends both sides `1001`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::lane::{Dir, Lane, Pumped};
+
+/// How long a side may take to answer a close (or to take our last bytes).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_PAYLOAD: [u8; 8] = *b"agentmux";
+
+/// How a session ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Both sides exchanged close frames.
+    Closed,
+    /// The agent went away without a close.
+    AgentGone,
+    /// The upstream went away without a close.
+    UpstreamGone,
+    /// The agent broke the protocol (close code sent to it).
+    AgentViolation(u16),
+    /// The upstream broke the protocol (close code sent to it).
+    UpstreamViolation(u16),
+    /// The agent stopped answering keepalive pings.
+    KeepaliveTimeout,
+    /// The gateway is shutting down.
+    Draining,
+}
+
+impl EndReason {
+    /// Label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::AgentGone => "agent_gone",
+            Self::UpstreamGone => "upstream_gone",
+            Self::AgentViolation(_) => "agent_violation",
+            Self::UpstreamViolation(_) => "upstream_violation",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Counts of a finished session.
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    /// Messages agent → upstream.
+    pub messages_up: u64,
+    /// Messages upstream → agent.
+    pub messages_down: u64,
+    /// Bytes read from the agent.
+    pub bytes_up: u64,
+    /// Bytes read from the upstream.
+    pub bytes_down: u64,
+    /// Why it ended.
+    pub end: EndReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// One side sent a close; waiting for the other's.
+    Closing,
+    /// Writing out what is owed, then shutting the transports.
+    Flushing,
+    Shutdown,
+    Done,
+}
+
+/// Settings of one relay.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RelayParams {
+    pub(crate) max_message: usize,
+    pub(crate) read_size: usize,
+    pub(crate) keepalive: Option<Duration>,
+}
+
+/// The relay future; resolves when the session is over.
+pub(crate) struct Relay<A, U> {
+    agent: A,
+    upstream: U,
+    up: Lane,
+    down: Lane,
+    phase: Phase,
+    end: Option<EndReason>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    keepalive: Option<(Duration, Pin<Box<Sleep>>, u32)>,
+}
+
+impl<A, U> Relay<A, U>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(
+        agent: A,
+        upstream: U,
+        params: RelayParams,
+        leftover: &[u8],
+        shutdown: WaitForCancellationFutureOwned,
+    ) -> Self {
+        let mut down = Lane::new(Dir::Down, params.max_message, params.read_size);
+        down.preload(leftover);
+        Self {
+            agent,
+            upstream,
+            up: Lane::new(Dir::Up, params.max_message, params.read_size),
+            down,
+            phase: Phase::Open,
+            end: None,
+            deadline: None,
+            shutdown: Some(Box::pin(shutdown)),
+            keepalive: params
+                .keepalive
+                .map(|d| (d, Box::pin(tokio::time::sleep(d)), 0)),
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            messages_up: self.up.messages,
+            messages_down: self.down.messages,
+            bytes_up: self.up.bytes,
+            bytes_down: self.down.bytes,
+            end: self.end.unwrap_or(EndReason::Closed),
+        }
+    }
+
+    /// Records why the session ends (the first reason wins) and moves on.
+    fn finish(&mut self, reason: EndReason, phase: Phase) {
+        self.end.get_or_insert(reason);
+        if phase == Phase::Flushing {
+            self.up.reading = false;
+            self.down.reading = false;
+        }
+        if self.phase != phase {
+            self.phase = phase;
+            if self.deadline.is_none() {
+                self.deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
+            }
+        }
+    }
+
+    /// Reacts to what the agent → upstream lane reported.
+    fn on_up(&mut self, event: Pumped) {
+        match event {
+            Pumped::Closed => {
+                self.up.reading = false;
+                let phase = if self.down.close_sent {
+                    Phase::Flushing
+                } else {
+                    Phase::Closing
+                };
+                self.finish(EndReason::Closed, phase);
+            }
+            Pumped::Violation(v) => {
+                self.down.send_close(v.close_code(), v.reason());
+                self.up.send_close(1001, "agent protocol error");
+                self.finish(EndReason::AgentViolation(v.close_code()), Phase::Flushing);
+            }
+            Pumped::SourceGone => {
+                self.up.send_close(1001, "agent disconnected");
+                self.finish(EndReason::AgentGone, Phase::Flushing);
+            }
+            Pumped::SinkGone => {
+                self.down.send_close(1011, "upstream connection lost");
+                self.finish(EndReason::UpstreamGone, Phase::Flushing);
+            }
+            Pumped::Pending | Pumped::Yield => {}
+        }
+    }
+
+    /// Reacts to what the upstream → agent lane reported.
+    fn on_down(&mut self, event: Pumped) {
+        match event {
+            Pumped::Closed => {
+                self.down.reading = false;
+                let phase = if self.up.close_sent {
+                    Phase::Flushing
+                } else {
+                    Phase::Closing
+                };
+                self.finish(EndReason::Closed, phase);
+            }
+            Pumped::Violation(v) => {
+                self.up.send_close(v.close_code(), v.reason());
+                self.down.send_close(1011, "upstream protocol error");
+                self.finish(
+                    EndReason::UpstreamViolation(v.close_code()),
+                    Phase::Flushing,
+                );
+            }
+            Pumped::SourceGone => {
+                // An agent that started the close gets a plain answer.
+                let code = if self.phase == Phase::Closing {
+                    1000
+                } else {
+                    1011
+                };
+                self.down.send_close(code, "upstream connection lost");
+                self.finish(EndReason::UpstreamGone, Phase::Flushing);
+            }
+            Pumped::SinkGone => {
+                self.up.send_close(1001, "agent disconnected");
+                self.finish(EndReason::AgentGone, Phase::Flushing);
+            }
+            Pumped::Pending | Pumped::Yield => {}
+        }
+    }
+
+    /// Pings a quiet agent; ends the session if it stays silent through a
+    /// second interval.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) {
+        let Some((interval, timer, missed)) = self.keepalive.as_mut() else {
+            return;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        let interval = *interval;
+        timer.as_mut().reset(tokio::time::Instant::now() + interval);
+        let _ = timer.as_mut().poll(cx);
+        if std::mem::take(&mut self.up.activity) {
+            *missed = 0;
+        } else if *missed >= 1 {
+            self.down.send_close(1001, "keepalive timeout");
+            self.up.send_close(1001, "agent stopped answering");
+            self.finish(EndReason::KeepaliveTimeout, Phase::Flushing);
+        } else if self.down.send_ping(&PING_PAYLOAD) {
+            self.up.expect_pong = Some(PING_PAYLOAD);
+            *missed += 1;
+        }
+    }
+}
+
+impl<A, U> Future for Relay<A, U>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Summary;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Summary> {
+        let this = self.get_mut();
+        loop {
+            if let Some(s) = this.shutdown.as_mut()
+                && s.as_mut().poll(cx).is_ready()
+            {
+                this.shutdown = None;
+                this.down.send_close(1001, "gateway shutting down");
+                this.up.send_close(1001, "gateway shutting down");
+                this.finish(EndReason::Draining, Phase::Closing);
+            }
+            if let Some(d) = this.deadline.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+                && this.phase != Phase::Done
+            {
+                // A side did not answer in time: stop waiting for it.
+                this.phase = Phase::Done;
+            }
+            match this.phase {
+                Phase::Open | Phase::Closing => {
+                    if this.phase == Phase::Open {
+                        this.poll_keepalive(cx);
+                    }
+                    let before = this.phase;
+                    let a = this.up.pump(cx, &mut this.agent, &mut this.upstream);
+                    let yielded = matches!(a, Pumped::Yield);
+                    this.on_up(a);
+                    if this.phase != before {
+                        continue;
+                    }
+                    let b = this.down.pump(cx, &mut this.upstream, &mut this.agent);
+                    let yielded = yielded || matches!(b, Pumped::Yield);
+                    this.on_down(b);
+                    if this.phase != before || yielded {
+                        if yielded && this.phase == before {
+                            return Poll::Pending;
+                        }
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Phase::Flushing => {
+                    let a = this.up.flush_out(cx, &mut this.upstream);
+                    let b = this.down.flush_out(cx, &mut this.agent);
+                    // A side that errors will never take the bytes: done.
+                    if a.is_pending() || b.is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.phase = Phase::Shutdown;
+                }
+                Phase::Shutdown => {
+                    let a = Pin::new(&mut this.upstream).poll_shutdown(cx);
+                    let b = Pin::new(&mut this.agent).poll_shutdown(cx);
+                    if a.is_pending() || b.is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.phase = Phase::Done;
+                }
+                Phase::Done => return Poll::Ready(this.summary()),
+            }
+        }
+    }
+}
