@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod upstream;
+pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -197,6 +197,77 @@ mod tests {
         );
     }
 
+    fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    format!("10.0.0.{i}:8080").into(),
+                    1,
+                    None,
+                    None,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_keys_to_the_new_endpoint() {
+        let five = endpoints(5);
+        let six = endpoints(6);
+        let (a, b) = (Ring::new(&five), Ring::new(&six));
+        let keys: Vec<u64> = (0..20_000u32)
+            .map(|k| hash_bytes(format!("session-{k}").as_bytes()))
+            .collect();
+        let mut moved = 0;
+        for &k in &keys {
+            let (x, y) = (a.lookup(k, |_| true), b.lookup(k, |_| true));
+            if x != y {
+                moved += 1;
+                assert_eq!(y, Some(5), "a key moved between two old endpoints");
+            }
+        }
+        let share = f64::from(moved) / keys.len() as f64;
+        assert!(
+            (0.10..0.24).contains(&share),
+            "moved {share:.3} of keys, expected about 1/6"
+        );
+        // And the spread over endpoints is even enough.
+        let mut load = [0u32; 6];
+        for &k in &keys {
+            load[b.lookup(k, |_| true).unwrap()] += 1;
+        }
+        assert!(
+            load.iter().all(|&l| (2_300..4_400).contains(&l)),
+            "{load:?}"
+        );
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_unless_all_are() {
+        let eps = endpoints(3);
+        let rr = Balancer::new(&Strategy::RoundRobin, &eps);
+        eps[1].set_ejected(true);
+        let picks: Vec<_> = (0..6).map(|_| rr.pick(&eps, None).unwrap()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        for e in &eps {
+            e.set_ejected(true);
+        }
+        assert!(
+            rr.pick(&eps, None).is_some(),
+            "panic mode uses all endpoints"
+        );
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idlest() {
+        let eps = endpoints(3);
+        let lc = Balancer::new(&Strategy::LeastConnections, &eps);
+        let _g = (eps[0].track(), eps[0].track(), eps[2].track());
+        for _ in 0..5 {
+            assert_eq!(lc.pick(&eps, None), Some(1));
+        }
+    }
+
     #[test]
     fn hash_is_stable() {
         // Fixed values: changing the hash would move every session.

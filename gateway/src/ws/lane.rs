@@ -312,6 +312,10 @@ impl Lane {
     /// front.
     fn process(&mut self, buf: &mut [u8]) -> Processed {
         let (mut r, mut w) = (0usize, 0usize);
+        // Where the frame being streamed starts in the output, if it
+        // started in this buffer: a frame that fails mid-payload is then
+        // cut whole, leaving the sink between frames for a close frame.
+        let mut frame_w: Option<usize> = None;
         while r < buf.len() {
             if self.source_closed {
                 // Nothing may follow a close frame; ignore it.
@@ -320,28 +324,23 @@ impl Lane {
             }
             if self.frame.is_some() {
                 if let Err(v) = self.payload(buf, &mut r, &mut w) {
-                    return Processed {
-                        out_len: w,
-                        consumed: buf.len(),
-                        event: Some(Pumped::Violation(v)),
-                    };
+                    if let Some(start) = frame_w {
+                        w = start;
+                        self.frame = None;
+                    }
+                    return violation(w, buf.len(), v);
                 }
                 continue;
             }
             let head = match frame::parse_head(&buf[r..], self.dir == Dir::Up) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(v) => {
-                    return Processed {
-                        out_len: w,
-                        consumed: buf.len(),
-                        event: Some(Pumped::Violation(v)),
-                    };
-                }
+                Err(v) => return violation(w, buf.len(), v),
             };
             let step = if head.is_control() {
                 self.control(buf, head, &mut r, &mut w)
             } else {
+                frame_w = Some(w);
                 self.data_head(buf, head, &mut r, &mut w).map(|()| None)
             };
             match step {
@@ -356,11 +355,11 @@ impl Lane {
                     };
                 }
                 Err(v) => {
-                    return Processed {
-                        out_len: w,
-                        consumed: buf.len(),
-                        event: Some(Pumped::Violation(v)),
-                    };
+                    if let (Some(start), false) = (frame_w, head.is_control()) {
+                        w = start;
+                        self.frame = None;
+                    }
+                    return violation(w, buf.len(), v);
                 }
             }
         }
@@ -509,6 +508,14 @@ impl Lane {
             self.messages += 1;
         }
         Ok(())
+    }
+}
+
+fn violation(out_len: usize, consumed: usize, v: Violation) -> Processed {
+    Processed {
+        out_len,
+        consumed,
+        event: Some(Pumped::Violation(v)),
     }
 }
 
