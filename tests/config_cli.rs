@@ -7,11 +7,7 @@ use std::process::Command;
 use agentmux_tests::{TempDir, gateway_bin};
 
 fn validate(path: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(gateway_bin())
-        .arg("validate")
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = Command::new(gateway_bin()).arg("validate").arg(path).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -63,10 +59,7 @@ fn broken(edit: impl Fn(&str) -> String) -> String {
     let path = dir.write("bad.toml", &edit(GOOD));
     let (ok, _, err) = validate(&path);
     assert!(!ok, "validate accepted a broken file");
-    assert!(
-        err.contains("bad.toml"),
-        "error does not name the file: {err}"
-    );
+    assert!(err.contains("bad.toml"), "error does not name the file: {err}");
     err
 }
 
@@ -75,19 +68,13 @@ fn good_file_passes() {
     let dir = TempDir::new("cfg");
     let (ok, out, err) = validate(&dir.write("good.toml", GOOD));
     assert!(ok, "{err}");
-    assert!(
-        out.contains("ok (1 listeners, 1 routes, 1 clusters)"),
-        "{out}"
-    );
+    assert!(out.contains("ok (1 listeners, 1 routes, 1 clusters)"), "{out}");
 }
 
 #[test]
 fn unknown_key_is_named() {
     let err = broken(|g| g.replace("name = \"all\"", "name = \"all\"\nclustr = \"x\""));
-    assert!(
-        err.contains("routes[0].clustr: unknown field `clustr`"),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].clustr: unknown field `clustr`"), "{err}");
 }
 
 #[test]
@@ -101,13 +88,9 @@ fn bad_address_is_named() {
 
 #[test]
 fn min_above_max_is_named() {
-    let err = broken(|g| {
-        format!("{g}[clusters.backend.pool]\nmin_connections = 9\nmax_connections = 3\n")
-    });
+    let err = broken(|g| format!("{g}[clusters.backend.pool]\nmin_connections = 9\nmax_connections = 3\n"));
     assert!(
-        err.contains(
-            "clusters.backend.pool.max_connections: must be >= min_connections (9), got 3"
-        ),
+        err.contains("clusters.backend.pool.max_connections: must be >= min_connections (9), got 3"),
         "{err}"
     );
 }
@@ -115,10 +98,7 @@ fn min_above_max_is_named() {
 #[test]
 fn route_to_missing_cluster_is_named() {
     let err = broken(|g| g.replace("cluster = \"backend\"", "cluster = \"llm\""));
-    assert!(
-        err.contains("routes[0].cluster: no cluster named \"llm\""),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].cluster: no cluster named \"llm\""), "{err}");
 }
 
 #[test]
@@ -145,10 +125,7 @@ fn several_errors_are_all_reported() {
 #[test]
 fn run_with_a_broken_file_exits_2_and_names_the_key() {
     let dir = TempDir::new("cfg");
-    let path = dir.write(
-        "bad.toml",
-        &GOOD.replace("127.0.0.1:8443", "127.0.0.1:99999"),
-    );
+    let path = dir.write("bad.toml", &GOOD.replace("127.0.0.1:8443", "127.0.0.1:99999"));
     let out = Command::new(gateway_bin())
         .arg("run")
         .arg("--config")
@@ -165,10 +142,7 @@ fn address_in_use_fails_with_the_listener_named() {
     let port = held.local_addr().unwrap().port();
     let dir = TempDir::new("cfg");
     let text = GOOD.replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"));
-    let path = dir.write(
-        "inuse.toml",
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{text}"),
-    );
+    let path = dir.write("inuse.toml", &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{text}"));
     let out = Command::new(gateway_bin())
         .arg("run")
         .arg("--config")
@@ -177,8 +151,5 @@ fn address_in_use_fails_with_the_listener_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("listeners[0] (agents): cannot listen on"),
-        "{err}"
-    );
+    assert!(err.contains("listeners[0] (agents): cannot listen on"), "{err}");
 }

@@ -220,10 +220,7 @@ async fn sse_first_event_reaches_the_agent_before_the_stream_ends() {
         let rest = body.collect().await.unwrap().to_bytes();
         let ended_at = tokio::time::Instant::now();
         assert_eq!(rest, "data: last\n\n");
-        assert!(
-            got_at - sent < ended_at - sent,
-            "first event arrived only at the end"
-        );
+        assert!(got_at - sent < ended_at - sent, "first event arrived only at the end");
     }
 }
 
@@ -269,9 +266,7 @@ async fn oversized_headers_get_431_and_the_gateway_keeps_serving() {
 async fn slowloris_gets_408_and_does_not_block_others() {
     let gw = Gateway::start(&echo_config(false));
     let mut slow = TcpStream::connect(gw.addr()).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
-        .await
-        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await.unwrap();
     // Another agent is served meanwhile.
     assert_eq!(get_plain(gw.addr(), "/", &[]).await.status, 200);
     let mut buf = Vec::new();
@@ -297,10 +292,7 @@ async fn tls_garbage_is_dropped_without_affecting_others() {
         .unwrap();
     // Plain HTTP on the TLS port is refused too.
     let mut plain = TcpStream::connect(gw.addr()).await.unwrap();
-    plain
-        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut buf))
         .await
         .unwrap();

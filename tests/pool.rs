@@ -82,10 +82,7 @@ acquire_timeout = "300ms"
     let (_, head) = ws::raw_client(gw.addr(), "/ws", "").await;
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert!(
-        head.contains("pool_exhausted")
-            || head
-                .to_ascii_lowercase()
-                .contains("content-type: application/json"),
+        head.contains("pool_exhausted") || head.to_ascii_lowercase().contains("content-type: application/json"),
         "{head}"
     );
 }

@@ -68,16 +68,11 @@ fn close_of(m: Message) -> (u16, String) {
 #[tokio::test]
 async fn text_and_binary_echo_through_tls() {
     let gw = Gateway::start(&config("echo", true, "", ""));
-    let (mut c, resp) = ws::connect(gw.addr(), Some(&gw.ca()), "/ws/chat", None)
-        .await
-        .unwrap();
+    let (mut c, resp) = ws::connect(gw.addr(), Some(&gw.ca()), "/ws/chat", None).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..20 {
         c.send(Message::text(format!("hello {i} ✓"))).await.unwrap();
-        assert_eq!(
-            next_data(&mut c).await,
-            Message::text(format!("hello {i} ✓"))
-        );
+        assert_eq!(next_data(&mut c).await, Message::text(format!("hello {i} ✓")));
         let bin: Vec<u8> = (0..(i * 997)).map(|x| (x % 256) as u8).collect();
         c.send(Message::binary(bin.clone())).await.unwrap();
         assert_eq!(next_data(&mut c).await, Message::binary(bin));
@@ -90,21 +85,13 @@ async fn fragments_and_interleaved_pings_arrive_in_order_and_unmerged() {
     let (up, log) = ws::spawn_upstream(Script::Echo).await;
     let gw = Gateway::start(&config(&up.to_string(), false, "", ""));
     let (mut c, _) = ws::connect(gw.addr(), None, "/ws", None).await.unwrap();
-    c.send(Message::Frame(Frame::message(
-        "hel",
-        OpCode::Data(Data::Text),
-        false,
-    )))
-    .await
-    .unwrap();
+    c.send(Message::Frame(Frame::message("hel", OpCode::Data(Data::Text), false)))
+        .await
+        .unwrap();
     c.send(Message::Ping("between".into())).await.unwrap();
-    c.send(Message::Frame(Frame::message(
-        "lo",
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .await
-    .unwrap();
+    c.send(Message::Frame(Frame::message("lo", OpCode::Data(Data::Continue), true)))
+        .await
+        .unwrap();
     // The echo reassembles on the client side; the pong answers our ping.
     let mut got_pong = false;
     loop {
@@ -161,10 +148,7 @@ async fn close_codes_and_reasons_pass_both_ways() {
     })))
     .await
     .unwrap();
-    assert_eq!(
-        close_of(next_data(&mut c).await),
-        (4001, "done here".into())
-    );
+    assert_eq!(close_of(next_data(&mut c).await), (4001, "done here".into()));
 
     // Upstream closes first: the agent sees its code and reason.
     let mut close = encode(true, 1, b"bye soon", None);
@@ -178,10 +162,7 @@ async fn close_codes_and_reasons_pass_both_ways() {
     let gw = Gateway::start(&config(&up.to_string(), false, "", ""));
     let (mut c, _) = ws::connect(gw.addr(), None, "/ws", None).await.unwrap();
     assert_eq!(next_data(&mut c).await, Message::text("bye soon"));
-    assert_eq!(
-        close_of(next_data(&mut c).await),
-        (4002, "upstream says bye".into())
-    );
+    assert_eq!(close_of(next_data(&mut c).await), (4002, "upstream says bye".into()));
 }
 
 #[tokio::test]
@@ -212,9 +193,7 @@ async fn protocol_violations_close_with_1002_and_spare_other_sessions() {
     let (mut good, _) = ws::connect(gw.addr(), None, "/ws", None).await.unwrap();
     // An unmasked frame from a client.
     let (mut tcp, _) = ws::raw_client(gw.addr(), "/ws", "").await;
-    tcp.write_all(&encode(true, 2, b"unmasked", None))
-        .await
-        .unwrap();
+    tcp.write_all(&encode(true, 2, b"unmasked", None)).await.unwrap();
     assert_eq!(read_close(&mut tcp).await.unwrap().0, 1002);
     // A continuation with nothing to continue.
     let (mut tcp, _) = ws::raw_client(gw.addr(), "/ws", "").await;
@@ -230,8 +209,7 @@ async fn protocol_violations_close_with_1002_and_spare_other_sessions() {
 #[tokio::test]
 async fn upstream_violation_gets_1002_and_the_agent_1011() {
     // A masked frame from a server is a violation.
-    let (up, log) =
-        ws::spawn_upstream(Script::Send(encode(true, 1, b"masked", Some([1, 1, 1, 1])))).await;
+    let (up, log) = ws::spawn_upstream(Script::Send(encode(true, 1, b"masked", Some([1, 1, 1, 1])))).await;
     let gw = Gateway::start(&config(&up.to_string(), false, "", ""));
     let (mut c, _) = ws::connect(gw.addr(), None, "/ws", None).await.unwrap();
     assert_eq!(close_of(next_data(&mut c).await).0, 1011);
@@ -258,8 +236,7 @@ async fn subprotocol_is_negotiated_through_and_extensions_are_not_offered() {
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
-        head.to_ascii_lowercase()
-            .contains("sec-websocket-protocol: chat.v1"),
+        head.to_ascii_lowercase().contains("sec-websocket-protocol: chat.v1"),
         "{head}"
     );
     assert!(!head.to_ascii_lowercase().contains("extensions"), "{head}");
@@ -310,12 +287,7 @@ async fn bad_upgrades_and_refusals_get_clear_http_answers() {
 
 #[tokio::test]
 async fn oversized_messages_close_with_1009() {
-    let gw = Gateway::start(&config(
-        "echo",
-        false,
-        "websocket = { max_message_bytes = 1024 }",
-        "",
-    ));
+    let gw = Gateway::start(&config("echo", false, "websocket = { max_message_bytes = 1024 }", ""));
     let (mut c, _) = ws::connect(gw.addr(), None, "/ws", None).await.unwrap();
     c.send(Message::binary(vec![1u8; 1000])).await.unwrap();
     assert_eq!(next_data(&mut c).await, Message::binary(vec![1u8; 1000]));
@@ -393,12 +365,7 @@ async fn slow_reader_backpressures_the_upstream() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_sessions_through_tls() {
-    let gw = Gateway::start(&config(
-        "echo",
-        true,
-        "",
-        "[clusters.up.pool]\nmax_connections = 2000",
-    ));
+    let gw = Gateway::start(&config("echo", true, "", "[clusters.up.pool]\nmax_connections = 2000"));
     let (addr, ca) = (gw.addr(), gw.ca());
     let mut tasks = Vec::new();
     for s in 0..1000 {

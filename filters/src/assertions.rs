@@ -53,9 +53,7 @@ fn shared_state_and_layers_are_send_and_sync() {
 
 #[tokio::test]
 async fn the_message_admission_future_is_send() {
-    let params =
-        rate_limit::MessageLimitParams::new(1.0, 1, 1.0, 1, std::time::Duration::from_secs(1))
-            .unwrap();
+    let params = rate_limit::MessageLimitParams::new(1.0, 1, 1.0, 1, std::time::Duration::from_secs(1)).unwrap();
     let limiter = rate_limit::MessageLimiter::new(params, std::sync::Arc::new(crate::NoopMetrics));
     let mut session = limiter.session(rate_limit::LimitKey::from_bytes(b"k"));
     send_value(session.admit());

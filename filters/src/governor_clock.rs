@@ -18,9 +18,7 @@ pub(crate) struct TokioClock {
 impl TokioClock {
     /// A clock whose zero is now.
     pub(crate) fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
+        Self { origin: Instant::now() }
     }
 }
 

@@ -66,9 +66,7 @@ impl FromIterator<StatusCode> for StatusSet {
 
 impl std::fmt::Debug for StatusSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set()
-            .entries(self.iter().map(|s| s.as_u16()))
-            .finish()
+        f.debug_set().entries(self.iter().map(|s| s.as_u16())).finish()
     }
 }
 

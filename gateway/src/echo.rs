@@ -73,10 +73,7 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     let (resp, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("bad WebSocket upgrade: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}"));
         }
     };
     tokio::spawn(async move {
@@ -139,17 +136,11 @@ fn sse(query: &str) -> Response<Body> {
         } else {
             format!("id: {i}\nevent: token\ndata: {{\"index\":{i},\"token\":\"tok{i}\"}}\n\n")
         };
-        Some((
-            Ok::<_, Infallible>(BodyFrame::data(Bytes::from(text))),
-            i + 1,
-        ))
+        Some((Ok::<_, Infallible>(BodyFrame::data(Bytes::from(text))), i + 1))
     });
     let mut resp = Response::new(crate::body::boxed(StreamBody::new(stream)));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -189,10 +180,8 @@ async fn describe(req: Request<Incoming>) -> Response<Body> {
 fn json(status: StatusCode, doc: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(format!("{doc:#}\n")));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

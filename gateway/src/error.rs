@@ -168,10 +168,7 @@ impl ProxyError {
         let mut resp = Response::new(full(format!("{body}\n")));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = self.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -182,16 +179,39 @@ impl ProxyError {
         resp
     }
 
-    /// Recovers a typed error from a boxed one (tower stacks box errors),
-    /// falling back to `Internal` for anything unknown.
+    /// Recovers a typed error from a boxed one (tower stacks box errors):
+    /// the gateway's own, and each filter's, falling back to `Internal`.
     pub fn from_box(e: BoxError) -> Self {
-        match e.downcast::<ProxyError>() {
-            Ok(p) => *p,
-            Err(e) => match e.downcast::<tokio::time::error::Elapsed>() {
-                Ok(_) => Self::new(Cause::UpstreamTimeout, "upstream timed out"),
-                Err(e) => Self::new(Cause::Internal, "internal error").with_source(e),
-            },
+        use agentmux_filters::{auth, circuit_breaker, load_shed, rate_limit, timeout};
+        let e = match e.downcast::<ProxyError>() {
+            Ok(p) => return *p,
+            Err(e) => e,
+        };
+        if let Some(r) = e.downcast_ref::<rate_limit::RateLimited>() {
+            let after = r.retry_after();
+            return Self::new(Cause::RateLimited, "rate limit exceeded").with_retry_after(after);
         }
+        let (cause, message) = if e.is::<rate_limit::TooManySessions>() {
+            (Cause::RateLimited, "too many concurrent sessions")
+        } else if e.is::<auth::Unauthenticated>() {
+            (Cause::Unauthenticated, "credentials required")
+        } else if e.is::<auth::Forbidden>() {
+            (Cause::Forbidden, "credentials not accepted")
+        } else if let Some(a) = e.downcast_ref::<auth::AuthError>() {
+            match a {
+                auth::AuthError::Unauthenticated(_) => (Cause::Unauthenticated, "credentials required"),
+                auth::AuthError::Forbidden(_) => (Cause::Forbidden, "credentials not accepted"),
+            }
+        } else if e.is::<circuit_breaker::CircuitOpen>() {
+            (Cause::CircuitOpen, "circuit open: upstream is failing")
+        } else if e.is::<load_shed::Overloaded>() {
+            (Cause::Overloaded, "route at its concurrency limit")
+        } else if e.is::<timeout::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+            (Cause::UpstreamTimeout, "upstream timed out")
+        } else {
+            (Cause::Internal, "internal error")
+        };
+        Self::new(cause, message).with_source(e)
     }
 }
 
@@ -217,9 +237,7 @@ impl fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -235,9 +253,7 @@ impl From<AcquireError> for ProxyError {
             AcquireError::Connect(_) | AcquireError::Handshake(_) => {
                 Self::new(Cause::UpstreamConnect, "cannot connect to upstream").with_source(e)
             }
-            AcquireError::Closed => {
-                Self::new(Cause::Draining, "upstream pool closed").with_source(e)
-            }
+            AcquireError::Closed => Self::new(Cause::Draining, "upstream pool closed").with_source(e),
         }
     }
 }

@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 use crate::body::Body;
 use crate::config::{Config, ListenerConfig};
 use crate::listener::{self, ConnInfo};
-use crate::runtime::Runtime;
+use crate::metrics::Metrics;
+use crate::runtime::{BuildCtx, Runtime};
+use crate::stack::FilterStates;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     started: Instant,
     sessions: Sessions,
+    metrics: Arc<Metrics>,
+    filters: FilterStates,
 }
 
 /// Where long-lived sessions (WebSocket relays) run: tracked so a drain
@@ -75,22 +79,33 @@ impl Gateway {
     }
 
     /// Answers one agent request with the current runtime.
-    pub(crate) async fn handle(
-        &self,
-        conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
-    ) -> Response<Body> {
-        crate::proxy::handle(self.runtime(), conn, req, &self.sessions).await
+    pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+        crate::proxy::handle(self.runtime(), conn, req).await
     }
 
     /// Swaps in a new configuration: clusters whose settings did not
     /// change keep their warm pools; work in flight finishes on the old one.
     pub fn swap_config(&self, config: Config) -> Result<(), String> {
         let old = self.runtime();
-        let next = Arc::new(Runtime::build(Arc::new(config), Some(&old))?);
+        let ctx = BuildCtx {
+            metrics: &self.metrics,
+            filters: &self.filters,
+            sessions: &self.sessions,
+        };
+        let next = Arc::new(Runtime::build(Arc::new(config), Some(&old), &ctx)?);
         self.runtime.store(next.clone());
         old.retire(&next);
         Ok(())
+    }
+
+    /// Every circuit-breaker filter's circuits.
+    pub(crate) fn circuit_breakers(&self) -> Vec<(Arc<str>, Arc<crate::stack::BreakerSet>)> {
+        self.filters.breakers()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// How long the gateway has been running.
@@ -138,14 +153,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         };
         acceptors.push(tls);
     }
-    let runtime = Runtime::build(Arc::new(config.clone()), None).map_err(StartError::Cluster)?;
+    let metrics = Arc::new(Metrics::new());
+    let filters = FilterStates::new(metrics.clone());
+    let sessions = Sessions {
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let ctx = BuildCtx {
+        metrics: &metrics,
+        filters: &filters,
+        sessions: &sessions,
+    };
+    let runtime = Runtime::build(Arc::new(config.clone()), None, &ctx).map_err(StartError::Cluster)?;
     let gateway = Arc::new(Gateway {
         runtime: ArcSwap::from_pointee(runtime),
         started: Instant::now(),
-        sessions: Sessions {
-            tracker: tracker.clone(),
-            shutdown: shutdown.clone(),
-        },
+        sessions,
+        metrics,
+        filters,
     });
     let mut bound = Vec::new();
     for (index, l) in config.listeners().iter().enumerate() {
@@ -158,17 +183,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let addr = socket.local_addr().unwrap_or(l.addr);
         bound.push((socket, addr));
     }
-    let admin_socket =
-        listener::bind(config.admin.listen).map_err(|source| StartError::AdminBind {
-            addr: config.admin.listen,
-            source,
-        })?;
+    let admin_socket = listener::bind(config.admin.listen).map_err(|source| StartError::AdminBind {
+        addr: config.admin.listen,
+        source,
+    })?;
     let admin = admin_socket.local_addr().unwrap_or(config.admin.listen);
     let mut listeners = Vec::new();
-    for ((socket, addr), (l, tls)) in bound
-        .into_iter()
-        .zip(config.listeners().iter().zip(acceptors))
-    {
+    for ((socket, addr), (l, tls)) in bound.into_iter().zip(config.listeners().iter().zip(acceptors)) {
         listeners.push((l.name.clone(), addr, tls.is_some()));
         tokio::spawn(listener::serve(
             socket,
@@ -209,25 +230,22 @@ fn tls_acceptor(
     };
     if tls.generate_dev_certs {
         let default = &tls.certs[0];
-        match agentmux_certs::dev::ensure_dev_certs(&default.cert, &default.key)
-            .map_err(err(format!("{at}.cert")))?
-        {
+        match agentmux_certs::dev::ensure_dev_certs(&default.cert, &default.key).map_err(err(format!("{at}.cert")))? {
             agentmux_certs::dev::DevCerts::Generated { ca_path } => {
                 tracing::info!(ca = %ca_path.display(), "generated development certificates; trust the CA file to verify the gateway");
             }
             agentmux_certs::dev::DevCerts::Existing => {}
         }
     }
-    let resolver =
-        agentmux_certs::SniResolver::load(tls.certs.clone()).map_err(err(format!("{at}.cert")))?;
+    let resolver = agentmux_certs::SniResolver::load(tls.certs.clone()).map_err(err(format!("{at}.cert")))?;
     let client_auth = match (&tls.client_ca, tls.require_client_cert) {
         (None, _) => agentmux_certs::ClientAuth::None,
         (Some(ca), true) => agentmux_certs::ClientAuth::Required(ca.clone()),
         (Some(ca), false) => agentmux_certs::ClientAuth::Optional(ca.clone()),
     };
     let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let server = agentmux_certs::server_config(resolver.clone(), alpn, &client_auth)
-        .map_err(err(format!("{at}.client_ca")))?;
+    let server =
+        agentmux_certs::server_config(resolver.clone(), alpn, &client_auth).map_err(err(format!("{at}.client_ca")))?;
     let watcher = agentmux_certs::watch(resolver).map_err(err(format!("{at}.cert")))?;
     Ok((TlsAcceptor::from(Arc::new(server)), watcher))
 }

@@ -27,16 +27,21 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Print the config form (`sha256:<hex>`) of an API key for an auth
+    /// filter's `api_keys` table. Reads the key from stdin when not given.
+    HashKey {
+        /// The key; omit to read one line from stdin (keeps it out of shell history).
+        key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate { file }) => validate(&file),
+        Some(Command::HashKey { key }) => hash_key(key),
         Some(Command::Run) | None => {
-            let path = cli
-                .config
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+            let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
             run(path)
         }
     }
@@ -61,6 +66,26 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("cannot read the key from stdin");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if key.is_empty() {
+        eprintln!("the key is empty");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", agentmux_filters::auth::hash_api_key(&key));
+    ExitCode::SUCCESS
+}
+
 fn run(path: PathBuf) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -70,10 +95,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     agentmux::telemetry::init_logging(config.log_level(), config.log_json());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -93,11 +115,7 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
     };
     // Short status lines on stdout: what a newcomer reads, and what tests
     // parse to find ports bound as :0.
-    println!(
-        "agentmux {} using {}",
-        env!("CARGO_PKG_VERSION"),
-        path.display()
-    );
+    println!("agentmux {} using {}", env!("CARGO_PKG_VERSION"), path.display());
     for (name, addr, tls) in running.listeners() {
         let scheme = if *tls { "https" } else { "http" };
         println!("listener {name} on {scheme}://{addr}");
@@ -113,10 +131,7 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Drained::TimedOut(n) => {
-            tracing::warn!(
-                connections = n,
-                "drain timeout passed; closing remaining connections"
-            );
+            tracing::warn!(connections = n, "drain timeout passed; closing remaining connections");
             println!("stopped ({n} connections cut at the drain deadline)");
             ExitCode::SUCCESS
         }
@@ -127,10 +142,7 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -9,21 +9,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{Config, Mode};
+use crate::gateway::Sessions;
+use crate::metrics::Metrics;
 use crate::router::Router;
+use crate::stack::{FilterStates, RouteStack};
 use crate::upstream::{Cluster, PoolNeeds};
 
+/// What building a runtime needs besides the config.
+pub(crate) struct BuildCtx<'a> {
+    pub(crate) metrics: &'a Arc<Metrics>,
+    pub(crate) filters: &'a FilterStates,
+    pub(crate) sessions: &'a Sessions,
+}
+
 /// A configuration made live.
-#[derive(Debug)]
 pub struct Runtime {
     config: Arc<Config>,
     router: Router,
     clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// One stack per route, in config order.
+    stacks: Vec<RouteStack>,
 }
 
 impl Runtime {
     /// Starts the clusters of `config`, reusing those of `previous` whose
     /// settings (and the pools their routes need) are unchanged.
-    pub(crate) fn build(config: Arc<Config>, previous: Option<&Runtime>) -> Result<Self, String> {
+    pub(crate) fn build(config: Arc<Config>, previous: Option<&Runtime>, ctx: &BuildCtx<'_>) -> Result<Self, String> {
         let mut needs: BTreeMap<&str, PoolNeeds> = BTreeMap::new();
         for r in config.routes() {
             let n = needs.entry(r.cluster()).or_default();
@@ -41,16 +52,31 @@ impl Runtime {
                 .cloned();
             let cluster = match reused {
                 Some(c) => c,
-                None => {
-                    Arc::new(Cluster::start(cc, need).map_err(|e| format!("clusters.{name}: {e}"))?)
-                }
+                None => Arc::new(Cluster::start(cc, need).map_err(|e| format!("clusters.{name}: {e}"))?),
             };
             clusters.insert(name.clone(), cluster);
         }
+        let mut stacks = Vec::new();
+        for r in config.routes() {
+            let cluster = clusters
+                .get(r.cluster())
+                .cloned()
+                .ok_or_else(|| format!("routes.{}: no cluster {}", r.name(), r.cluster()))?;
+            stacks.push(RouteStack::build(
+                r,
+                cluster,
+                &config,
+                ctx.filters,
+                ctx.metrics,
+                ctx.sessions,
+            )?);
+        }
+        ctx.filters.retain(|name| config.filters().contains_key(name));
         Ok(Self {
             router: Router::new(config.routes()),
             config,
             clusters,
+            stacks,
         })
     }
 
@@ -61,6 +87,11 @@ impl Runtime {
                 c.close();
             }
         }
+    }
+
+    /// The stack of the route at `index` in the config.
+    pub(crate) fn stack(&self, index: usize) -> Option<&RouteStack> {
+        self.stacks.get(index)
     }
 
     /// The route table.
@@ -81,5 +112,14 @@ impl Runtime {
     /// The configuration.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("routes", &self.stacks.len())
+            .field("clusters", &self.clusters.len())
+            .finish()
     }
 }

@@ -30,8 +30,7 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -42,10 +41,7 @@ pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 }
 
 /// Opens TCP + TLS to `addr` as `localhost`.
-pub async fn connect_tls(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> TlsStream<TcpStream> {
+pub async fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     TlsConnector::from(config)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -55,12 +51,7 @@ pub async fn connect_tls(
 
 /// Sends `req` over TLS with HTTP/2 (`h2`) or HTTP/1.1 and returns the
 /// response with its body still streaming.
-pub async fn send_tls(
-    addr: SocketAddr,
-    ca: &Path,
-    h2: bool,
-    req: Request<Full<Bytes>>,
-) -> Response<Incoming> {
+pub async fn send_tls(addr: SocketAddr, ca: &Path, h2: bool, req: Request<Full<Bytes>>) -> Response<Incoming> {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
     let tls = connect_tls(addr, tls_config(ca, alpn)).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn[0]), "ALPN");
@@ -105,11 +96,7 @@ where
 /// Reads a response to its end.
 pub async fn read(resp: Response<Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     Resp {
         status: parts.status.as_u16(),
         version: parts.version,

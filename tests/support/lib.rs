@@ -7,12 +7,7 @@
 //! when it is up to date), so `cargo test --workspace` always exercises the
 //! current code without a separate build step.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    unreachable_pub
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
 pub mod client;
 pub mod upstream;
@@ -33,10 +28,7 @@ pub fn gateway_bin() -> &'static Path {
     BIN.get_or_init(|| {
         // target/<profile>/deps/<test-binary> → target/<profile>/agentmux
         let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
@@ -44,9 +36,7 @@ pub fn gateway_bin() -> &'static Path {
         if release {
             cmd.arg("--release");
         }
-        let status = cmd
-            .status()
-            .expect("run cargo build for the agentmux binary");
+        let status = cmd.status().expect("run cargo build for the agentmux binary");
         assert!(status.success(), "cargo build of agentmux failed");
         profile_dir.join("agentmux")
     })
@@ -101,7 +91,8 @@ pub struct Gateway {
 
 /// The standard TLS listener block tests use: dev certificates generated
 /// in the test's directory.
-pub const TLS: &str = r#"tls = { cert = "certs/dev/server.crt", key = "certs/dev/server.key", generate_dev_certs = true }"#;
+pub const TLS: &str =
+    r#"tls = { cert = "certs/dev/server.crt", key = "certs/dev/server.key", generate_dev_certs = true }"#;
 
 impl Gateway {
     /// Starts the binary with `config` (TOML; use port 0 everywhere) in a
@@ -151,10 +142,7 @@ impl Gateway {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
-                    panic!(
-                        "gateway did not become ready; stdout: {:?}",
-                        lines.lock().unwrap()
-                    );
+                    panic!("gateway did not become ready; stdout: {:?}", lines.lock().unwrap());
                 }
             };
             if let Some(rest) = line.strip_prefix("listener ") {

@@ -268,13 +268,10 @@ pub async fn connect(
     let scheme = if ca.is_some() { "wss" } else { "ws" };
     let mut req = format!("{scheme}://localhost:{}{path}", addr.port()).into_client_request()?;
     if let Some(p) = protocols {
-        req.headers_mut()
-            .insert("sec-websocket-protocol", p.parse().unwrap());
+        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
     }
     let io: Box<dyn Io> = match ca {
-        Some(ca) => Box::new(
-            super::client::connect_tls(addr, super::client::tls_config(ca, &[b"http/1.1"])).await,
-        ),
+        Some(ca) => Box::new(super::client::connect_tls(addr, super::client::tls_config(ca, &[b"http/1.1"])).await),
         None => Box::new(TcpStream::connect(addr).await.unwrap()),
     };
     tokio_tungstenite::client_async(req, io).await

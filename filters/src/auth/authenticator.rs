@@ -51,13 +51,8 @@ impl Authenticator {
     /// key's *name*, or the peer identity. No usable credential →
     /// [`Unauthenticated`]; a wrong key or an identity off the list (and no
     /// other credential that passes) → [`Forbidden`].
-    pub fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        extensions: &Extensions,
-    ) -> Result<AgentIdentity, AuthError> {
-        self.decide(headers, extensions)
-            .map(|(identity, _)| identity)
+    pub fn authenticate(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<AgentIdentity, AuthError> {
+        self.decide(headers, extensions).map(|(identity, _)| identity)
     }
 
     /// Authenticates `req` and, on success, inserts the [`AgentIdentity`]
@@ -85,11 +80,7 @@ impl Authenticator {
 
     /// The decision, and whether an API key (rather than the peer identity)
     /// let the request in.
-    fn decide(
-        &self,
-        headers: &HeaderMap,
-        extensions: &Extensions,
-    ) -> Result<(AgentIdentity, bool), AuthError> {
+    fn decide(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<(AgentIdentity, bool), AuthError> {
         let mut rejection = None;
         let presented = presented_api_key(headers).filter(|_| !self.inner.keys.is_empty());
         if let Some(presented) = presented {

@@ -63,10 +63,7 @@ pub struct Auth<S> {
 impl<S> Auth<S> {
     /// Wraps `inner` with `authenticator`.
     pub fn new(inner: S, authenticator: Authenticator) -> Self {
-        Self {
-            inner,
-            authenticator,
-        }
+        Self { inner, authenticator }
     }
 
     /// The inner service.

@@ -34,23 +34,17 @@ impl AuthParams {
                 return Err(InvalidParam::new("api_keys", "key names must not be empty"));
             }
             if !names.insert(name.clone()) {
-                return Err(InvalidParam::new(
-                    "api_keys",
-                    format!("name {name:?} is used twice"),
-                ));
+                return Err(InvalidParam::new("api_keys", format!("name {name:?} is used twice")));
             }
-            let hash: ApiKeyHash = hash.as_ref().parse().map_err(|e: InvalidParam| {
-                InvalidParam::new("api_keys", format!("key {name:?}: {}", e.reason()))
-            })?;
+            let hash: ApiKeyHash = hash
+                .as_ref()
+                .parse()
+                .map_err(|e: InvalidParam| InvalidParam::new("api_keys", format!("key {name:?}: {}", e.reason())))?;
             keys.push(NamedKey { name, hash });
         }
-        let identities: HashSet<Arc<str>> =
-            allowed_identities.into_iter().map(Into::into).collect();
+        let identities: HashSet<Arc<str>> = allowed_identities.into_iter().map(Into::into).collect();
         if identities.iter().any(|i| i.is_empty()) {
-            return Err(InvalidParam::new(
-                "allowed_identities",
-                "identities must not be empty",
-            ));
+            return Err(InvalidParam::new("allowed_identities", "identities must not be empty"));
         }
         if keys.is_empty() && identities.is_empty() {
             return Err(InvalidParam::new(

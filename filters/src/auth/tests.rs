@@ -50,8 +50,7 @@ fn with_header(name: &'static str, value: &str) -> Request<()> {
 
 fn with_peer(identity: &str) -> Request<()> {
     let mut req = Request::new(());
-    req.extensions_mut()
-        .insert(PeerIdentity(identity.to_string()));
+    req.extensions_mut().insert(PeerIdentity(identity.to_string()));
     req
 }
 
@@ -62,16 +61,13 @@ async fn a_valid_key_passes_with_its_name_and_is_not_forwarded() {
         .oneshot(with_header("authorization", &format!("Bearer {CI_KEY}")))
         .await
         .unwrap();
-    svc.oneshot(with_header("x-api-key", DEV_KEY))
-        .await
-        .unwrap();
+    svc.oneshot(with_header("x-api-key", DEV_KEY)).await.unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].0.as_ref().unwrap().as_str(), "ci");
     assert_eq!(seen[1].0.as_ref().unwrap().as_str(), "dev");
     assert!(
         seen.iter()
-            .all(|(_, headers)| !headers.contains_key("authorization")
-                && !headers.contains_key("x-api-key"))
+            .all(|(_, headers)| !headers.contains_key("authorization") && !headers.contains_key("x-api-key"))
     );
 }
 
@@ -106,18 +102,12 @@ async fn a_wrong_key_is_forbidden() {
 #[tokio::test]
 async fn mtls_identities_are_checked_against_the_allow_list() {
     let (m, seen, svc) = service(params());
-    svc.clone()
-        .oneshot(with_peer("spiffe://agents/runner"))
-        .await
-        .unwrap();
+    svc.clone().oneshot(with_peer("spiffe://agents/runner")).await.unwrap();
     assert_eq!(
         seen.lock().unwrap()[0].0.as_ref().unwrap().as_str(),
         "spiffe://agents/runner"
     );
-    let err = svc
-        .oneshot(with_peer("spiffe://agents/intruder"))
-        .await
-        .unwrap_err();
+    let err = svc.oneshot(with_peer("spiffe://agents/intruder")).await.unwrap_err();
     let forbidden = err.downcast_ref::<Forbidden>().unwrap();
     assert_eq!(forbidden.reason(), AuthRejection::IdentityNotAllowed);
     assert_eq!(m.auth_rejected_count(AuthRejection::IdentityNotAllowed), 1);
@@ -147,22 +137,11 @@ async fn forwarding_credentials_can_be_enabled() {
 fn the_upgrade_path_gets_the_same_answers() {
     let auth = Authenticator::new(params(), Arc::new(crate::NoopMetrics));
     let ok = with_header("x-api-key", CI_KEY);
-    assert_eq!(
-        auth.authenticate(ok.headers(), ok.extensions())
-            .unwrap()
-            .as_str(),
-        "ci"
-    );
+    assert_eq!(auth.authenticate(ok.headers(), ok.extensions()).unwrap().as_str(), "ci");
     let none = Request::new(());
-    let err = auth
-        .authenticate(none.headers(), none.extensions())
-        .unwrap_err();
+    let err = auth.authenticate(none.headers(), none.extensions()).unwrap_err();
     assert_eq!(err.reason(), AuthRejection::MissingCredentials);
-    assert!(
-        err.into_box_error()
-            .downcast_ref::<Unauthenticated>()
-            .is_some()
-    );
+    assert!(err.into_box_error().downcast_ref::<Unauthenticated>().is_some());
 
     let (mut parts, ()) = with_header("authorization", &format!("bearer {DEV_KEY}")).into_parts();
     let identity = auth.admit_parts(&mut parts).unwrap();

@@ -26,9 +26,7 @@ pub(super) struct GateWord {
 
 impl GateWord {
     fn encode(self) -> u64 {
-        (self.epoch << EPOCH_SHIFT)
-            | ((u64::from(self.probes) & PROBE_MASK) << PROBE_SHIFT)
-            | (self.state as u64)
+        (self.epoch << EPOCH_SHIFT) | ((u64::from(self.probes) & PROBE_MASK) << PROBE_SHIFT) | (self.state as u64)
     }
 
     fn decode(word: u64) -> Self {
@@ -95,12 +93,10 @@ impl Gate {
                 probes: word.probes - 1,
                 ..word
             };
-            match self.word.compare_exchange_weak(
-                current,
-                taken.encode(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .word
+                .compare_exchange_weak(current, taken.encode(), Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Admission::Probe { epoch: word.epoch },
                 Err(actual) => current = actual,
             }
@@ -110,18 +106,16 @@ impl Gate {
     /// Gives `n` probe slots back to the half-open period `epoch`, if it is
     /// still current.
     pub(super) fn return_probes(&self, epoch: u64, n: u32) {
-        let _ = self
-            .word
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                let word = GateWord::decode(current);
-                let current_period = word.state == CircuitState::HalfOpen && word.epoch == epoch;
-                current_period.then(|| {
-                    GateWord {
-                        probes: word.probes.saturating_add(n).min(PROBE_MASK as u32),
-                        ..word
-                    }
-                    .encode()
-                })
-            });
+        let _ = self.word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            let word = GateWord::decode(current);
+            let current_period = word.state == CircuitState::HalfOpen && word.epoch == epoch;
+            current_period.then(|| {
+                GateWord {
+                    probes: word.probes.saturating_add(n).min(PROBE_MASK as u32),
+                    ..word
+                }
+                .encode()
+            })
+        });
     }
 }

@@ -48,8 +48,7 @@ impl CircuitBreaker {
         let gate = Arc::new(Gate::new());
         let (events_tx, events_rx) = mpsc::channel(params.outcome_queue);
         let (state_tx, state_rx) = watch::channel(CircuitState::Closed);
-        let controller =
-            Controller::new(params, gate.clone(), state_tx, metrics.clone(), events_rx);
+        let controller = Controller::new(params, gate.clone(), state_tx, metrics.clone(), events_rx);
         tokio::spawn(controller.run());
         Self {
             shared: Arc::new(Shared {

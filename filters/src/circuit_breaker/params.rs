@@ -68,10 +68,7 @@ impl BreakerParams {
     /// `open_duration` if the default cap is shorter.
     pub fn new(consecutive_failures: u32, open_duration: Duration) -> Result<Self, InvalidParam> {
         if consecutive_failures == 0 {
-            return Err(InvalidParam::new(
-                "consecutive_failures",
-                "must be >= 1 (got 0)",
-            ));
+            return Err(InvalidParam::new("consecutive_failures", "must be >= 1 (got 0)"));
         }
         let open_duration = nonzero_duration("open_duration", open_duration)?;
         let defaults = Self::default();
@@ -86,12 +83,7 @@ impl BreakerParams {
     /// Also open when the failure rate over the sliding `window` reaches
     /// `rate` (in `0.0 < rate <= 1.0`), once the window holds at least
     /// `min_requests` (>= 1) requests.
-    pub fn with_failure_rate(
-        mut self,
-        rate: f64,
-        window: Duration,
-        min_requests: u32,
-    ) -> Result<Self, InvalidParam> {
+    pub fn with_failure_rate(mut self, rate: f64, window: Duration, min_requests: u32) -> Result<Self, InvalidParam> {
         if !(rate > 0.0 && rate <= 1.0) {
             return Err(InvalidParam::new(
                 "failure_rate",
@@ -122,10 +114,7 @@ impl BreakerParams {
         if max < self.open_duration {
             return Err(InvalidParam::new(
                 "max_open_duration",
-                format!(
-                    "must be >= open_duration ({:?}) (got {max:?})",
-                    self.open_duration
-                ),
+                format!("must be >= open_duration ({:?}) (got {max:?})", self.open_duration),
             ));
         }
         self.max_open_duration = max;

@@ -137,10 +137,7 @@ async fn a_lost_probe_outcome_is_re_granted_after_a_while() {
     // instead of staying half-open forever.
     tokio::time::advance(Duration::from_secs(1)).await;
     settle().await;
-    breaker
-        .check()
-        .expect("slot re-granted")
-        .record(Outcome::Success);
+    breaker.check().expect("slot re-granted").record(Outcome::Success);
     wait_for(&breaker, CircuitState::Closed).await;
 }
 
@@ -183,11 +180,7 @@ async fn failure_rate_over_the_window_opens() {
     let (breaker, _m) = breaker(params);
     // Alternate: never two failures in a row, 50% overall.
     for i in 0..9 {
-        let outcome = if i % 2 == 0 {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
+        let outcome = if i % 2 == 0 { Outcome::Success } else { Outcome::Failure };
         breaker.check().unwrap().record(outcome);
     }
     settle().await;
@@ -258,13 +251,7 @@ async fn the_layer_counts_failure_statuses_and_errors_and_fails_fast() {
     }
     wait_for(&breaker, CircuitState::Open).await;
 
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(()))
-        .await
-        .unwrap_err();
+    let err = svc.ready().await.unwrap().call(Request::new(())).await.unwrap_err();
     assert!(err.downcast_ref::<CircuitOpen>().is_some());
 
     // Half-open: the probe goes through the layer and closes the circuit.
@@ -289,11 +276,7 @@ async fn custom_failure_statuses() {
     }));
     svc.clone().oneshot(Request::new(())).await.unwrap();
     settle().await;
-    assert_eq!(
-        breaker.state(),
-        CircuitState::Closed,
-        "503 is not a failure here"
-    );
+    assert_eq!(breaker.state(), CircuitState::Closed, "503 is not a failure here");
 }
 
 #[test]
@@ -328,19 +311,13 @@ fn params_errors_name_the_parameter() {
         err.to_string(),
         "failure_rate must be within 0.0 < rate <= 1.0 (got 1.5)"
     );
-    let err = base
-        .clone()
-        .with_max_open_duration(Duration::from_secs(1))
-        .unwrap_err();
+    let err = base.clone().with_max_open_duration(Duration::from_secs(1)).unwrap_err();
     assert_eq!(err.param(), "max_open_duration");
     assert_eq!(
         base.clone().with_half_open_probes(0).unwrap_err().param(),
         "half_open_probes"
     );
-    assert_eq!(
-        base.with_outcome_queue(0).unwrap_err().param(),
-        "outcome_queue"
-    );
+    assert_eq!(base.with_outcome_queue(0).unwrap_err().param(), "outcome_queue");
     // A long open duration raises the default cap rather than failing.
     let long = BreakerParams::new(1, Duration::from_secs(300)).unwrap();
     assert_eq!(long.max_open_duration(), Duration::from_secs(300));

@@ -63,8 +63,7 @@ impl Window {
     /// Moves the head to `now`, clearing the buckets it passes.
     fn advance(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.origin);
-        let index =
-            u64::try_from(elapsed.as_nanos() / self.bucket_width.as_nanos()).unwrap_or(u64::MAX);
+        let index = u64::try_from(elapsed.as_nanos() / self.bucket_width.as_nanos()).unwrap_or(u64::MAX);
         let steps = index.saturating_sub(self.head).min(BUCKETS as u64);
         for step in 1..=steps {
             let slot = (self.head.wrapping_add(step) % BUCKETS as u64) as usize;

@@ -23,10 +23,7 @@ impl LoadShedParams {
         if max_in_flight > Semaphore::MAX_PERMITS {
             return Err(InvalidParam::new(
                 "max_in_flight",
-                format!(
-                    "must be <= {} (got {max_in_flight})",
-                    Semaphore::MAX_PERMITS
-                ),
+                format!("must be <= {} (got {max_in_flight})", Semaphore::MAX_PERMITS),
             ));
         }
         Ok(Self { max_in_flight })

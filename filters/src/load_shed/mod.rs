@@ -53,10 +53,7 @@ pub struct LoadShed<S> {
 impl<S> LoadShed<S> {
     /// Wraps `inner`; the slots are those of `layer` (and all its clones).
     pub fn new(inner: S, layer: LoadShedLayer) -> Self {
-        Self {
-            inner,
-            shared: layer,
-        }
+        Self { inner, shared: layer }
     }
 
     /// The inner service.

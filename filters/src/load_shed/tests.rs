@@ -42,19 +42,12 @@ async fn the_next_request_is_shed_while_n_bodies_stream_and_admitted_after_one_e
     let (layer, m, senders, inner) = setup(2);
     let svc = layer.layer(inner);
 
-    let mut first = svc
-        .clone()
-        .oneshot(Request::new(()))
-        .await
-        .unwrap()
-        .into_body();
+    let mut first = svc.clone().oneshot(Request::new(())).await.unwrap().into_body();
     let _second = svc.clone().oneshot(Request::new(())).await.unwrap();
     // Headers are back for both, but their bodies still stream: full.
     assert_eq!(layer.in_flight(), 2);
     let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
-    let overloaded = err
-        .downcast_ref::<Overloaded>()
-        .expect("an Overloaded error");
+    let overloaded = err.downcast_ref::<Overloaded>().expect("an Overloaded error");
     assert_eq!(overloaded.limit(), 2);
     assert_eq!(m.shed_count(), 1);
     assert_eq!(

@@ -69,9 +69,9 @@ impl FromStr for KeySource {
                         format!("must be client-ip, api-key or header:<name> (got {s:?})"),
                     )
                 })?;
-                HeaderName::from_str(name).map(Self::Header).map_err(|_| {
-                    InvalidParam::new("key", format!("has an invalid header name {name:?}"))
-                })
+                HeaderName::from_str(name)
+                    .map(Self::Header)
+                    .map_err(|_| InvalidParam::new("key", format!("has an invalid header name {name:?}")))
             }
         }
     }
@@ -79,10 +79,7 @@ impl FromStr for KeySource {
 
 fn api_key(headers: &HeaderMap, extensions: &Extensions) -> Option<LimitKey> {
     if let Some(identity) = extensions.get::<AgentIdentity>() {
-        return Some(LimitKey::hashed(
-            Domain::Identity,
-            identity.as_str().as_bytes(),
-        ));
+        return Some(LimitKey::hashed(Domain::Identity, identity.as_str().as_bytes()));
     }
     presented_api_key(headers).map(|k| LimitKey::hashed(Domain::Secret, k))
 }
@@ -92,9 +89,7 @@ fn api_key(headers: &HeaderMap, extensions: &Extensions) -> Option<LimitKey> {
 pub(crate) fn presented_api_key(headers: &HeaderMap) -> Option<&[u8]> {
     let bearer = headers.get(AUTHORIZATION).and_then(|v| {
         let (scheme, key) = v.as_bytes().split_at_checked(7)?;
-        scheme
-            .eq_ignore_ascii_case(b"bearer ")
-            .then(|| key.trim_ascii())
+        scheme.eq_ignore_ascii_case(b"bearer ").then(|| key.trim_ascii())
     });
     bearer
         .or_else(|| headers.get(&X_API_KEY).map(|v| v.as_bytes().trim_ascii()))

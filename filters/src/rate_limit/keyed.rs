@@ -30,12 +30,7 @@ pub(crate) const PRUNE_EVERY_CHECKS: u64 = 16 * 1024;
 /// Prune at least this often while checks arrive.
 pub(crate) const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
-type Limiter = RateLimiter<
-    LimitKey,
-    DashMapStateStore<LimitKey, PreHashed>,
-    TokioClock,
-    NoOpMiddleware<Nanos>,
->;
+type Limiter = RateLimiter<LimitKey, DashMapStateStore<LimitKey, PreHashed>, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// A keyed GCRA limiter with self-pruning.
 #[derive(Debug)]
@@ -86,8 +81,7 @@ impl KeyedGcra {
     fn maybe_prune(&self) {
         let checks = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
         let now = self.clock.now().as_u64();
-        let due = checks.is_multiple_of(PRUNE_EVERY_CHECKS)
-            || now >= self.next_prune.load(Ordering::Relaxed);
+        let due = checks.is_multiple_of(PRUNE_EVERY_CHECKS) || now >= self.next_prune.load(Ordering::Relaxed);
         // One pruner at a time; the others carry on without waiting.
         if !due || self.pruning.swap(true, Ordering::Acquire) {
             return;
@@ -113,17 +107,14 @@ pub(crate) fn quota(
 ) -> Result<Quota, crate::InvalidParam> {
     use crate::InvalidParam;
     if !(rate.is_finite() && rate > 0.0) {
-        return Err(InvalidParam::new(
-            rate_param,
-            format!("must be > 0 (got {rate})"),
-        ));
+        return Err(InvalidParam::new(rate_param, format!("must be > 0 (got {rate})")));
     }
     let period = Duration::try_from_secs_f64(1.0 / rate)
         .ok()
         .filter(|p| !p.is_zero())
         .ok_or_else(|| InvalidParam::new(rate_param, format!("is out of range (got {rate})")))?;
-    let burst = std::num::NonZeroU32::new(burst)
-        .ok_or_else(|| InvalidParam::new(burst_param, "must be >= 1 (got 0)"))?;
+    let burst =
+        std::num::NonZeroU32::new(burst).ok_or_else(|| InvalidParam::new(burst_param, "must be >= 1 (got 0)"))?;
     let quota = Quota::with_period(period)
         .ok_or_else(|| InvalidParam::new(rate_param, format!("is out of range (got {rate})")))?;
     Ok(quota.allow_burst(burst))

@@ -20,8 +20,7 @@ impl RateLimitParams {
     /// `requests_per_second` per key (fractions allowed, must be > 0) with
     /// bursts of up to `burst` requests (>= 1).
     pub fn new(key: KeySource, requests_per_second: f64, burst: u32) -> Result<Self, InvalidParam> {
-        let quota =
-            super::keyed::quota("requests_per_second", requests_per_second, "burst", burst)?;
+        let quota = super::keyed::quota("requests_per_second", requests_per_second, "burst", burst)?;
         Ok(Self {
             key,
             requests_per_second,

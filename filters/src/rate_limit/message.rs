@@ -94,6 +94,8 @@ impl MessageLimiter {
             session,
             throttled_since: None,
             limiter: self.clone(),
+            session_cell_held: false,
+            waited: false,
         }
     }
 
@@ -113,6 +115,23 @@ pub struct SessionMessages {
     /// When the current run of delayed messages began.
     throttled_since: Option<Instant>,
     limiter: MessageLimiter,
+    /// [`SessionMessages::try_admit`]: the waiting message already holds
+    /// its session cell and now waits for the key's.
+    session_cell_held: bool,
+    /// [`SessionMessages::try_admit`]: the waiting message has been told to
+    /// wait at least once.
+    waited: bool,
+}
+
+/// What [`SessionMessages::try_admit`] decided for the next message.
+#[derive(Debug)]
+pub enum Admission {
+    /// Send it now.
+    Now,
+    /// Hold it (stop reading the agent) for this long, then ask again.
+    Wait(Duration),
+    /// Over the delay bound: close the session with 1008.
+    Exceeded(MessageRateExceeded),
 }
 
 impl SessionMessages {
@@ -134,9 +153,7 @@ impl SessionMessages {
             })
             .await?;
         let key_delayed = self
-            .wait(MessageScope::Key, deadline, || {
-                self.limiter.per_key.check(&self.key)
-            })
+            .wait(MessageScope::Key, deadline, || self.limiter.per_key.check(&self.key))
             .await?;
         if session_delayed || key_delayed {
             self.throttled_since.get_or_insert(now);
@@ -145,6 +162,51 @@ impl SessionMessages {
             self.throttled_since = None;
         }
         Ok(())
+    }
+
+    /// The same decision as [`SessionMessages::admit`] without awaiting,
+    /// for callers that drive their own timers (the gateway's relay is a
+    /// hand-written future). Ask again for the same message after a
+    /// `Wait`; the cell a message already took is not taken twice.
+    pub fn try_admit(&mut self) -> Admission {
+        let now = Instant::now();
+        let deadline = self.throttled_since.unwrap_or(now) + self.limiter.params.max_delay;
+        let clock = self.session.clock();
+        if !self.session_cell_held {
+            match self.session.check() {
+                Ok(()) => self.session_cell_held = true,
+                Err(not_until) => {
+                    return self.hold(
+                        MessageScope::Session,
+                        now,
+                        deadline,
+                        not_until.wait_time_from(clock.now()),
+                    );
+                }
+            }
+        }
+        if let Err(wait) = self.limiter.per_key.check(&self.key) {
+            return self.hold(MessageScope::Key, now, deadline, wait);
+        }
+        self.session_cell_held = false;
+        if std::mem::take(&mut self.waited) {
+            self.limiter.metrics.message_delayed();
+        } else {
+            self.throttled_since = None;
+        }
+        Admission::Now
+    }
+
+    fn hold(&mut self, scope: MessageScope, now: Instant, deadline: Instant, wait: Duration) -> Admission {
+        if now + wait > deadline {
+            self.limiter.metrics.message_rejected();
+            self.session_cell_held = false;
+            self.waited = false;
+            return Admission::Exceeded(MessageRateExceeded::new(scope));
+        }
+        self.throttled_since.get_or_insert(now);
+        self.waited = true;
+        Admission::Wait(wait)
     }
 
     /// The key this session counts against.

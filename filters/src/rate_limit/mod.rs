@@ -56,7 +56,7 @@ pub use error::{MessageRateExceeded, MessageScope, RateLimited, TooManySessions}
 pub use key::{KeySource, LimitKey};
 pub(crate) use key::{X_API_KEY, presented_api_key};
 pub use layer::{RateLimitLayer, RateLimitParams};
-pub use message::{MessageLimitParams, MessageLimiter, SessionMessages};
+pub use message::{Admission, MessageLimitParams, MessageLimiter, SessionMessages};
 pub use session::{SessionLimitParams, SessionLimiter, SessionPermit};
 
 use keyed::KeyedGcra;

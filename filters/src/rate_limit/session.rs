@@ -48,9 +48,7 @@ impl Shared {
     fn live(&self) -> MutexGuard<'_, HashMap<LimitKey, u32, PreHashed>> {
         // A panic while holding the lock cannot leave a count half-written
         // (each update is one store), so a poisoned map is still usable.
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

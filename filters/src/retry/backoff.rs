@@ -50,9 +50,7 @@ impl Backoff {
     /// `min(cap, base · 2^attempt)`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(31));
-        self.base
-            .checked_mul(factor)
-            .map_or(self.cap, |d| d.min(self.cap))
+        self.base.checked_mul(factor).map_or(self.cap, |d| d.min(self.cap))
     }
 
     /// The first delay's ceiling.

@@ -127,9 +127,7 @@ impl RetryBudget {
     /// Records one request.
     pub fn deposit(&self) {
         self.inner.expire();
-        self.inner
-            .open
-            .fetch_add(self.inner.deposit, Ordering::AcqRel);
+        self.inner.open.fetch_add(self.inner.deposit, Ordering::AcqRel);
     }
 
     /// Takes one retry from the budget; `false` if it is empty.

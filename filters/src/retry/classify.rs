@@ -90,9 +90,7 @@ impl fmt::Debug for DefaultClassifier {
 impl RetryClassifier for DefaultClassifier {
     fn should_retry<B>(&self, request: &Request<B>, outcome: AttemptOutcome<'_>) -> bool {
         match outcome {
-            AttemptOutcome::Response(status, _) => {
-                is_idempotent(request.method()) && self.statuses.contains(status)
-            }
+            AttemptOutcome::Response(status, _) => is_idempotent(request.method()) && self.statuses.contains(status),
             AttemptOutcome::Error(error) => (self.never_sent)(error),
         }
     }

@@ -95,8 +95,7 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    let (Some(service), Some(request)) = (this.service.as_mut(), this.spare.take())
-                    else {
+                    let (Some(service), Some(request)) = (this.service.as_mut(), this.spare.take()) else {
                         return Poll::Ready(Err("retry future polled after completion".into()));
                     };
                     if let Err(e) = ready!(service.poll_ready(cx)) {
@@ -118,12 +117,7 @@ impl<C: RetryClassifier> Shared<C> {
     /// Whether attempt number `attempts` (1-based) may be followed by
     /// another: the classifier says so, attempts remain, and the budget
     /// pays. Counts retries and budget exhaustion.
-    fn may_retry<B, RB>(
-        &self,
-        request: &Request<B>,
-        result: &Result<Response<RB>, BoxError>,
-        attempts: u32,
-    ) -> bool {
+    fn may_retry<B, RB>(&self, request: &Request<B>, result: &Result<Response<RB>, BoxError>, attempts: u32) -> bool {
         let outcome = match result {
             Ok(res) => AttemptOutcome::Response(res.status(), res.headers()),
             Err(e) => AttemptOutcome::Error(&**e),

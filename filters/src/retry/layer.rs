@@ -27,10 +27,7 @@ impl RetryParams {
                 format!("must be within 1..={MAX_ATTEMPTS} (got {max_attempts})"),
             ));
         }
-        Ok(Self {
-            max_attempts,
-            backoff,
-        })
+        Ok(Self { max_attempts, backoff })
     }
 
     /// Attempts in all, the first included.
@@ -54,12 +51,7 @@ impl<C: RetryClassifier> RetryLayer<C> {
     /// A layer retrying what `classifier` allows, within `params`, paid for
     /// by `budget` (share one budget between the routes that should share
     /// it).
-    pub fn new(
-        params: RetryParams,
-        budget: RetryBudget,
-        classifier: C,
-        metrics: Arc<dyn FilterMetrics>,
-    ) -> Self {
+    pub fn new(params: RetryParams, budget: RetryBudget, classifier: C, metrics: Arc<dyn FilterMetrics>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 max_attempts: params.max_attempts,

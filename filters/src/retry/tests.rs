@@ -20,12 +20,7 @@ fn backoff() -> Backoff {
 fn layer(max_attempts: u32, budget: RetryBudgetParams) -> (RetryLayer, Arc<CountingMetrics>) {
     let m = Arc::new(CountingMetrics::default());
     let params = RetryParams::new(max_attempts, backoff()).unwrap();
-    let layer = RetryLayer::new(
-        params,
-        RetryBudget::new(budget),
-        DefaultClassifier::new(),
-        m.clone(),
-    );
+    let layer = RetryLayer::new(params, RetryBudget::new(budget), DefaultClassifier::new(), m.clone());
     (layer, m)
 }
 
@@ -74,9 +69,7 @@ fn backoff_delays_spread_uniformly_across_zero_to_cap() {
 #[test]
 fn backoff_ceiling_doubles_up_to_the_cap() {
     let backoff = backoff();
-    let ceilings: Vec<u64> = (0..6)
-        .map(|n| backoff.ceiling(n).as_millis() as u64)
-        .collect();
+    let ceilings: Vec<u64> = (0..6).map(|n| backoff.ceiling(n).as_millis() as u64).collect();
     assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
     assert_eq!(backoff.ceiling(u32::MAX), Duration::from_secs(1));
     let mut rng = StdRng::seed_from_u64(1);
@@ -124,8 +117,7 @@ async fn a_failed_get_is_retried_until_it_succeeds() {
     let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<()>>();
     let mut svc = layer.layer(mock);
 
-    let call =
-        tokio::spawn(async move { svc.ready().await.unwrap().call(request(Method::GET)).await });
+    let call = tokio::spawn(async move { svc.ready().await.unwrap().call(request(Method::GET)).await });
     let (_, respond) = handle.next_request().await.unwrap();
     respond.send_response(response(502, ()));
     let started = tokio::time::Instant::now();
@@ -143,11 +135,7 @@ async fn a_failed_get_is_retried_until_it_succeeds() {
 async fn attempts_are_capped_and_the_last_result_returned() {
     let (layer, m) = layer(4, generous());
     let (calls, inner) = always(504);
-    let res = layer
-        .layer(inner)
-        .oneshot(request(Method::PUT))
-        .await
-        .unwrap();
+    let res = layer.layer(inner).oneshot(request(Method::PUT)).await.unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(calls.load(Ordering::SeqCst), 4);
     assert_eq!(m.retried_count(), 3);
@@ -162,11 +150,7 @@ async fn non_idempotent_and_non_retryable_statuses_are_sent_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     let (calls, inner) = always(500);
-    layer
-        .layer(inner)
-        .oneshot(request(Method::GET))
-        .await
-        .unwrap();
+    layer.layer(inner).oneshot(request(Method::GET)).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -183,8 +167,7 @@ impl std::error::Error for NeverSentError {}
 
 #[tokio::test(start_paused = true)]
 async fn errors_are_retried_only_when_never_sent() {
-    let classifier =
-        DefaultClassifier::new().with_never_sent(|e| e.downcast_ref::<NeverSentError>().is_some());
+    let classifier = DefaultClassifier::new().with_never_sent(|e| e.downcast_ref::<NeverSentError>().is_some());
     let params = RetryParams::new(3, backoff()).unwrap();
     let layer = RetryLayer::new(
         params,
@@ -207,11 +190,7 @@ async fn errors_are_retried_only_when_never_sent() {
     }));
     // A POST that never left: retried (safe for any method); the retry then
     // fails after sending, and that error is returned as is.
-    let err = svc
-        .clone()
-        .oneshot(request(Method::POST))
-        .await
-        .unwrap_err();
+    let err = svc.clone().oneshot(request(Method::POST)).await.unwrap_err();
     assert_eq!(err.to_string(), "reset after the request was written");
     assert_eq!(calls.swap(0, Ordering::SeqCst), 2);
     // An error after sending is not retried, even for a GET.
@@ -258,8 +237,7 @@ async fn retries_replay_headers_extensions_and_body() {
     }));
     let mut req = Request::new("payload".to_string());
     req.headers_mut().insert("x-trace", "t1".parse().unwrap());
-    req.extensions_mut()
-        .insert(crate::AgentIdentity("a".into()));
+    req.extensions_mut().insert(crate::AgentIdentity("a".into()));
     svc.oneshot(req).await.unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
@@ -297,10 +275,7 @@ fn params_errors_name_the_parameter() {
     let err = RetryBudgetParams::new(0.2, 10, Duration::from_millis(500)).unwrap_err();
     assert_eq!(err.param(), "ttl");
     let err = RetryParams::new(0, backoff()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "max_attempts must be within 1..=20 (got 0)"
-    );
+    assert_eq!(err.to_string(), "max_attempts must be within 1..=20 (got 0)");
     let err = Backoff::new(Duration::ZERO, Duration::from_secs(1)).unwrap_err();
     assert_eq!(err.param(), "backoff_base");
     let err = Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).unwrap_err();

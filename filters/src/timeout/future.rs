@@ -74,11 +74,7 @@ pin_project! {
 
 impl<F> ResponseBodyFuture<F> {
     pub(super) fn new(inner: F, idle: Duration, metrics: Arc<dyn FilterMetrics>) -> Self {
-        Self {
-            inner,
-            idle,
-            metrics,
-        }
+        Self { inner, idle, metrics }
     }
 }
 
@@ -93,8 +89,6 @@ where
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx)).map_err(Into::into)?;
         let (idle, metrics) = (*this.idle, this.metrics.clone());
-        Poll::Ready(Ok(
-            response.map(|body| super::TimeoutBody::new(body, idle, metrics))
-        ))
+        Poll::Ready(Ok(response.map(|body| super::TimeoutBody::new(body, idle, metrics))))
     }
 }

@@ -66,11 +66,7 @@ pub struct Timeout<S> {
 impl<S> Timeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, params: TimeoutParams, metrics: Arc<dyn FilterMetrics>) -> Self {
-        Self {
-            inner,
-            params,
-            metrics,
-        }
+        Self { inner, params, metrics }
     }
 
     /// The inner service.
@@ -120,11 +116,7 @@ pub struct ResponseBodyTimeout<S> {
 impl<S> ResponseBodyTimeout<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, params: IdleTimeoutParams, metrics: Arc<dyn FilterMetrics>) -> Self {
-        Self {
-            inner,
-            params,
-            metrics,
-        }
+        Self { inner, params, metrics }
     }
 
     /// The inner service.

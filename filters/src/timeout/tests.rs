@@ -20,10 +20,7 @@ fn metrics() -> Arc<CountingMetrics> {
 #[tokio::test(start_paused = true)]
 async fn no_headers_in_time_is_elapsed() {
     let m = metrics();
-    let layer = TimeoutLayer::new(
-        TimeoutParams::new(Duration::from_secs(2)).unwrap(),
-        m.clone(),
-    );
+    let layer = TimeoutLayer::new(TimeoutParams::new(Duration::from_secs(2)).unwrap(), m.clone());
     let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<()>>();
     let mut svc = layer.layer(mock);
 
@@ -39,10 +36,7 @@ async fn no_headers_in_time_is_elapsed() {
 
 #[tokio::test(start_paused = true)]
 async fn headers_in_time_pass() {
-    let layer = TimeoutLayer::new(
-        TimeoutParams::new(Duration::from_secs(2)).unwrap(),
-        metrics(),
-    );
+    let layer = TimeoutLayer::new(TimeoutParams::new(Duration::from_secs(2)).unwrap(), metrics());
     let svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
         tokio::time::sleep(Duration::from_millis(1999)).await;
         Ok::<_, crate::BoxError>(Response::new(()))
@@ -75,9 +69,7 @@ async fn an_idle_body_errors_after_the_gap_but_not_while_frames_flow() {
     let quiet_since = Instant::now();
     let err = body.frame().await.unwrap().unwrap_err();
     assert_eq!(quiet_since.elapsed(), Duration::from_secs(1));
-    let idle = err
-        .downcast_ref::<IdleTimeout>()
-        .expect("an IdleTimeout error");
+    let idle = err.downcast_ref::<IdleTimeout>().expect("an IdleTimeout error");
     assert_eq!(idle.idle(), Duration::from_secs(1));
     assert_eq!(m.timed_out_count(TimeoutKind::Idle), 1);
     // The stream is over after the error.
@@ -115,14 +107,9 @@ async fn a_body_that_ends_in_time_ends_cleanly() {
 #[tokio::test(start_paused = true)]
 async fn with_timeout_bounds_any_future() {
     let slow = tokio::time::sleep(Duration::from_secs(10));
-    let err = with_timeout(Duration::from_secs(3), slow)
-        .await
-        .unwrap_err();
+    let err = with_timeout(Duration::from_secs(3), slow).await.unwrap_err();
     assert_eq!(err.after(), Duration::from_secs(3));
-    assert_eq!(
-        with_timeout(Duration::from_secs(3), async { 7 }).await,
-        Ok(7)
-    );
+    assert_eq!(with_timeout(Duration::from_secs(3), async { 7 }).await, Ok(7));
 }
 
 #[test]

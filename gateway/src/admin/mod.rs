@@ -65,6 +65,16 @@ async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -
     }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/readyz") => readyz(gateway),
+        (&Method::GET, "/metrics") => {
+            let text = gateway.metrics().encode(&gateway.runtime());
+            let mut r = Response::new(full(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET, "/api/circuits") => json_response(StatusCode::OK, &circuits(gateway)),
         (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(gateway)),
         (&Method::GET, "/api/clusters") => json_response(StatusCode::OK, &clusters(gateway)),
         _ => json_response(
@@ -108,7 +118,6 @@ fn routes(gateway: &Gateway) -> Value {
     let list: Vec<Value> = rt
         .router()
         .routes()
-        .iter()
         .map(|r| json!({ "name": r.name(), "mode": r.mode().as_str(), "cluster": r.cluster() }))
         .collect();
     json!({ "routes": list })
@@ -145,6 +154,19 @@ fn clusters(gateway: &Gateway) -> Value {
     json!({ "clusters": list })
 }
 
+fn circuits(gateway: &Gateway) -> Value {
+    let list: Vec<Value> = gateway
+        .circuit_breakers()
+        .into_iter()
+        .flat_map(|(filter, set)| {
+            set.circuits()
+                .into_iter()
+                .map(move |(scope, c)| json!({ "filter": &*filter, "scope": scope, "state": c.state().as_str() }))
+        })
+        .collect();
+    json!({ "circuits": list })
+}
+
 fn states(s: &crate::pool::PoolSnapshot) -> Value {
     let mut m = serde_json::Map::new();
     for st in LifeState::ALL {
@@ -166,9 +188,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(format!("{v:#}\n")));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

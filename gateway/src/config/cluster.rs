@@ -165,13 +165,9 @@ impl ClusterConfig {
                     .endpoints
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| {
-                        EndpointConfig::from_spec(&at(&format!("endpoints[{i}]")), e, errs)
-                    })
+                    .map(|(i, e)| EndpointConfig::from_spec(&at(&format!("endpoints[{i}]")), e, errs))
                     .collect();
-                eps.into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .map(ClusterKind::Static)
+                eps.into_iter().collect::<Option<Vec<_>>>().map(ClusterKind::Static)
             }
             Some("echo") => {
                 if !spec.endpoints.is_empty() {
@@ -181,10 +177,7 @@ impl ClusterConfig {
                     );
                 }
                 if spec.tls.is_some() {
-                    errs.push(
-                        at("tls"),
-                        "an echo cluster is served in-process and takes no tls",
-                    );
+                    errs.push(at("tls"), "an echo cluster is served in-process and takes no tls");
                 }
                 Some(ClusterKind::Echo)
             }
@@ -204,9 +197,7 @@ impl ClusterConfig {
             Some(other) => {
                 errs.push(
                     at("protocol"),
-                    format!(
-                        "unknown protocol {other:?} (expected \"auto\", \"http1\" or \"http2\")"
-                    ),
+                    format!("unknown protocol {other:?} (expected \"auto\", \"http1\" or \"http2\")"),
                 );
                 None
             }
@@ -237,10 +228,7 @@ impl ClusterConfig {
 
     pub(super) fn check_files(&self, errs: &mut Errors) {
         if let Some(UpstreamTls { ca: Some(ca), .. }) = &self.tls {
-            errs.check(
-                format!("clusters.{}.tls.ca", self.name),
-                agentmux_certs::load_roots(ca),
-            );
+            errs.check(format!("clusters.{}.tls.ca", self.name), agentmux_certs::load_roots(ca));
         }
     }
 
@@ -255,12 +243,7 @@ impl ClusterConfig {
     }
 }
 
-fn duration(
-    errs: &mut Errors,
-    path: String,
-    value: &Option<String>,
-    default: Duration,
-) -> Option<Duration> {
+fn duration(errs: &mut Errors, path: String, value: &Option<String>, default: Duration) -> Option<Duration> {
     match value {
         None => Some(default),
         Some(s) => errs.check(path, parse_duration(s)),
@@ -274,10 +257,7 @@ impl EndpointConfig {
             errs.push(format!("{at}.weight"), "must be at least 1, got 0");
         }
         let addr = errs.check(at, EndpointAddr::parse(&spec.address));
-        Some(Self {
-            addr: addr?,
-            weight,
-        })
+        Some(Self { addr: addr?, weight })
     }
 
     /// The endpoint's address.
@@ -289,11 +269,7 @@ impl EndpointConfig {
 impl EndpointAddr {
     /// Parses `ip:port`, `[v6]:port` or `host:port`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid address {s:?} (expected ip:port or host:port, e.g. \"127.0.0.1:18080\")"
-            )
-        };
+        let bad = || format!("invalid address {s:?} (expected ip:port or host:port, e.g. \"127.0.0.1:18080\")");
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Self::Ip(a));
         }
@@ -301,11 +277,9 @@ impl EndpointAddr {
         let port: u16 = port.parse().map_err(|_| bad())?;
         let valid = !host.is_empty()
             && host.len() <= 253
-            && host.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if !valid || port == 0 {
             return Err(bad());
         }
@@ -349,10 +323,7 @@ impl Strategy {
             }
         };
         if spec.hash_key.is_some() {
-            errs.push(
-                format!("{at}hash_key"),
-                "only used with strategy = \"consistent-hash\"",
-            );
+            errs.push(format!("{at}hash_key"), "only used with strategy = \"consistent-hash\"");
         }
         Some(strategy)
     }
@@ -366,10 +337,7 @@ impl HashKey {
                 .map_err(|_| format!("invalid header name in {s:?}"));
         }
         if let Some(c) = s.strip_prefix("cookie:") {
-            if !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
-            {
+            if !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') {
                 return Ok(Self::Cookie(c.to_owned()));
             }
             return Err(format!("invalid cookie name in {s:?}"));
@@ -387,8 +355,7 @@ impl UpstreamTls {
             Some(s) => errs
                 .check(
                     format!("{at}.sni"),
-                    ServerName::try_from(s.clone())
-                        .map_err(|_| format!("invalid server name {s:?}")),
+                    ServerName::try_from(s.clone()).map_err(|_| format!("invalid server name {s:?}")),
                 )
                 .map(Some),
         };
@@ -412,14 +379,9 @@ impl PoolParams {
                 format!("must be >= min_connections ({min}), got {max}"),
             );
         }
-        let streams = spec
-            .max_streams_per_connection
-            .unwrap_or(d.max_streams_per_connection);
+        let streams = spec.max_streams_per_connection.unwrap_or(d.max_streams_per_connection);
         if streams == 0 {
-            errs.push(
-                format!("{at}.max_streams_per_connection"),
-                "must be at least 1, got 0",
-            );
+            errs.push(format!("{at}.max_streams_per_connection"), "must be at least 1, got 0");
         }
         let mut positive = |key: &str, v: &Option<String>, default: Duration| {
             let r = duration(errs, format!("{at}.{key}"), v, default);
@@ -473,10 +435,7 @@ impl HealthCheckConfig {
                 if path.starts_with('/') {
                     Some(HealthProbe::Http(path))
                 } else {
-                    errs.push(
-                        format!("{at}.path"),
-                        format!("must start with '/', got {path:?}"),
-                    );
+                    errs.push(format!("{at}.path"), format!("must start with '/', got {path:?}"));
                     None
                 }
             }
@@ -488,18 +447,10 @@ impl HealthCheckConfig {
                 None
             }
         };
-        let timeout = duration(
-            errs,
-            format!("{at}.timeout"),
-            &spec.timeout,
-            Duration::from_secs(2),
-        );
+        let timeout = duration(errs, format!("{at}.timeout"), &spec.timeout, Duration::from_secs(2));
         let unhealthy = spec.unhealthy_threshold.unwrap_or(3);
         let healthy = spec.healthy_threshold.unwrap_or(2);
-        for (key, v) in [
-            ("unhealthy_threshold", unhealthy),
-            ("healthy_threshold", healthy),
-        ] {
+        for (key, v) in [("unhealthy_threshold", unhealthy), ("healthy_threshold", healthy)] {
             if v == 0 {
                 errs.push(format!("{at}.{key}"), "must be at least 1, got 0");
             }

@@ -5,11 +5,7 @@ use std::time::Duration;
 /// Parses a duration written as a whole number followed by a unit
 /// (`ms`, `s`, `m`, `h`, `d`). Compound forms (`1m30s`) are accepted too.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "invalid duration {text:?} (write a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\")"
-        )
-    };
+    let bad = || format!("invalid duration {text:?} (write a number and a unit: \"250ms\", \"30s\", \"5m\", \"1h\")");
     let s = text.trim();
     if s.is_empty() {
         return Err(bad());

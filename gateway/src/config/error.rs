@@ -80,12 +80,7 @@ impl ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "{}: {n} error{}",
-            self.origin,
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: {n} error{}", self.origin, if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {e}")?;
         }
@@ -107,11 +102,7 @@ impl Errors {
     }
 
     /// Records the error of `result` at `path` and returns its value, if any.
-    pub(crate) fn check<T, E: fmt::Display>(
-        &mut self,
-        path: impl Into<String>,
-        result: Result<T, E>,
-    ) -> Option<T> {
+    pub(crate) fn check<T, E: fmt::Display>(&mut self, path: impl Into<String>, result: Result<T, E>) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(e) => {

@@ -37,11 +37,7 @@ pub struct ListenerTls {
 impl ListenerConfig {
     pub(super) fn from_spec(i: usize, spec: &ListenerSpec, errs: &mut Errors) -> Option<Self> {
         let at = |key: &str| format!("listeners[{i}].{key}");
-        let name: Arc<str> = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("listener-{i}"))
-            .into();
+        let name: Arc<str> = spec.name.clone().unwrap_or_else(|| format!("listener-{i}")).into();
         let addr = match &spec.listen {
             Some(s) => errs.check(at("listen"), parse_socket_addr(s)),
             None => {
@@ -57,18 +53,8 @@ impl ListenerConfig {
             Some(s) => errs.check(at(key), parse_duration(s)),
             None => Some(Duration::from_secs(default)),
         };
-        let handshake = duration(
-            "tls_handshake_timeout",
-            &spec.tls_handshake_timeout,
-            10,
-            errs,
-        );
-        let header = duration(
-            "request_header_timeout",
-            &spec.request_header_timeout,
-            10,
-            errs,
-        );
+        let handshake = duration("tls_handshake_timeout", &spec.tls_handshake_timeout, 10, errs);
+        let header = duration("request_header_timeout", &spec.request_header_timeout, 10, errs);
         let max_header = spec.max_request_header_bytes.unwrap_or(16 * 1024);
         if max_header < 8192 {
             errs.push(
@@ -84,10 +70,7 @@ impl ListenerConfig {
         if streams == 0 {
             errs.push(at("h2_max_concurrent_streams"), "must be at least 1, got 0");
         }
-        for (key, d) in [
-            ("tls_handshake_timeout", handshake),
-            ("request_header_timeout", header),
-        ] {
+        for (key, d) in [("tls_handshake_timeout", handshake), ("request_header_timeout", header)] {
             if d == Some(Duration::ZERO) {
                 errs.push(at(key), "must be longer than 0s");
             }
@@ -122,27 +105,19 @@ impl ListenerConfig {
 
 impl ListenerTls {
     fn from_spec(at: &str, spec: &TlsSpec, errs: &mut Errors) -> Option<Self> {
-        let pair = |prefix: String,
-                    cert: &Option<String>,
-                    key: &Option<String>,
-                    errs: &mut Errors| {
-            match (cert, key) {
-                (Some(c), Some(k)) => Some(CertPaths {
-                    cert: PathBuf::from(c),
-                    key: PathBuf::from(k),
-                }),
-                (c, k) => {
-                    if c.is_none() {
-                        errs.push(
-                            format!("{prefix}cert"),
-                            "required (PEM certificate chain file)",
-                        );
-                    }
-                    if k.is_none() {
-                        errs.push(format!("{prefix}key"), "required (PEM private key file)");
-                    }
-                    None
+        let pair = |prefix: String, cert: &Option<String>, key: &Option<String>, errs: &mut Errors| match (cert, key) {
+            (Some(c), Some(k)) => Some(CertPaths {
+                cert: PathBuf::from(c),
+                key: PathBuf::from(k),
+            }),
+            (c, k) => {
+                if c.is_none() {
+                    errs.push(format!("{prefix}cert"), "required (PEM certificate chain file)");
                 }
+                if k.is_none() {
+                    errs.push(format!("{prefix}key"), "required (PEM private key file)");
+                }
+                None
             }
         };
         let default = pair(format!("{at}."), &spec.cert, &spec.key, errs);
@@ -174,8 +149,7 @@ impl ListenerTls {
     /// will be generated at start (`generate_dev_certs`) is not required yet.
     pub(super) fn check_files(&self, at: &str, errs: &mut Errors) {
         for (j, pair) in self.certs.iter().enumerate() {
-            let pending =
-                j == 0 && self.generate_dev_certs && !pair.cert.exists() && !pair.key.exists();
+            let pending = j == 0 && self.generate_dev_certs && !pair.cert.exists() && !pair.key.exists();
             if pending {
                 continue;
             }

@@ -14,6 +14,7 @@
 mod cluster;
 mod duration;
 mod error;
+mod filter;
 mod listener;
 mod route;
 pub mod spec;
@@ -27,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cluster::{
-    ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig,
-    HealthProbe, PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
+    ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, PoolParams,
+    Strategy, UpstreamProtocol, UpstreamTls,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
+pub use filter::{BreakerConfig, FilterConfig, FilterSpec, RateLimitConfig, RetryConfig};
 pub use listener::{ListenerConfig, ListenerTls};
 pub use route::{HeaderMatch, HostMatch, Mode, RouteConfig, RouteMatch, WebSocketParams};
 
@@ -48,6 +50,7 @@ pub struct Config {
     pub(crate) listeners: Vec<ListenerConfig>,
     pub(crate) routes: Vec<RouteConfig>,
     pub(crate) clusters: BTreeMap<Arc<str>, ClusterConfig>,
+    pub(crate) filters: BTreeMap<Arc<str>, FilterConfig>,
     pub(crate) log: LogConfig,
     pub(crate) drain_timeout: Duration,
 }
@@ -71,16 +74,10 @@ impl Config {
     /// are checked too, so a config that loads will start.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::new(
-                &origin,
-                vec![ConfigError::new("", format!("cannot read file: {e}"))],
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::new(&origin, vec![ConfigError::new("", format!("cannot read file: {e}"))]))?;
         let config = Self::parse(&text, &origin)?;
-        config
-            .check_files()
-            .map_err(|errs| ConfigErrors::new(&origin, errs))?;
+        config.check_files().map_err(|errs| ConfigErrors::new(&origin, errs))?;
         Ok(config)
     }
 
@@ -124,13 +121,14 @@ impl Config {
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| RouteConfig::from_spec(i, r, &spec.clusters, &mut errs))
+            .filter_map(|(i, r)| RouteConfig::from_spec(i, r, &spec.clusters, &spec.filters, &mut errs))
             .collect();
-        check_unique(
-            spec.routes.iter().filter_map(|r| r.name.clone()),
-            "routes",
-            &mut errs,
-        );
+        check_unique(spec.routes.iter().filter_map(|r| r.name.clone()), "routes", &mut errs);
+        let filters: BTreeMap<Arc<str>, FilterConfig> = spec
+            .filters
+            .iter()
+            .filter_map(|(name, f)| FilterConfig::from_spec(name, f, &mut errs).map(|c| (Arc::from(name.as_str()), c)))
+            .collect();
         let log = validate_log(&spec.log, &mut errs);
         let drain_timeout = spec
             .shutdown
@@ -145,6 +143,7 @@ impl Config {
                 listeners,
                 routes,
                 clusters,
+                filters,
                 log,
                 drain_timeout,
             }),
@@ -165,11 +164,7 @@ impl Config {
         for c in self.clusters.values() {
             c.check_files(&mut errs);
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs.into_vec())
-        }
+        if errs.is_empty() { Ok(()) } else { Err(errs.into_vec()) }
     }
 
     /// The admin listener's address.
@@ -190,6 +185,11 @@ impl Config {
     /// The clusters by name.
     pub fn clusters(&self) -> &BTreeMap<Arc<str>, ClusterConfig> {
         &self.clusters
+    }
+
+    /// The filters by name.
+    pub fn filters(&self) -> &BTreeMap<Arc<str>, FilterConfig> {
+        &self.filters
     }
 
     /// Grace period for in-flight work at shutdown.
@@ -256,10 +256,7 @@ fn validate_log(spec: &spec::LogSpec, errs: &mut Errors) -> Option<LogConfig> {
         None | Some("human") => false,
         Some("json") => true,
         Some(other) => {
-            errs.push(
-                "log.format",
-                format!("must be \"human\" or \"json\", got {other:?}"),
-            );
+            errs.push("log.format", format!("must be \"human\" or \"json\", got {other:?}"));
             return None;
         }
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::error::Errors;
+use super::filter::FilterSpec;
 use super::parse_duration;
 use super::spec::{ClusterSpec, MatchSpec, RouteSpec, WebSocketSpec};
 
@@ -41,6 +42,7 @@ pub struct RouteConfig {
     pub(crate) cluster: Arc<str>,
     pub(crate) request_timeout: Duration,
     pub(crate) websocket: WebSocketParams,
+    pub(crate) filters: Vec<Arc<str>>,
 }
 
 /// What requests a route takes. All given conditions must hold.
@@ -83,6 +85,7 @@ impl RouteConfig {
         i: usize,
         spec: &RouteSpec,
         clusters: &BTreeMap<String, ClusterSpec>,
+        filters: &BTreeMap<String, FilterSpec>,
         errs: &mut Errors,
     ) -> Option<Self> {
         let at = |key: &str| format!("routes[{i}].{key}");
@@ -133,6 +136,27 @@ impl RouteConfig {
             errs.push(at("request_timeout"), "must be longer than 0s");
         }
         let websocket = WebSocketParams::from_spec(&at("websocket"), &spec.websocket, errs);
+        let mut names = Vec::new();
+        for (j, f) in spec.filters.iter().enumerate() {
+            if !filters.contains_key(f) {
+                let known: Vec<_> = filters.keys().map(String::as_str).collect();
+                errs.push(
+                    format!("routes[{i}].filters[{j}]"),
+                    format!(
+                        "no filter named {f:?} (defined: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            } else if names.iter().any(|n: &Arc<str>| **n == **f) {
+                errs.push(format!("routes[{i}].filters[{j}]"), format!("{f:?} is listed twice"));
+            } else {
+                names.push(Arc::from(f.as_str()));
+            }
+        }
         Some(Self {
             name: name?,
             matcher: matcher?,
@@ -140,6 +164,7 @@ impl RouteConfig {
             cluster: cluster?,
             request_timeout: request_timeout?,
             websocket: websocket?,
+            filters: names,
         })
     }
 
@@ -196,8 +221,7 @@ impl RouteMatch {
                     }
                     Some(n) => errs.check(
                         format!("{at}.name"),
-                        HeaderName::from_bytes(n.as_bytes())
-                            .map_err(|_| format!("invalid header name {n:?}")),
+                        HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}")),
                     ),
                 };
                 let value = match &h.value {
@@ -205,8 +229,7 @@ impl RouteMatch {
                     Some(v) => errs
                         .check(
                             format!("{at}.value"),
-                            HeaderValue::from_str(v)
-                                .map_err(|_| format!("invalid header value {v:?}")),
+                            HeaderValue::from_str(v).map_err(|_| format!("invalid header value {v:?}")),
                         )
                         .map(Some),
                 };
@@ -233,9 +256,8 @@ impl HostMatch {
         let lower = h.trim().to_ascii_lowercase();
         let valid_name = |s: &str| {
             !s.is_empty()
-                && s.split('.').all(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
+                && s.split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         };
         if let Some(suffix) = lower.strip_prefix("*.") {
             if valid_name(suffix) {
@@ -255,10 +277,7 @@ impl WebSocketParams {
         let max_message_bytes = spec.max_message_bytes.unwrap_or(16 << 20);
         let max_buffered_bytes = spec.max_buffered_bytes.unwrap_or(1 << 20);
         if max_message_bytes == 0 {
-            errs.push(
-                format!("{at}.max_message_bytes"),
-                "must be at least 1, got 0",
-            );
+            errs.push(format!("{at}.max_message_bytes"), "must be at least 1, got 0");
         }
         if max_buffered_bytes < 1024 {
             errs.push(

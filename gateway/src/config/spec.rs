@@ -24,6 +24,9 @@ pub struct ConfigSpec {
     /// Upstream clusters by name.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterSpec>,
+    /// Filters by name, applied by the routes that list them.
+    #[serde(default)]
+    pub filters: BTreeMap<String, super::filter::FilterSpec>,
     /// Logging.
     #[serde(default)]
     pub log: LogSpec,
@@ -121,6 +124,10 @@ pub struct RouteSpec {
     /// WebSocket relay settings (modes `websocket` and `mux`).
     #[serde(default)]
     pub websocket: WebSocketSpec,
+    /// Names of `[filters.NAME]` entries, applied in this order (the first
+    /// sees the request first). Default: none.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 /// `routes[].match`
@@ -224,10 +231,7 @@ impl<'de> Deserialize<'de> for EndpointSpec {
                     weight: None,
                 })
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<EndpointSpec, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<EndpointSpec, A::Error> {
                 let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(EndpointSpec {
                     address: t.address,

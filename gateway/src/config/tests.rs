@@ -60,10 +60,7 @@ fn unknown_key_is_named_with_its_path_and_line() {
 fn bad_address_names_key_and_value() {
     let errs = errors(&BASE.replace("127.0.0.1:8443", "localhost:99999"));
     assert!(
-        has(
-            &errs,
-            "listeners[0].listen: invalid address \"localhost:99999\""
-        ),
+        has(&errs, "listeners[0].listen: invalid address \"localhost:99999\""),
         "{errs:?}"
     );
     let errs = errors(&BASE.replace("127.0.0.1:18080", "not an address"));
@@ -78,8 +75,7 @@ fn bad_address_names_key_and_value() {
 
 #[test]
 fn min_above_max_is_rejected() {
-    let text =
-        format!("{BASE}\n[clusters.backend.pool]\nmin_connections = 10\nmax_connections = 5\n");
+    let text = format!("{BASE}\n[clusters.backend.pool]\nmin_connections = 10\nmax_connections = 5\n");
     let errs = errors(&text);
     assert!(
         has(
@@ -94,10 +90,7 @@ fn min_above_max_is_rejected() {
 fn route_to_missing_cluster_is_rejected() {
     let errs = errors(&BASE.replace("cluster = \"backend\"", "cluster = \"nope\""));
     assert!(
-        has(
-            &errs,
-            "routes[0].cluster: no cluster named \"nope\" (defined: backend)"
-        ),
+        has(&errs, "routes[0].cluster: no cluster named \"nope\" (defined: backend)"),
         "{errs:?}"
     );
 }
@@ -125,18 +118,13 @@ fn dev_certs_to_be_generated_are_not_required_yet() {
         "listen = \"127.0.0.1:8443\"",
         "listen = \"127.0.0.1:8443\"\ntls = { cert = \"/nonexistent/a.crt\", key = \"/nonexistent/a.key\", generate_dev_certs = true }",
     );
-    Config::parse(&text, "test.toml")
-        .unwrap()
-        .check_files()
-        .unwrap();
+    Config::parse(&text, "test.toml").unwrap().check_files().unwrap();
 }
 
 #[test]
 fn bad_duration_and_enums_name_the_value() {
-    let text = format!(
-        "{BASE}\n[clusters.backend.pool]\nidle_timeout = \"5 minutes\"\n[log]\nformat = \"xml\"\n"
-    )
-    .replace("name = \"all\"", "name = \"all\"\nmode = \"grpc\"");
+    let text = format!("{BASE}\n[clusters.backend.pool]\nidle_timeout = \"5 minutes\"\n[log]\nformat = \"xml\"\n")
+        .replace("name = \"all\"", "name = \"all\"\nmode = \"grpc\"");
     let errs = errors(&text);
     assert!(
         has(
@@ -145,15 +133,9 @@ fn bad_duration_and_enums_name_the_value() {
         ),
         "{errs:?}"
     );
+    assert!(has(&errs, "routes[0].mode: unknown mode \"grpc\""), "{errs:?}");
     assert!(
-        has(&errs, "routes[0].mode: unknown mode \"grpc\""),
-        "{errs:?}"
-    );
-    assert!(
-        has(
-            &errs,
-            "log.format: must be \"human\" or \"json\", got \"xml\""
-        ),
+        has(&errs, "log.format: must be \"human\" or \"json\", got \"xml\""),
         "{errs:?}"
     );
 }
@@ -170,10 +152,7 @@ fn wrong_type_and_bad_toml_are_reported() {
 fn non_loopback_admin_needs_a_token() {
     let errs = errors(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{BASE}"));
     assert!(
-        has(
-            &errs,
-            "admin.token: required when admin.listen (0.0.0.0:9901)"
-        ),
+        has(&errs, "admin.token: required when admin.listen (0.0.0.0:9901)"),
         "{errs:?}"
     );
 }
@@ -198,21 +177,87 @@ fn matchers_are_normalised() {
     assert_eq!(m.host, Some(HostMatch::Suffix(".example.com".into())));
     assert_eq!(m.path_prefix, "/ws");
     assert_eq!(m.headers[0].name, "x-agent");
-    let bad = BASE.replace(
-        "name = \"all\"",
-        "name = \"all\"\nmatch = { path_prefix = \"ws\" }",
-    );
-    assert!(has(
-        &errors(&bad),
-        "routes[0].match.path_prefix: must start with '/'"
-    ));
+    let bad = BASE.replace("name = \"all\"", "name = \"all\"\nmatch = { path_prefix = \"ws\" }");
+    assert!(has(&errors(&bad), "routes[0].match.path_prefix: must start with '/'"));
 }
 
 #[test]
 fn echo_cluster_takes_no_endpoints() {
     let text = BASE.replace("[clusters.backend]", "[clusters.backend]\nkind = \"echo\"");
-    assert!(has(
-        &errors(&text),
-        "clusters.backend.endpoints: an echo cluster"
-    ));
+    assert!(has(&errors(&text), "clusters.backend.endpoints: an echo cluster"));
+}
+
+const FILTERED: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:8443"
+
+[[routes]]
+name = "all"
+cluster = "backend"
+filters = ["limit", "retries", "breaker", "keys", "shed", "deadline"]
+
+[clusters.backend]
+endpoints = ["127.0.0.1:18080"]
+
+[filters.limit]
+kind = "rate-limit"
+key = "header:x-agent-id"
+requests_per_second = 50
+messages_per_second = 10
+max_sessions = 4
+
+[filters.retries]
+kind = "retry"
+max_attempts = 3
+budget_ratio = 0.2
+
+[filters.breaker]
+kind = "circuit-breaker"
+consecutive_failures = 5
+
+[filters.keys]
+kind = "auth"
+api_keys = { ci = "sha256:8d1c0f0d9cd6bdb0a3d3a4e48e1c3f0f7c0a1a8e1e5f0b9b1c1d2e3f4a5b6c7d" }
+
+[filters.shed]
+kind = "load-shed"
+max_in_flight = 100
+
+[filters.deadline]
+kind = "timeout"
+request = "30s"
+idle = "5m"
+"#;
+
+#[test]
+fn filters_parse_in_route_order() {
+    let c = Config::parse(FILTERED, "t").unwrap();
+    let names: Vec<&str> = c.routes()[0].filters.iter().map(|n| &**n).collect();
+    assert_eq!(names, ["limit", "retries", "breaker", "keys", "shed", "deadline"]);
+    let FilterConfig::RateLimit(rl) = &c.filters()["limit"] else {
+        panic!()
+    };
+    assert_eq!(rl.requests, Some((50.0, 50)));
+    assert_eq!(rl.max_sessions, Some(4));
+}
+
+#[test]
+fn misconfigured_filters_name_the_key() {
+    let errs = errors(&FILTERED.replace("kind = \"load-shed\"", "kind = \"load-shedding\""));
+    assert!(
+        has(&errs, "filters.shed.kind: unknown variant `load-shedding`"),
+        "{errs:?}"
+    );
+    let errs = errors(&FILTERED.replace("requests_per_second = 50", "requests_per_second = 0"));
+    assert!(has(&errs, "filters.limit.requests_per_second"), "{errs:?}");
+    let errs = errors(&FILTERED.replace("budget_ratio = 0.2", "budget_ratio = 1.5"));
+    assert!(has(&errs, "filters.retries.budget_ratio"), "{errs:?}");
+    let errs = errors(&FILTERED.replace("\"shed\", \"deadline\"]", "\"shed\", \"nope\"]"));
+    assert!(has(&errs, "routes[0].filters[5]: no filter named \"nope\""), "{errs:?}");
+    let errs = errors(&FILTERED.replace("key = \"header:x-agent-id\"", "key = \"cookie:x\""));
+    assert!(has(&errs, "filters.limit.key"), "{errs:?}");
+    let errs = errors(&FILTERED.replace("max_attempts = 3", "max_attempts = 3\nretry_everything = true"));
+    assert!(has(&errs, "unknown field `retry_everything`"), "{errs:?}");
+    let errs = errors(&FILTERED.replace("sha256:8d1c", "md5:8d1c"));
+    assert!(has(&errs, "filters.keys.api_keys"), "{errs:?}");
 }

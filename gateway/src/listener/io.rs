@@ -23,8 +23,7 @@ use tokio::time::Sleep;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 fn response_408() -> Vec<u8> {
-    let body =
-        "{\"error\":\"request_timeout\",\"message\":\"request headers not received in time\"}\n";
+    let body = "{\"error\":\"request_timeout\",\"message\":\"request headers not received in time\"}\n";
     format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -53,12 +52,7 @@ pub(crate) struct HeaderTimeoutIo<T> {
 impl<T> HeaderTimeoutIo<T> {
     /// Wraps `inner`; the service sets `first_request` when a request
     /// arrives.
-    pub(crate) fn new(
-        inner: T,
-        timeout: Duration,
-        first_request: Arc<AtomicBool>,
-        h2: bool,
-    ) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration, first_request: Arc<AtomicBool>, h2: bool) -> Self {
         let guard = if h2 {
             Guard::Off
         } else {
@@ -74,11 +68,7 @@ impl<T> HeaderTimeoutIo<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderTimeoutIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if matches!(this.guard, Guard::Armed(_)) && this.first_request.load(Ordering::Relaxed) {
             this.guard = Guard::Off;
@@ -92,10 +82,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderTimeoutIo<T> {
                 *done += n;
             }
             ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request header timeout",
-            )));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header timeout")));
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -123,11 +110,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderTimeoutIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for HeaderTimeoutIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -89,12 +89,7 @@ pub(crate) async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (config, tls, gateway, shutdown) = (
-            config.clone(),
-            tls.clone(),
-            gateway.clone(),
-            shutdown.clone(),
-        );
+        let (config, tls, gateway, shutdown) = (config.clone(), tls.clone(), gateway.clone(), shutdown.clone());
         tracker.spawn(async move {
             serve_connection(tcp, client, &config, tls, gateway, shutdown, permit).await;
         });
@@ -122,12 +117,7 @@ async fn serve_connection(
             serve_http(tcp, info, false, config, gateway, shutdown).await;
         }
         Some(acceptor) => {
-            let stream = match tokio::time::timeout(
-                config.tls_handshake_timeout,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let stream = match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%client, error = %e, "TLS handshake failed");

@@ -137,12 +137,7 @@ impl H2Entry {
         now.saturating_duration_since(self.last_used)
     }
 
-    pub(super) fn state(
-        &self,
-        now: Instant,
-        idle_after: Duration,
-        enabled: bool,
-    ) -> super::LifeState {
+    pub(super) fn state(&self, now: Instant, idle_after: Duration, enabled: bool) -> super::LifeState {
         use super::LifeState;
         let busy = self.in_flight() > 0;
         if self.is_draining() || (self.is_closed() && busy) {
@@ -402,9 +397,7 @@ pub struct RawLease {
 
 impl std::fmt::Debug for RawLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawLease")
-            .field("fresh", &self.slot.fresh)
-            .finish()
+        f.debug_struct("RawLease").field("fresh", &self.slot.fresh).finish()
     }
 }
 

@@ -72,10 +72,7 @@ impl Shared {
         }
         // Surplus idle connections, longest unused first (the front).
         while self.warm_count(&inner) > target
-            && inner
-                .idle
-                .first()
-                .is_some_and(|e| e.unused_for(now) >= p.idle_timeout)
+            && inner.idle.first().is_some_and(|e| e.unused_for(now) >= p.idle_timeout)
         {
             closing.push(inner.idle.remove(0));
         }

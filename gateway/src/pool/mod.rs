@@ -87,9 +87,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("endpoint", &self.shared.endpoint)
-            .finish()
+        f.debug_struct("Pool").field("endpoint", &self.shared.endpoint).finish()
     }
 }
 
@@ -141,12 +139,7 @@ struct Inner {
 impl Pool {
     /// Creates a pool and starts its maintenance task, which opens the
     /// minimum connections at once.
-    pub(crate) fn new(
-        endpoint: Arc<str>,
-        flavor: Flavor,
-        connector: Connector,
-        params: PoolParams,
-    ) -> Self {
+    pub(crate) fn new(endpoint: Arc<str>, flavor: Flavor, connector: Connector, params: PoolParams) -> Self {
         let shared = Arc::new(Shared {
             endpoint,
             flavor,
@@ -161,10 +154,7 @@ impl Pool {
             target_hint: AtomicUsize::new(0),
             enabled: AtomicBool::new(true),
         });
-        tokio::spawn(maintain::run(
-            Arc::downgrade(&shared),
-            shared.shutdown.clone(),
-        ));
+        tokio::spawn(maintain::run(Arc::downgrade(&shared), shared.shutdown.clone()));
         Self { shared }
     }
 
@@ -272,9 +262,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing under this lock can panic halfway through an update that
         // matters more than losing the pool, so recover from poisoning.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Connections open or opening, which `max_connections` bounds.
@@ -285,10 +273,7 @@ impl Shared {
     /// Connections to keep open: the minimum, raised by a forecast.
     fn target(&self) -> usize {
         let hint = self.target_hint.load(Ordering::Relaxed);
-        self.params
-            .min_connections
-            .max(hint)
-            .min(self.params.max_connections)
+        self.params.min_connections.max(hint).min(self.params.max_connections)
     }
 
     /// Takes a usable connection without waiting, if there is one.
@@ -345,10 +330,7 @@ impl Shared {
 
     /// Starts up to `n` connects for the pool, within `max_connections`.
     fn start_connects(self: &Arc<Self>, inner: &mut Inner, n: usize) -> usize {
-        let room = self
-            .params
-            .max_connections
-            .saturating_sub(Self::open_count(inner));
+        let room = self.params.max_connections.saturating_sub(Self::open_count(inner));
         let n = n.min(room);
         for _ in 0..n {
             self.spawn_connect(inner, Recipient::Pool);

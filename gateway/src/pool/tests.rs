@@ -70,10 +70,7 @@ async fn acquire_times_out_with_a_typed_error_when_the_pool_is_full() {
     let held = p.acquire_raw(false).await.unwrap();
     let start = Instant::now();
     let err = p.acquire_raw(false).await.unwrap_err();
-    assert!(
-        matches!(err, AcquireError::Exhausted { max: 1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, AcquireError::Exhausted { max: 1, .. }), "{err}");
     assert_eq!(start.elapsed(), Duration::from_secs(5));
     drop(held);
 }

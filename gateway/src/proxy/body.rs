@@ -9,8 +9,15 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::body::BoxError;
+use crate::metrics::LatencyHistogram;
 use crate::pool::HttpLease;
 use crate::upstream::ActiveGuard;
+
+/// Where to record the time to the first body byte.
+pub(crate) struct FirstByte {
+    pub(crate) histogram: LatencyHistogram,
+    pub(crate) since: tokio::time::Instant,
+}
 
 /// Streams an upstream response to the agent frame by frame (no
 /// buffering, so SSE events pass as they come) and gives the connection
@@ -21,14 +28,16 @@ pub(crate) struct LeaseBody {
     inner: Incoming,
     lease: Option<HttpLease>,
     _active: Option<ActiveGuard>,
+    first_byte: Option<FirstByte>,
 }
 
 impl LeaseBody {
-    pub(crate) fn new(inner: Incoming, lease: HttpLease, active: ActiveGuard) -> Self {
+    pub(crate) fn new(inner: Incoming, lease: HttpLease, active: ActiveGuard, first_byte: FirstByte) -> Self {
         Self {
             inner,
             lease: Some(lease),
             _active: Some(active),
+            first_byte: Some(first_byte),
         }
     }
 
@@ -46,10 +55,7 @@ impl HttpBody for LeaseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
@@ -62,6 +68,9 @@ impl HttpBody for LeaseBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(fb) = this.first_byte.take() {
+                    fb.histogram.observe(fb.since.elapsed());
+                }
                 if this.inner.is_end_stream() {
                     this.finish(true);
                 }

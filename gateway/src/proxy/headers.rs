@@ -31,10 +31,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
     });
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -48,12 +46,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the agent's address to `x-forwarded-for` and sets
 /// `x-forwarded-proto` and `x-forwarded-host` (the gateway is the edge, so
 /// agent-sent values of the latter two are replaced).
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    tls: bool,
-    host: Option<&str>,
-) {
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let client = client.to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -102,10 +95,7 @@ mod tests {
     #[test]
     fn hop_by_hop_and_listed_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
@@ -123,12 +113,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
-        set_forwarded(
-            &mut h,
-            "192.0.2.7".parse().unwrap(),
-            true,
-            Some("api.example.com"),
-        );
+        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), true, Some("api.example.com"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

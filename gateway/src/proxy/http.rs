@@ -2,60 +2,68 @@
 //! streams both bodies through.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::LeaseBody;
+use super::body::{FirstByte, LeaseBody};
 use super::headers::{add_via, set_forwarded, strip_hop_by_hop};
 use crate::body::{Body, boxed};
-use crate::config::{HashKey, RouteConfig};
+use crate::config::HashKey;
 use crate::error::{Cause, ProxyError};
 use crate::listener::ConnInfo;
 use crate::pool::{HttpLease, SendError};
-use crate::upstream::{Cluster, hash_bytes};
+use crate::stack::{ProxyBody, RequestHost, Terminal};
+use crate::upstream::hash_bytes;
 
-/// Sends the request to an endpoint of the cluster and returns its
+/// Sends the request to an endpoint of the route's cluster and returns its
 /// response with the body still streaming.
-pub(super) async fn forward(
-    route: &RouteConfig,
-    cluster: &Cluster,
-    conn: &ConnInfo,
-    host: Option<&str>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ProxyError> {
-    let key = cluster
-        .hash_key()
-        .and_then(|k| affinity_key(k, &req, conn.client.ip()));
-    let endpoint = cluster.pick(key)?.clone();
+pub(crate) async fn forward(t: &Terminal, req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
+    let conn = req
+        .extensions()
+        .get::<Arc<ConnInfo>>()
+        .cloned()
+        .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
+    let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
+    let cluster = &t.cluster;
+    let key = cluster.hash_key().and_then(|k| affinity_key(k, &req, conn.client.ip()));
+    let picked = t.pick(key)?;
+    let endpoint = picked.endpoint.clone();
     let pool = endpoint
         .http
         .as_ref()
         .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no HTTP pool"))?;
     let active = endpoint.track();
-    let deadline = Instant::now() + route.request_timeout;
     let started = Instant::now();
+    let deadline = started + t.route.request_timeout;
     let tls_upstream = cluster.config().tls.is_some();
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
     strip_hop_by_hop(&mut parts.headers);
-    set_forwarded(&mut parts.headers, conn.client.ip(), conn.tls, host);
+    set_forwarded(&mut parts.headers, conn.client.ip(), conn.tls, host.as_deref());
     add_via(&mut parts.headers, downstream_version);
-    let mut req = Request::from_parts(parts, boxed(body));
+    let mut req = Request::from_parts(parts, body.into_body());
     let threshold = cluster.config().health.unhealthy_threshold;
 
-    let mut lease = pool.acquire_http().await.map_err(|e| {
-        endpoint.report(false, None, threshold);
-        ProxyError::from(e)
-    })?;
+    let mut lease = match pool.acquire_http().await {
+        Ok(l) => l,
+        Err(e) => {
+            endpoint.report(false, None, threshold);
+            picked.record(None);
+            return Err(ProxyError::from(e));
+        }
+    };
+    t.acquire.observe(started.elapsed());
     let result = loop {
-        set_upstream_target(&mut req, lease.is_h2(), tls_upstream, host)?;
+        set_upstream_target(&mut req, lease.is_h2(), tls_upstream, host.as_deref())?;
         match tokio::time::timeout_at(deadline, lease.send(req)).await {
             Err(_) => {
                 lease.mark_broken();
                 endpoint.report(false, None, threshold);
+                picked.record(None);
                 return Err(ProxyError::new(
                     Cause::UpstreamTimeout,
                     "upstream did not answer in time",
@@ -75,35 +83,28 @@ pub(super) async fn forward(
         Ok(resp) => resp,
         Err(e) => {
             endpoint.report(false, None, threshold);
+            picked.record(None);
             let cause = match &e {
-                SendError::NotSent { cause: Some(c), .. } | SendError::Failed(c) => {
-                    Some(c.to_string())
-                }
+                SendError::NotSent { cause: Some(c), .. } | SendError::Failed(c) => Some(c.to_string()),
                 SendError::NotSent { cause: None, .. } => None,
             };
-            return Err(
-                ProxyError::new(Cause::UpstreamProtocol, "upstream connection failed")
-                    .with_source(cause.unwrap_or_else(|| "connection unusable".into())),
-            );
+            return Err(ProxyError::new(Cause::UpstreamProtocol, "upstream connection failed")
+                .with_source(cause.unwrap_or_else(|| "connection unusable".into())));
         }
     };
-    endpoint.report(
-        !resp.status().is_server_error(),
-        Some(started.elapsed()),
-        threshold,
-    );
-    Ok(into_downstream(resp, lease, active, downstream_version))
+    endpoint.report(!resp.status().is_server_error(), Some(started.elapsed()), threshold);
+    picked.record(Some(resp.status()));
+    let first_byte = FirstByte {
+        histogram: t.metrics.first_byte_seconds.clone(),
+        since: started,
+    };
+    Ok(into_downstream(resp, lease, active, downstream_version, first_byte))
 }
 
 /// Points the request at the upstream: origin-form for HTTP/1.1 (with a
 /// `Host` header, which an HTTP/2 agent does not send), absolute form for
 /// HTTP/2 (which needs `:scheme` and `:authority`).
-fn set_upstream_target(
-    req: &mut Request<Body>,
-    h2: bool,
-    tls: bool,
-    host: Option<&str>,
-) -> Result<(), ProxyError> {
+fn set_upstream_target(req: &mut Request<Body>, h2: bool, tls: bool, host: Option<&str>) -> Result<(), ProxyError> {
     let path = req
         .uri()
         .path_and_query()
@@ -138,12 +139,13 @@ fn into_downstream(
     lease: HttpLease,
     active: crate::upstream::ActiveGuard,
     version: Version,
+    first_byte: FirstByte,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
     parts.version = version;
-    Response::from_parts(parts, boxed(LeaseBody::new(body, lease, active)))
+    Response::from_parts(parts, boxed(LeaseBody::new(body, lease, active, first_byte)))
 }
 
 /// The session key's hash for consistent hashing; `None` when the request

@@ -1,37 +1,31 @@
-//! The request path: route a request, then hand it to the route's mode.
+//! The request path: route a request, run the route's stack (filters, then
+//! the mode), and turn any failure into its HTTP answer at the edge.
 
 mod body;
 pub(crate) mod headers;
 mod http;
 
-pub(crate) use http::affinity_key;
-
 use std::sync::Arc;
 
 use ::http::{Request, Response};
+use agentmux_filters::{ClientAddr, PeerIdentity};
 use hyper::body::Incoming;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+pub(crate) use http::{affinity_key, forward};
 
 use crate::body::Body;
-use crate::config::Mode;
 use crate::error::{Cause, ProxyError};
-use crate::gateway::Sessions;
 use crate::listener::ConnInfo;
 use crate::runtime::Runtime;
+use crate::stack::{ProxyBody, RequestHost};
 
-/// Answers one agent request: routes it and proxies it per the route's mode;
-/// every failure becomes its mapped HTTP answer here, at the edge.
-pub(crate) async fn handle(
-    rt: Arc<Runtime>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-    sessions: &Sessions,
-) -> Response<Body> {
+/// Answers one agent request: routes it and runs the route's stack; every
+/// failure becomes its mapped HTTP answer here, at the edge.
+pub(crate) async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let host = request_host(&req).map(str::to_owned);
-    let Some(route) = rt
-        .router()
-        .route(host.as_deref(), req.uri().path(), req.headers())
-        .cloned()
-    else {
+    let Some((route, index)) = rt.router().find(host.as_deref(), req.uri().path(), req.headers()) else {
         let msg = format!(
             "no route for host {:?} path {:?}",
             host.as_deref().unwrap_or(""),
@@ -39,30 +33,39 @@ pub(crate) async fn handle(
         );
         return ProxyError::new(Cause::NoRoute, msg).into_response();
     };
-    let Some(cluster) = rt.cluster(route.cluster()) else {
-        return ProxyError::new(Cause::Internal, "route has no running cluster").into_response();
+    let Some(stack) = rt.stack(index) else {
+        return ProxyError::new(Cause::Internal, "route has no stack").into_response();
     };
-    let result = match route.mode() {
-        Mode::Http => http::forward(&route, &cluster, &conn, host.as_deref(), req).await,
-        Mode::WebSocket => {
-            crate::ws::session(route.clone(), cluster, conn, host, req, sessions).await
-        }
-        Mode::Mux => Err(ProxyError::new(
-            Cause::BadRequest,
-            format!("route {:?}: mux mode is not available yet", route.name()),
-        )),
+    let metrics = &stack.terminal.metrics;
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ClientAddr(conn.client));
+    if let Some(id) = &conn.peer_identity {
+        parts.extensions.insert(PeerIdentity(id.to_string()));
+    }
+    parts.extensions.insert(RequestHost(host));
+    parts.extensions.insert(conn);
+    let resp = match ProxyBody::prepare(body, stack.replay_limit).await {
+        Ok(body) => stack.service().oneshot(Request::from_parts(parts, body)).await,
+        Err(e) => Err(ProxyError::new(Cause::BadRequest, "could not read the request body")
+            .with_source(e)
+            .into()),
     };
-    result.unwrap_or_else(|e| {
+    let resp = resp.unwrap_or_else(|e| {
+        let e = ProxyError::from_box(e);
         tracing::debug!(route = route.name(), cause = e.cause().as_str(), error = %e, "request failed");
+        metrics.error(e.cause());
         e.into_response()
-    })
+    });
+    metrics.status(resp.status());
+    metrics.request_seconds.observe(started.elapsed());
+    resp
 }
 
 /// The host the agent asked for: `:authority` / absolute URI, else `Host`.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(::http::header::HOST).and_then(|h| h.to_str().ok()))
 }

@@ -24,35 +24,37 @@ use crate::config::{HostMatch, RouteConfig, RouteMatch};
 /// The compiled route table.
 #[derive(Debug)]
 pub struct Router {
-    routes: Vec<Arc<RouteConfig>>,
+    /// Routes in match order, each with its index in the config file.
+    routes: Vec<(Arc<RouteConfig>, usize)>,
 }
 
 impl Router {
     /// Orders the routes by specificity.
     pub fn new(routes: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Arc<RouteConfig>> = routes.iter().cloned().map(Arc::new).collect();
+        let mut routes: Vec<_> = routes.iter().cloned().map(Arc::new).zip(0..).collect();
         // Stable sort: equal specificity keeps file order.
-        routes.sort_by_key(|r| std::cmp::Reverse(specificity(&r.matcher)));
+        routes.sort_by_key(|(r, _)| std::cmp::Reverse(specificity(&r.matcher)));
         Self { routes }
     }
 
     /// The route for a request, if any. `host` is the `Host` header or
     /// `:authority`, port allowed.
-    pub fn route(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Option<&Arc<RouteConfig>> {
+    pub fn route(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> Option<&Arc<RouteConfig>> {
+        self.find(host, path, headers).map(|(r, _)| r)
+    }
+
+    /// Like [`Router::route`], with the route's index in the config file.
+    pub fn find(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> Option<(&Arc<RouteConfig>, usize)> {
         let host = host.map(normalize_host);
         self.routes
             .iter()
-            .find(|r| matches(&r.matcher, host.as_deref(), path, headers))
+            .find(|(r, _)| matches(&r.matcher, host.as_deref(), path, headers))
+            .map(|(r, i)| (r, *i))
     }
 
     /// The routes in match order.
-    pub fn routes(&self) -> &[Arc<RouteConfig>] {
-        &self.routes
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<RouteConfig>> {
+        self.routes.iter().map(|(r, _)| r)
     }
 }
 
@@ -70,9 +72,7 @@ fn matches(m: &RouteMatch, host: Option<&str>, path: &str, headers: &HeaderMap) 
         (None, _) => true,
         (Some(_), None) => false,
         (Some(HostMatch::Exact(want)), Some(h)) => want == h,
-        (Some(HostMatch::Suffix(suffix)), Some(h)) => {
-            h.len() > suffix.len() && h.ends_with(suffix.as_str())
-        }
+        (Some(HostMatch::Suffix(suffix)), Some(h)) => h.len() > suffix.len() && h.ends_with(suffix.as_str()),
     };
     host_ok
         && path_matches(&m.path_prefix, path)

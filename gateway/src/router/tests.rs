@@ -2,19 +2,12 @@ use super::*;
 use crate::config::Config;
 
 fn router(routes: &str) -> Router {
-    let text = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:1\"\n{routes}\n[clusters.c]\nkind = \"echo\"\n"
-    );
+    let text = format!("[[listeners]]\nlisten = \"127.0.0.1:1\"\n{routes}\n[clusters.c]\nkind = \"echo\"\n");
     let config = Config::parse(&text, "t").unwrap();
     Router::new(config.routes())
 }
 
-fn pick<'a>(
-    r: &'a Router,
-    host: Option<&str>,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<&'a str> {
+fn pick<'a>(r: &'a Router, host: Option<&str>, path: &str, headers: &[(&str, &str)]) -> Option<&'a str> {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         map.append(
@@ -64,45 +57,20 @@ fn most_specific_wins() {
     let r = router(TABLE);
     assert_eq!(pick(&r, Some("other.test"), "/", &[]), Some("catch-all"));
     assert_eq!(pick(&r, Some("other.test"), "/ws/chat", &[]), Some("ws"));
+    assert_eq!(pick(&r, Some("other.test"), "/ws", &[("x-beta", "1")]), Some("ws-beta"));
     assert_eq!(
-        pick(&r, Some("other.test"), "/ws", &[("x-beta", "1")]),
-        Some("ws-beta")
-    );
-    assert_eq!(
-        pick(
-            &r,
-            Some("other.test"),
-            "/ws",
-            &[("x-beta", "1"), ("x-agent", "7")]
-        ),
+        pick(&r, Some("other.test"), "/ws", &[("x-beta", "1"), ("x-agent", "7")]),
         Some("ws-agent-7")
     );
     assert_eq!(
-        pick(
-            &r,
-            Some("other.test"),
-            "/ws",
-            &[("x-beta", "1"), ("x-agent", "8")]
-        ),
+        pick(&r, Some("other.test"), "/ws", &[("x-beta", "1"), ("x-agent", "8")]),
         Some("ws-beta")
     );
     assert_eq!(pick(&r, Some("a.example.com"), "/ws", &[]), Some("wild"));
-    assert_eq!(
-        pick(&r, Some("a.eu.example.com"), "/", &[]),
-        Some("wild-deep")
-    );
-    assert_eq!(
-        pick(&r, Some("API.example.com:8443"), "/v1", &[]),
-        Some("exact")
-    );
-    assert_eq!(
-        pick(&r, Some("api.example.com"), "/v2/chat", &[]),
-        Some("exact-v2")
-    );
-    assert_eq!(
-        pick(&r, Some("api.example.com."), "/v2", &[]),
-        Some("exact-v2")
-    );
+    assert_eq!(pick(&r, Some("a.eu.example.com"), "/", &[]), Some("wild-deep"));
+    assert_eq!(pick(&r, Some("API.example.com:8443"), "/v1", &[]), Some("exact"));
+    assert_eq!(pick(&r, Some("api.example.com"), "/v2/chat", &[]), Some("exact-v2"));
+    assert_eq!(pick(&r, Some("api.example.com."), "/v2", &[]), Some("exact-v2"));
 }
 
 #[test]

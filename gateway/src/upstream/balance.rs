@@ -16,10 +16,7 @@ use crate::config::Strategy;
 pub(crate) enum Balancer {
     RoundRobin(AtomicUsize),
     LeastConnections(AtomicUsize),
-    Weighted {
-        schedule: Vec<usize>,
-        next: AtomicUsize,
-    },
+    Weighted { schedule: Vec<usize>, next: AtomicUsize },
     ConsistentHash(Ring),
     P2cEwma,
 }
@@ -30,9 +27,7 @@ impl Balancer {
             Strategy::RoundRobin => Self::RoundRobin(AtomicUsize::new(0)),
             Strategy::LeastConnections => Self::LeastConnections(AtomicUsize::new(0)),
             Strategy::Weighted => Self::Weighted {
-                schedule: smooth_weighted_schedule(
-                    &endpoints.iter().map(|e| e.weight()).collect::<Vec<_>>(),
-                ),
+                schedule: smooth_weighted_schedule(&endpoints.iter().map(|e| e.weight()).collect::<Vec<_>>()),
                 next: AtomicUsize::new(0),
             },
             Strategy::ConsistentHash(_) => Self::ConsistentHash(Ring::new(endpoints)),
@@ -44,11 +39,22 @@ impl Balancer {
     /// for consistent hashing (others ignore it; without a key consistent
     /// hashing falls back to round robin over the ring).
     pub(crate) fn pick(&self, eps: &[Arc<Endpoint>], key: Option<u64>) -> Option<usize> {
+        self.pick_where(eps, key, |_| true)
+    }
+
+    /// Like [`Balancer::pick`], among the endpoints `allowed` admits (open
+    /// circuits are skipped this way; health ejection is applied on top).
+    pub(crate) fn pick_where(
+        &self,
+        eps: &[Arc<Endpoint>],
+        key: Option<u64>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         if eps.is_empty() {
             return None;
         }
-        let any_healthy = eps.iter().any(|e| !e.is_ejected());
-        let usable = |i: usize| !any_healthy || !eps[i].is_ejected();
+        let any_healthy = (0..eps.len()).any(|i| allowed(i) && !eps[i].is_ejected());
+        let usable = |i: usize| allowed(i) && (!any_healthy || !eps[i].is_ejected());
         let n = eps.len();
         match self {
             Self::RoundRobin(next) => {
@@ -66,9 +72,7 @@ impl Balancer {
             Self::Weighted { schedule, next } => {
                 let start = next.fetch_add(1, Ordering::Relaxed);
                 let len = schedule.len();
-                (0..len)
-                    .map(|k| schedule[(start + k) % len])
-                    .find(|&i| usable(i))
+                (0..len).map(|k| schedule[(start + k) % len]).find(|&i| usable(i))
             }
             Self::ConsistentHash(ring) => match key {
                 Some(h) => ring.lookup(h, usable),
@@ -86,11 +90,7 @@ impl Balancer {
                             b += 1;
                         }
                         let (a, b) = (candidates[a], candidates[b]);
-                        Some(if eps[a].p2c_cost() <= eps[b].p2c_cost() {
-                            a
-                        } else {
-                            b
-                        })
+                        Some(if eps[a].p2c_cost() <= eps[b].p2c_cost() { a } else { b })
                     }
                 }
             }
@@ -107,10 +107,7 @@ fn smooth_weighted_schedule(weights: &[u32]) -> Vec<usize> {
     let g = weights.iter().copied().fold(0, gcd).max(1);
     let max = weights.iter().copied().max().unwrap_or(1).max(1) / g;
     let scale = g * (max / 100).max(1);
-    let w: Vec<i64> = weights
-        .iter()
-        .map(|&x| i64::from((x / scale).max(1)))
-        .collect();
+    let w: Vec<i64> = weights.iter().map(|&x| i64::from((x / scale).max(1))).collect();
     let total: i64 = w.iter().sum();
     let mut current = vec![0i64; w.len()];
     let mut out = Vec::with_capacity(total as usize);
@@ -157,9 +154,7 @@ impl Ring {
     fn lookup(&self, key: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
         let start = self.points.partition_point(|&(h, _)| h < key);
         let n = self.points.len();
-        (0..n)
-            .map(|k| self.points[(start + k) % n].1)
-            .find(|&i| usable(i))
+        (0..n).map(|k| self.points[(start + k) % n].1).find(|&i| usable(i))
     }
 }
 
@@ -185,10 +180,7 @@ mod tests {
 
     #[test]
     fn smooth_weighted_interleaves() {
-        assert_eq!(
-            smooth_weighted_schedule(&[5, 1, 1]),
-            vec![0, 0, 1, 0, 2, 0, 0]
-        );
+        assert_eq!(smooth_weighted_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(smooth_weighted_schedule(&[1, 1]), vec![0, 1]);
         let s = smooth_weighted_schedule(&[3000, 1000]);
         assert_eq!(
@@ -199,14 +191,7 @@ mod tests {
 
     fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
         (0..n)
-            .map(|i| {
-                Arc::new(Endpoint::new(
-                    format!("10.0.0.{i}:8080").into(),
-                    1,
-                    None,
-                    None,
-                ))
-            })
+            .map(|i| Arc::new(Endpoint::new(format!("10.0.0.{i}:8080").into(), 1, None, None)))
             .collect()
     }
 
@@ -236,10 +221,7 @@ mod tests {
         for &k in &keys {
             load[b.lookup(k, |_| true).unwrap()] += 1;
         }
-        assert!(
-            load.iter().all(|&l| (2_300..4_400).contains(&l)),
-            "{load:?}"
-        );
+        assert!(load.iter().all(|&l| (2_300..4_400).contains(&l)), "{load:?}");
     }
 
     #[test]
@@ -252,10 +234,7 @@ mod tests {
         for e in &eps {
             e.set_ejected(true);
         }
-        assert!(
-            rr.pick(&eps, None).is_some(),
-            "panic mode uses all endpoints"
-        );
+        assert!(rr.pick(&eps, None).is_some(), "panic mode uses all endpoints");
     }
 
     #[test]

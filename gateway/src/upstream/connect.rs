@@ -132,10 +132,7 @@ impl Connector {
     }
 }
 
-async fn connect_net(
-    addr: &EndpointAddr,
-    tls: Option<&TlsConnect>,
-) -> Result<UpstreamIo, ConnectError> {
+async fn connect_net(addr: &EndpointAddr, tls: Option<&TlsConnect>) -> Result<UpstreamIo, ConnectError> {
     let tcp = match addr {
         EndpointAddr::Ip(a) => TcpStream::connect(a).await,
         EndpointAddr::Dns { host, port } => {

@@ -55,10 +55,7 @@ pub(crate) async fn run(
             good += 1;
             bad = 0;
             if endpoint.is_ejected() && good >= config.healthy_threshold {
-                tracing::info!(
-                    endpoint = endpoint.label(),
-                    "endpoint healthy again, back in rotation"
-                );
+                tracing::info!(endpoint = endpoint.label(), "endpoint healthy again, back in rotation");
                 endpoint.reset_passive_failures();
                 endpoint.set_ejected(false);
             }
@@ -78,12 +75,7 @@ pub(crate) async fn run(
 }
 
 /// One probe within the probe timeout.
-async fn probe(
-    connector: &Connector,
-    protocol: UpstreamProtocol,
-    config: &HealthCheckConfig,
-    ep: &Endpoint,
-) -> bool {
+async fn probe(connector: &Connector, protocol: UpstreamProtocol, config: &HealthCheckConfig, ep: &Endpoint) -> bool {
     let attempt = async {
         let io = connector.connect().await.ok()?;
         let HealthProbe::Http(path) = &config.probe else {
@@ -96,9 +88,7 @@ async fn probe(
             .body(crate::body::empty())
             .ok()?;
         let status = if h2 {
-            let (mut send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .ok()?;
+            let (mut send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.ok()?;
             tokio::spawn(conn);
             let mut req = req;
             *req.uri_mut() = format!("http://{}{}", ep.label(), path).parse().ok()?;
@@ -110,8 +100,5 @@ async fn probe(
         };
         Some(status.is_success() || status.is_redirection() || status == StatusCode::NOT_MODIFIED)
     };
-    matches!(
-        tokio::time::timeout(config.timeout, attempt).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(config.timeout, attempt).await, Ok(Some(true)))
 }

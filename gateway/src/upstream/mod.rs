@@ -14,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use balance::hash_bytes;
 pub use endpoint::{ActiveGuard, Endpoint};
 
-use crate::config::{
-    ClusterConfig, ClusterKind, EndpointAddr, HashKey, Strategy, UpstreamProtocol,
-};
+use crate::config::{ClusterConfig, ClusterKind, EndpointAddr, HashKey, Strategy, UpstreamProtocol};
 use crate::pool::{Flavor, Pool, PoolSnapshot};
 use balance::Balancer;
 use connect::Connector;
@@ -68,12 +66,7 @@ impl Cluster {
                 };
                 let tls = match &config.tls {
                     None => None,
-                    Some(t) => Some(connect::tls_connect(
-                        t.ca.as_deref(),
-                        t.sni.as_ref(),
-                        addr,
-                        alpn,
-                    )?),
+                    Some(t) => Some(connect::tls_connect(t.ca.as_deref(), t.sni.as_ref(), addr, alpn)?),
                 };
                 Ok(Connector::Net {
                     addr: addr.clone(),
@@ -163,6 +156,16 @@ impl Cluster {
             .ok_or_else(|| NoEndpoint {
                 cluster: self.config.name.clone(),
             })
+    }
+
+    /// Picks among the endpoints `allowed` admits (by index).
+    pub(crate) fn pick_where(
+        &self,
+        key: Option<u64>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<(usize, &Arc<Endpoint>)> {
+        let i = self.balancer.pick_where(&self.endpoints, key, allowed)?;
+        self.endpoints.get(i).map(|e| (i, e))
     }
 
     /// Pool counts summed over endpoints.

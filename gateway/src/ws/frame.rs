@@ -144,13 +144,7 @@ pub(crate) fn parse_head(buf: &[u8], masked: bool) -> Result<Option<Head>, Viola
 }
 
 /// Writes a header (as a server, unmasked, or as a client with `mask`).
-pub(crate) fn write_head(
-    out: &mut Vec<u8>,
-    fin: bool,
-    opcode: u8,
-    len: usize,
-    mask: Option<[u8; 4]>,
-) {
+pub(crate) fn write_head(out: &mut Vec<u8>, fin: bool, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
     out.push(if fin { 0x80 } else { 0 } | opcode);
     let m = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
@@ -282,10 +276,6 @@ impl Utf8Stream {
     pub(crate) fn finish(&mut self) -> Result<(), Violation> {
         let ok = self.len == 0;
         self.len = 0;
-        if ok {
-            Ok(())
-        } else {
-            Err(Violation::InvalidUtf8)
-        }
+        if ok { Ok(()) } else { Err(Violation::InvalidUtf8) }
     }
 }

@@ -61,16 +61,10 @@ impl Reject {
         let mut r = Response::new(crate::body::full(format!("{body}\n")));
         *r.status_mut() = status;
         let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::UPGRADE_REQUIRED {
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            h.insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
+            h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         }
         r
     }
@@ -100,10 +94,7 @@ pub(crate) fn check_agent<B>(req: &Request<B>) -> Result<HeaderValue, Reject> {
     if !has_token(h, header::CONNECTION, "upgrade") {
         return Err(Reject::Malformed("missing Connection: Upgrade"));
     }
-    match h
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-    {
+    match h.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) {
         Some(b"13") => {}
         Some(_) => return Err(Reject::Version),
         None => return Err(Reject::Malformed("missing Sec-WebSocket-Version")),
@@ -113,9 +104,7 @@ pub(crate) fn check_agent<B>(req: &Request<B>) -> Result<HeaderValue, Reject> {
         .ok_or(Reject::Malformed("missing Sec-WebSocket-Key"))?;
     match STANDARD.decode(key.as_bytes()) {
         Ok(raw) if raw.len() == 16 => Ok(key.clone()),
-        _ => Err(Reject::Malformed(
-            "Sec-WebSocket-Key must be 16 bytes in base64",
-        )),
+        _ => Err(Reject::Malformed("Sec-WebSocket-Key must be 16 bytes in base64")),
     }
 }
 
@@ -167,9 +156,7 @@ impl UpstreamUpgrade {
         if let Some(host) = origin.host {
             bytes.extend_from_slice(format!("host: {host}\r\n").as_bytes());
         }
-        bytes.extend_from_slice(
-            b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n",
-        );
+        bytes.extend_from_slice(b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n");
         bytes.extend_from_slice(format!("sec-websocket-key: {key}\r\n").as_bytes());
         for (name, value) in &headers {
             bytes.extend_from_slice(name.as_str().as_bytes());
@@ -291,18 +278,10 @@ async fn exchange(io: &mut UpstreamIo, up: &UpstreamUpgrade) -> Result<Accepted,
 }
 
 fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, HandshakeError> {
-    if !has_token(&headers, header::UPGRADE, "websocket")
-        || !has_token(&headers, header::CONNECTION, "upgrade")
-    {
-        return Err(HandshakeError::Invalid(
-            "missing Upgrade/Connection headers",
-        ));
+    if !has_token(&headers, header::UPGRADE, "websocket") || !has_token(&headers, header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::Invalid("missing Upgrade/Connection headers"));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_ACCEPT)
-        .map(HeaderValue::as_bytes)
-        != Some(up.accept.as_bytes())
-    {
+    if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(up.accept.as_bytes()) {
         return Err(HandshakeError::Invalid("wrong Sec-WebSocket-Accept"));
     }
     if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
@@ -310,9 +289,7 @@ fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, Hand
     }
     let protocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
     if let Some(p) = &protocol {
-        let ok = p
-            .to_str()
-            .is_ok_and(|p| up.offered.iter().any(|o| o == p.trim()));
+        let ok = p.to_str().is_ok_and(|p| up.offered.iter().any(|o| o == p.trim()));
         if !ok {
             return Err(HandshakeError::Invalid("subprotocol was not offered"));
         }
@@ -356,10 +333,7 @@ mod tests {
     #[test]
     fn accept_key_matches_rfc_example() {
         // RFC 6455 §1.3.
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     fn upgrade() -> http::request::Builder {
@@ -394,10 +368,7 @@ mod tests {
             check_agent(&Request::get("/ws").body(()).unwrap()),
             Err(Reject::NotUpgrade)
         ));
-        let post = Request::post("/ws")
-            .header("upgrade", "websocket")
-            .body(())
-            .unwrap();
+        let post = Request::post("/ws").header("upgrade", "websocket").body(()).unwrap();
         assert!(matches!(check_agent(&post), Err(Reject::Malformed(_))));
     }
 
@@ -416,10 +387,7 @@ mod tests {
         };
         let up = UpstreamUpgrade::new(&req, &origin);
         let text = String::from_utf8(up.bytes.clone()).unwrap();
-        assert!(
-            text.starts_with("GET /ws HTTP/1.1\r\nhost: gw.test\r\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("GET /ws HTTP/1.1\r\nhost: gw.test\r\n"), "{text}");
         assert!(!text.contains("permessage-deflate"));
         assert!(
             !text.contains("dGhlIHNhbXBsZSBub25jZQ=="),

@@ -16,9 +16,22 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
+use agentmux_filters::rate_limit::{Admission, SessionMessages};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::frame::{self, Head, Utf8Stream, Violation, op};
+use crate::metrics::LatencyHistogram;
+
+/// Live counters a lane bumps once per read.
+#[derive(Clone, Debug)]
+pub(crate) struct LaneCounters {
+    pub(crate) messages: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) relay: Option<LatencyHistogram>,
+}
 
 /// Room before the read area for bytes carried over from the last read (an
 /// unfinished header or control frame: at most 14 + 125 bytes).
@@ -55,6 +68,10 @@ pub(crate) enum Pumped {
     SourceGone,
     /// Writing to the sink failed.
     SinkGone,
+    /// The next message is over its rate: hold the source this long.
+    Throttled(Duration),
+    /// The source's messages stayed over their rate past the delay bound.
+    RateExceeded,
 }
 
 /// One relay direction's state.
@@ -81,6 +98,9 @@ pub(crate) struct Lane {
     carry_ready: bool,
     /// Bytes read since the relay last looked (keepalive).
     pub(crate) activity: bool,
+    /// Per-message rate limit of the source (agents only).
+    pub(crate) gate: Option<SessionMessages>,
+    counters: Option<LaneCounters>,
     /// Complete messages relayed.
     pub(crate) messages: u64,
     /// Bytes read from the source.
@@ -129,10 +149,23 @@ impl Lane {
             reading: true,
             expect_pong: None,
             carry_ready: false,
+            gate: None,
+            counters: None,
             activity: false,
             messages: 0,
             bytes: 0,
         }
+    }
+
+    /// Reports messages, bytes and relay time to these counters.
+    pub(crate) fn set_counters(&mut self, counters: LaneCounters) {
+        self.counters = Some(counters);
+    }
+
+    /// Processes held input before reading again (after a throttle).
+    pub(crate) fn resume(&mut self) {
+        self.reading = true;
+        self.carry_ready = !self.carry.is_empty();
     }
 
     /// Seeds the lane with bytes that arrived with the handshake.
@@ -231,12 +264,7 @@ impl Lane {
     }
 
     /// One read, transform and write. `Ready(None)` means "read again".
-    fn read_once<S, K>(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &mut S,
-        sink: &mut K,
-    ) -> Poll<Option<Pumped>>
+    fn read_once<S, K>(&mut self, cx: &mut Context<'_>, src: &mut S, sink: &mut K) -> Poll<Option<Pumped>>
     where
         S: AsyncRead + Unpin,
         K: AsyncWrite + Unpin,
@@ -263,6 +291,12 @@ impl Lane {
             self.bytes += n as u64;
             self.activity = true;
             self.carry.clear();
+            let timer = self
+                .counters
+                .as_ref()
+                .and_then(|c| c.relay.as_ref())
+                .map(|_| std::time::Instant::now());
+            let before = self.messages;
             let buf = &mut scratch[start..read_at + n];
             let p = self.process(buf);
             if p.consumed < buf.len() {
@@ -272,16 +306,19 @@ impl Lane {
                 self.carry = Vec::new();
             }
             self.write_direct(cx, sink, &buf[..p.out_len]);
+            if let Some(c) = &self.counters {
+                c.bytes.inc_by(n as u64);
+                c.messages.inc_by(self.messages - before);
+                if let (Some(h), Some(t)) = (&c.relay, timer) {
+                    h.observe(t.elapsed());
+                }
+            }
             Poll::Ready(p.event)
         })
     }
 
     /// Processes carried bytes without reading first.
-    fn process_carry<K: AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Context<'_>,
-        sink: &mut K,
-    ) -> Option<Pumped> {
+    fn process_carry<K: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, sink: &mut K) -> Option<Pumped> {
         let mut buf = std::mem::take(&mut self.carry);
         let p = self.process(&mut buf);
         self.carry.extend_from_slice(&buf[p.consumed..]);
@@ -291,12 +328,7 @@ impl Lane {
 
     /// Writes straight from the scratch buffer; what the sink does not take
     /// now is kept in the lane's own buffer.
-    fn write_direct<K: AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Context<'_>,
-        sink: &mut K,
-        mut bytes: &[u8],
-    ) {
+    fn write_direct<K: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, sink: &mut K, mut bytes: &[u8]) {
         while !bytes.is_empty() && self.out.is_empty() {
             match Pin::new(&mut *sink).poll_write(cx, bytes) {
                 Poll::Ready(Ok(n)) if n > 0 => bytes = &bytes[n..],
@@ -337,6 +369,26 @@ impl Lane {
                 Ok(None) => break,
                 Err(v) => return violation(w, buf.len(), v),
             };
+            if !head.is_control() && head.opcode != op::CONTINUATION && self.msg.is_none() {
+                // A new message: does it fit the agent's message rate?
+                match self.gate.as_mut().map(SessionMessages::try_admit) {
+                    None | Some(Admission::Now) => {}
+                    Some(Admission::Wait(d)) => {
+                        return Processed {
+                            out_len: w,
+                            consumed: r,
+                            event: Some(Pumped::Throttled(d)),
+                        };
+                    }
+                    Some(Admission::Exceeded(_)) => {
+                        return Processed {
+                            out_len: w,
+                            consumed: buf.len(),
+                            event: Some(Pumped::RateExceeded),
+                        };
+                    }
+                }
+            }
             let step = if head.is_control() {
                 self.control(buf, head, &mut r, &mut w)
             } else {
@@ -372,13 +424,7 @@ impl Lane {
 
     /// Handles a whole control frame; `Some(Pending)` when it is not all
     /// here yet.
-    fn control(
-        &mut self,
-        buf: &mut [u8],
-        h: Head,
-        r: &mut usize,
-        w: &mut usize,
-    ) -> Result<Option<Pumped>, Violation> {
+    fn control(&mut self, buf: &mut [u8], h: Head, r: &mut usize, w: &mut usize) -> Result<Option<Pumped>, Violation> {
         let total = h.header_len + h.len as usize;
         if buf.len() - *r < total {
             return Ok(Some(Pumped::Pending));
@@ -420,13 +466,7 @@ impl Lane {
     }
 
     /// Starts a data frame: fragmentation and size rules, fresh mask.
-    fn data_head(
-        &mut self,
-        buf: &mut [u8],
-        h: Head,
-        r: &mut usize,
-        w: &mut usize,
-    ) -> Result<(), Violation> {
+    fn data_head(&mut self, buf: &mut [u8], h: Head, r: &mut usize, w: &mut usize) -> Result<(), Violation> {
         match (h.opcode, &self.msg) {
             (op::CONTINUATION, None) | (op::TEXT | op::BINARY, Some(_)) => {
                 return Err(Violation::BadFragmentation);

@@ -31,35 +31,49 @@ mod tests;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
-use crate::config::RouteConfig;
 use crate::error::{Cause, ProxyError};
-use crate::gateway::Sessions;
 use crate::listener::ConnInfo;
-use crate::upstream::Cluster;
+use crate::stack::{ProxyBody, RequestHost, Terminal};
 use handshake::{HandshakeError, Origin, UpstreamUpgrade};
+use lane::LaneCounters;
 use relay::{Relay, RelayParams};
 
-/// Handles an agent's upgrade on a websocket route.
-pub(crate) async fn session(
-    route: Arc<RouteConfig>,
-    cluster: Arc<Cluster>,
-    conn: Arc<ConnInfo>,
-    host: Option<String>,
-    mut req: Request<Incoming>,
-    sessions: &Sessions,
-) -> Result<Response<Body>, ProxyError> {
+/// Handles an agent's upgrade on a websocket route (the bottom of the
+/// route's stack: filters have already passed the upgrade request).
+pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
     let agent_key = match handshake::check_agent(&req) {
         Ok(k) => k,
         Err(reject) => return Ok(reject.into_response()),
     };
+    let conn = req
+        .extensions()
+        .get::<Arc<ConnInfo>>()
+        .cloned()
+        .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
+    let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
+    // Concurrent sessions per key: refused before any upstream work.
+    let session_permit = match &t.ws.sessions {
+        Some((source, limiter)) => {
+            let key = source.key_from(req.headers(), req.extensions());
+            Some(limiter.try_acquire(key).map_err(|e| {
+                ProxyError::new(Cause::RateLimited, "too many concurrent sessions for this agent").with_source(e)
+            })?)
+        }
+        None => None,
+    };
+    let messages =
+        t.ws.messages
+            .as_ref()
+            .map(|(source, limiter)| limiter.session(source.key_from(req.headers(), req.extensions())));
+    let cluster = &t.cluster;
     let key = cluster
         .hash_key()
         .and_then(|k| crate::proxy::affinity_key(k, &req, conn.client.ip()));
-    let endpoint = cluster.pick(key)?.clone();
+    let picked = t.pick(key)?;
+    let endpoint = picked.endpoint.clone();
     let pool = endpoint
         .raw
         .as_ref()
@@ -72,9 +86,17 @@ pub(crate) async fn session(
     };
     let upgrade = UpstreamUpgrade::new(&req, &origin);
     let threshold = cluster.config().health.unhealthy_threshold;
-    let limit = route.websocket.handshake_timeout;
+    let limit = t.route.websocket.handshake_timeout;
 
-    let mut lease = pool.acquire_raw(false).await?;
+    let started = tokio::time::Instant::now();
+    let mut lease = match pool.acquire_raw(false).await {
+        Ok(l) => l,
+        Err(e) => {
+            picked.record(None);
+            return Err(e.into());
+        }
+    };
+    t.acquire.observe(started.elapsed());
     let (io, slot, accepted) = loop {
         let fresh = lease.is_fresh();
         let (mut io, slot) = lease.into_parts();
@@ -89,21 +111,23 @@ pub(crate) async fn session(
             }
             Err(e) => {
                 endpoint.report(matches!(e, HandshakeError::Refused(_)), None, threshold);
+                picked.record(None);
                 return Err(handshake_error(e));
             }
         }
     };
     endpoint.report(true, None, threshold);
+    picked.record(Some(http::StatusCode::SWITCHING_PROTOCOLS));
     let response = handshake::switching_protocols(&agent_key, &accepted);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let params = RelayParams {
-        max_message: route.websocket.max_message_bytes,
-        read_size: route.websocket.max_buffered_bytes.min(16 * 1024),
-        keepalive: route.websocket.keepalive_interval,
+        max_message: t.route.websocket.max_message_bytes,
+        read_size: t.route.websocket.max_buffered_bytes.min(16 * 1024),
+        keepalive: t.route.websocket.keepalive_interval,
     };
-    let shutdown = sessions.shutdown.clone().cancelled_owned();
-    let route_name = route.name.clone();
-    sessions.tracker.spawn(async move {
+    let shutdown = t.sessions.shutdown.clone().cancelled_owned();
+    let t = t.clone();
+    t.sessions.tracker.clone().spawn(async move {
         let agent = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {
@@ -111,15 +135,32 @@ pub(crate) async fn session(
                 return;
             }
         };
-        let summary = Relay::new(agent, io, params, &accepted.leftover, shutdown).await;
+        let m = &t.metrics;
+        m.sessions_active.inc();
+        let up = LaneCounters {
+            messages: m.messages_up.clone(),
+            bytes: m.bytes_up.clone(),
+            relay: Some(m.relay_seconds.clone()),
+        };
+        let down = LaneCounters {
+            messages: m.messages_down.clone(),
+            bytes: m.bytes_down.clone(),
+            relay: Some(m.relay_seconds.clone()),
+        };
+        let relay = Relay::new(agent, io, params, &accepted.leftover, shutdown)
+            .with_messages(messages)
+            .with_counters(up, down);
+        let summary = relay.await;
+        m.sessions_active.dec();
+        m.session_ended(summary.end.as_str());
         tracing::debug!(
-            route = %route_name,
+            route = t.route.name(),
             end = summary.end.as_str(),
             up = summary.messages_up,
             down = summary.messages_down,
             "websocket session ended"
         );
-        drop((slot, active, conn));
+        drop((slot, active, conn, session_permit));
     });
     Ok(response)
 }
@@ -128,9 +169,7 @@ fn handshake_error(e: HandshakeError) -> ProxyError {
     let cause = match &e {
         HandshakeError::Timeout(_) => Cause::UpstreamTimeout,
         HandshakeError::Refused(_) => Cause::UpgradeRefused,
-        HandshakeError::NoResponse | HandshakeError::Io(_) | HandshakeError::Invalid(_) => {
-            Cause::UpstreamProtocol
-        }
+        HandshakeError::NoResponse | HandshakeError::Io(_) | HandshakeError::Invalid(_) => Cause::UpstreamProtocol,
     };
     ProxyError::new(cause, e.to_string())
 }

@@ -23,7 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::lane::{Dir, Lane, Pumped};
+use agentmux_filters::rate_limit::SessionMessages;
+
+use super::lane::{Dir, Lane, LaneCounters, Pumped};
 
 /// How long a side may take to answer a close (or to take our last bytes).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,8 @@ pub enum EndReason {
     UpstreamViolation(u16),
     /// The agent stopped answering keepalive pings.
     KeepaliveTimeout,
+    /// The agent kept sending over its message rate (closed with 1008).
+    RateLimited,
     /// The gateway is shutting down.
     Draining,
 }
@@ -58,6 +62,7 @@ impl EndReason {
             Self::AgentViolation(_) => "agent_violation",
             Self::UpstreamViolation(_) => "upstream_violation",
             Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::RateLimited => "rate_limited",
             Self::Draining => "draining",
         }
     }
@@ -108,6 +113,8 @@ pub(crate) struct Relay<A, U> {
     deadline: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     keepalive: Option<(Duration, Pin<Box<Sleep>>, u32)>,
+    /// Holding the agent's next message back (message rate limit).
+    throttle: Option<Pin<Box<Sleep>>>,
 }
 
 impl<A, U> Relay<A, U>
@@ -133,10 +140,22 @@ where
             end: None,
             deadline: None,
             shutdown: Some(Box::pin(shutdown)),
-            keepalive: params
-                .keepalive
-                .map(|d| (d, Box::pin(tokio::time::sleep(d)), 0)),
+            keepalive: params.keepalive.map(|d| (d, Box::pin(tokio::time::sleep(d)), 0)),
+            throttle: None,
         }
+    }
+
+    /// Applies a per-session message rate limit to the agent's messages.
+    pub(crate) fn with_messages(mut self, gate: Option<SessionMessages>) -> Self {
+        self.up.gate = gate;
+        self
+    }
+
+    /// Reports live message, byte and relay-time counts.
+    pub(crate) fn with_counters(mut self, up: LaneCounters, down: LaneCounters) -> Self {
+        self.up.set_counters(up);
+        self.down.set_counters(down);
+        self
     }
 
     fn summary(&self) -> Summary {
@@ -189,6 +208,16 @@ where
                 self.down.send_close(1011, "upstream connection lost");
                 self.finish(EndReason::UpstreamGone, Phase::Flushing);
             }
+            Pumped::Throttled(wait) => {
+                // Stop reading the agent: TCP backpressure slows it down.
+                self.up.reading = false;
+                self.throttle = Some(Box::pin(tokio::time::sleep(wait)));
+            }
+            Pumped::RateExceeded => {
+                self.down.send_close(1008, "message rate exceeded");
+                self.up.send_close(1001, "agent over its message rate");
+                self.finish(EndReason::RateLimited, Phase::Flushing);
+            }
             Pumped::Pending | Pumped::Yield => {}
         }
     }
@@ -208,18 +237,11 @@ where
             Pumped::Violation(v) => {
                 self.up.send_close(v.close_code(), v.reason());
                 self.down.send_close(1011, "upstream protocol error");
-                self.finish(
-                    EndReason::UpstreamViolation(v.close_code()),
-                    Phase::Flushing,
-                );
+                self.finish(EndReason::UpstreamViolation(v.close_code()), Phase::Flushing);
             }
             Pumped::SourceGone => {
                 // An agent that started the close gets a plain answer.
-                let code = if self.phase == Phase::Closing {
-                    1000
-                } else {
-                    1011
-                };
+                let code = if self.phase == Phase::Closing { 1000 } else { 1011 };
                 self.down.send_close(code, "upstream connection lost");
                 self.finish(EndReason::UpstreamGone, Phase::Flushing);
             }
@@ -227,7 +249,8 @@ where
                 self.up.send_close(1001, "agent disconnected");
                 self.finish(EndReason::AgentGone, Phase::Flushing);
             }
-            Pumped::Pending | Pumped::Yield => {}
+            // Only agents are rate limited.
+            Pumped::Throttled(_) | Pumped::RateExceeded | Pumped::Pending | Pumped::Yield => {}
         }
     }
 
@@ -285,6 +308,12 @@ where
                 Phase::Open | Phase::Closing => {
                     if this.phase == Phase::Open {
                         this.poll_keepalive(cx);
+                    }
+                    if let Some(t) = this.throttle.as_mut()
+                        && t.as_mut().poll(cx).is_ready()
+                    {
+                        this.throttle = None;
+                        this.up.resume();
                     }
                     let before = this.phase;
                     let a = this.up.pump(cx, &mut this.agent, &mut this.upstream);

@@ -19,15 +19,8 @@ struct Chunked {
 }
 
 impl AsyncRead for Chunked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let n = self
-            .chunk
-            .min(self.data.len() - self.pos)
-            .min(buf.remaining());
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let n = self.chunk.min(self.data.len() - self.pos).min(buf.remaining());
         let start = self.pos;
         buf.put_slice(&self.data[start..start + n]);
         self.pos += n;
@@ -135,14 +128,8 @@ fn violation(dir: Dir, input: &[u8]) -> Violation {
 
 #[test]
 fn rule_breaking_frames_are_caught() {
-    assert_eq!(
-        violation(Dir::Up, &plain(true, op::TEXT, b"x")),
-        Violation::Masking
-    );
-    assert_eq!(
-        violation(Dir::Down, &masked(true, op::TEXT, b"x")),
-        Violation::Masking
-    );
+    assert_eq!(violation(Dir::Up, &plain(true, op::TEXT, b"x")), Violation::Masking);
+    assert_eq!(violation(Dir::Down, &masked(true, op::TEXT, b"x")), Violation::Masking);
     assert_eq!(
         violation(Dir::Up, &masked(true, op::CONTINUATION, b"x")),
         Violation::BadFragmentation
@@ -158,10 +145,7 @@ fn rule_breaking_frames_are_caught() {
         violation(Dir::Up, &masked(true, op::PING, &[0; 126])),
         Violation::BadControlFrame
     );
-    assert_eq!(
-        violation(Dir::Up, &masked(true, 0x3, b"")),
-        Violation::UnknownOpcode(3)
-    );
+    assert_eq!(violation(Dir::Up, &masked(true, 0x3, b"")), Violation::UnknownOpcode(3));
     let mut rsv = masked(true, op::TEXT, b"x");
     rsv[0] |= 0x40;
     assert_eq!(violation(Dir::Up, &rsv), Violation::ReservedBits);
@@ -205,15 +189,9 @@ fn close_frames_are_checked_and_end_the_source() {
     let frames = decode(&out, true);
     assert_eq!(frames.len(), 1, "nothing after a close is forwarded");
     assert_eq!(frames[0].2, frame::close_payload(4001, "bye"));
+    assert_eq!(violation(Dir::Up, &masked(true, op::CLOSE, &[3])), Violation::BadClose);
     assert_eq!(
-        violation(Dir::Up, &masked(true, op::CLOSE, &[3])),
-        Violation::BadClose
-    );
-    assert_eq!(
-        violation(
-            Dir::Up,
-            &masked(true, op::CLOSE, &frame::close_payload(1005, ""))
-        ),
+        violation(Dir::Up, &masked(true, op::CLOSE, &frame::close_payload(1005, ""))),
         Violation::BadClose
     );
     assert_eq!(
@@ -231,10 +209,7 @@ fn close_1014_from_upstream_reaches_the_agent_as_1011() {
         1024,
     );
     assert!(matches!(end, Pumped::Closed));
-    assert_eq!(
-        decode(&out, false)[0].2,
-        frame::close_payload(1011, "bad gateway")
-    );
+    assert_eq!(decode(&out, false)[0].2, frame::close_payload(1011, "bad gateway"));
 }
 
 #[test]

@@ -7,8 +7,7 @@ use super::{from_ip, metrics};
 use crate::rate_limit::{KeySource, LimitKey, RateLimitLayer, RateLimitParams, RateLimited};
 use crate::{AgentIdentity, BoxError, InvalidParam};
 
-fn ok_service()
--> impl tower::Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone {
+fn ok_service() -> impl tower::Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone {
     service_fn(|_req: Request<()>| async { Ok::<_, BoxError>(Response::new(())) })
 }
 
@@ -47,16 +46,8 @@ async fn rejection_carries_retry_after_and_skips_the_inner_service() {
     respond.send_response(Response::new(()));
     first.await.unwrap();
 
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(from_ip("10.0.0.1"))
-        .await
-        .unwrap_err();
-    let limited = err
-        .downcast_ref::<RateLimited>()
-        .expect("a RateLimited error");
+    let err = svc.ready().await.unwrap().call(from_ip("10.0.0.1")).await.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().expect("a RateLimited error");
     assert!(limited.retry_after() > Duration::ZERO);
     assert!(limited.retry_after() <= Duration::from_millis(500));
     assert_eq!(limited.retry_after_secs(), 1);
@@ -119,9 +110,7 @@ async fn api_keys_are_keyed_by_identity_or_hashed_key() {
     named
         .headers_mut()
         .insert("authorization", "Bearer sk-secret-1".parse().unwrap());
-    named
-        .extensions_mut()
-        .insert(AgentIdentity("ci-agent".into()));
+    named.extensions_mut().insert(AgentIdentity("ci-agent".into()));
     assert!(limiter.check(&named).is_ok());
 
     // The key is a hash: its debug form does not contain the secret.
@@ -147,14 +136,8 @@ async fn key_table_is_pruned_so_memory_stays_bounded() {
     // Once their buckets are full again the entries carry no information;
     // the next check after the prune interval drops them.
     tokio::time::advance(Duration::from_secs(11)).await;
-    limiter
-        .check_key(&LimitKey::from_bytes(b"newcomer"))
-        .unwrap();
-    assert!(
-        limiter.tracked_keys() <= 1,
-        "{} keys left",
-        limiter.tracked_keys()
-    );
+    limiter.check_key(&LimitKey::from_bytes(b"newcomer")).unwrap();
+    assert!(limiter.tracked_keys() <= 1, "{} keys left", limiter.tracked_keys());
     assert!(m.rate_limit_keys() <= 1);
 }
 
@@ -165,9 +148,7 @@ async fn a_flood_of_distinct_keys_is_pruned_by_count_too() {
     // 1 ms per key at 1000/s: each bucket is full again 1 ms later, so
     // every count-triggered prune can drop almost everything before it.
     for i in 0..40_000u32 {
-        limiter
-            .check_key(&LimitKey::from_bytes(&i.to_be_bytes()))
-            .unwrap();
+        limiter.check_key(&LimitKey::from_bytes(&i.to_be_bytes())).unwrap();
         if i % 1000 == 0 {
             tokio::time::advance(Duration::from_millis(2)).await;
         }

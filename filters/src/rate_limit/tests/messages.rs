@@ -108,3 +108,32 @@ fn message_params_name_the_parameter() {
     let err = MessageLimitParams::new(1.0, 1, 1.0, 1, Duration::ZERO).unwrap_err();
     assert_eq!(err.to_string(), "max_delay must be > 0s (got 0s)");
 }
+
+/// The non-async form the gateway's relay uses gives the same decisions:
+/// wait, then admit the same message without taking a second cell, and
+/// fail once held back past `max_delay`.
+#[tokio::test(start_paused = true)]
+async fn try_admit_matches_admit() {
+    use crate::rate_limit::Admission;
+    let (limiter, m) = limiter(10.0, 2, 1000.0, Duration::from_secs(1));
+    let mut session = limiter.session(LimitKey::from_bytes(b"agent"));
+    assert!(matches!(session.try_admit(), Admission::Now));
+    assert!(matches!(session.try_admit(), Admission::Now));
+    let start = Instant::now();
+    let mut admitted = 0;
+    let err = loop {
+        match session.try_admit() {
+            Admission::Now => admitted += 1,
+            Admission::Wait(d) => {
+                assert!(d > Duration::ZERO && d <= Duration::from_millis(101), "{d:?}");
+                tokio::time::sleep(d).await;
+            }
+            Admission::Exceeded(e) => break e,
+        }
+    };
+    assert_eq!(err.scope(), MessageScope::Session);
+    assert!((9..=11).contains(&admitted), "admitted {admitted}");
+    assert!(start.elapsed() <= Duration::from_millis(1001));
+    assert_eq!(m.message_delayed_count(), admitted);
+    assert_eq!(m.message_rejected_count(), 1);
+}

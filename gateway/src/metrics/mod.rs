@@ -1,0 +1,395 @@
+//! Prometheus metrics: names `agentmux_<subsystem>_<name>_<unit>`, bounded
+//! labels (route, cluster, endpoint, status class, cause — never a session
+//! id or raw path), and handles cached per route and per filter so the data
+//! path bumps an atomic without looking up a label set.
+//!
+//! Gauges that describe state (pool connections by lifecycle state,
+//! endpoint health, circuit state) are filled from snapshots when
+//! `/metrics` is scraped rather than kept in step on every change.
+
+mod filter;
+mod histogram;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use filter::FilterCounters;
+pub use histogram::{BOUNDS, BUCKETS, HistogramSnapshot, LatencyHistogram};
+
+use crate::error::{Cause, Origin};
+use crate::pool::LifeState;
+use crate::runtime::Runtime;
+
+/// `route` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    route: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: String,
+    cause: &'static str,
+    origin: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum Direction {
+    Upstream,
+    Downstream,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabels {
+    route: String,
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    route: String,
+    end: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    cluster: String,
+    endpoint: String,
+    pool: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    cluster: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FilterLabels {
+    pub(crate) filter: String,
+    pub(crate) event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CircuitLabels {
+    pub(crate) filter: String,
+    pub(crate) scope: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every metric family of the gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    request_seconds: Family<RouteLabels, LatencyHistogram>,
+    first_byte_seconds: Family<RouteLabels, LatencyHistogram>,
+    errors: Family<ErrorLabels, Counter>,
+    sessions_active: Family<RouteLabels, Gauge>,
+    sessions_ended: Family<EndLabels, Counter>,
+    messages: Family<DirLabels, Counter>,
+    bytes: Family<DirLabels, Counter>,
+    relay_seconds: Family<RouteLabels, LatencyHistogram>,
+    pool_connections: Family<PoolLabels, Gauge>,
+    pool_waiters: Family<EndpointLabels, Gauge>,
+    acquire_seconds: Family<ClusterLabels, LatencyHistogram>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    pub(crate) filter_events: Family<FilterLabels, Counter>,
+    pub(crate) circuit_state: Family<CircuitLabels, Gauge>,
+    pub(crate) rate_limit_keys: Family<RouteLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("agentmux");
+        let m = Self {
+            requests: Family::default(),
+            request_seconds: Family::default(),
+            first_byte_seconds: Family::default(),
+            errors: Family::default(),
+            sessions_active: Family::default(),
+            sessions_ended: Family::default(),
+            messages: Family::default(),
+            bytes: Family::default(),
+            relay_seconds: Family::default(),
+            pool_connections: Family::default(),
+            pool_waiters: Family::default(),
+            acquire_seconds: Family::default(),
+            endpoint_healthy: Family::default(),
+            filter_events: Family::default(),
+            circuit_state: Family::default(),
+            rate_limit_keys: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "http_first_byte_seconds",
+            "Time from request to the first response body byte",
+            m.first_byte_seconds.clone(),
+        );
+        r.register(
+            "errors",
+            "Failed requests and sessions by cause and side",
+            m.errors.clone(),
+        );
+        r.register(
+            "sessions_active",
+            "WebSocket sessions open now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "sessions_ended",
+            "WebSocket sessions ended, by how they ended",
+            m.sessions_ended.clone(),
+        );
+        r.register(
+            "ws_messages",
+            "WebSocket messages relayed, by direction",
+            m.messages.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes relayed, by direction (upstream = agent to upstream)",
+            m.bytes.clone(),
+        );
+        r.register(
+            "ws_relay_seconds",
+            "Time from reading a burst of frames to writing it on",
+            m.relay_seconds.clone(),
+        );
+        r.register(
+            "pool_connections",
+            "Upstream connections by lifecycle state",
+            m.pool_connections.clone(),
+        );
+        r.register(
+            "pool_waiters",
+            "Acquirers waiting for a pooled connection",
+            m.pool_waiters.clone(),
+        );
+        r.register(
+            "pool_acquire_seconds",
+            "Time to get a pooled connection",
+            m.acquire_seconds.clone(),
+        );
+        r.register(
+            "endpoint_healthy",
+            "1 while the endpoint is in rotation, 0 while ejected",
+            m.endpoint_healthy.clone(),
+        );
+        r.register(
+            "filter_events",
+            "What filters did: rejections, retries, opens, ...",
+            m.filter_events.clone(),
+        );
+        r.register(
+            "circuit_state",
+            "Circuit state: 0 closed, 1 half-open, 2 open",
+            m.circuit_state.clone(),
+        );
+        r.register(
+            "rate_limit_keys",
+            "Keys a rate limiter tracks after pruning",
+            m.rate_limit_keys.clone(),
+        );
+        r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        Self { registry: r, ..m }
+    }
+
+    /// Cached handles for one route.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        let status = |class: &'static str| {
+            self.requests.get_or_create_owned(&StatusLabels {
+                route: route.to_owned(),
+                status_class: class,
+            })
+        };
+        let dir = |fam: &Family<DirLabels, Counter>, direction| {
+            fam.get_or_create_owned(&DirLabels {
+                route: route.to_owned(),
+                direction,
+            })
+        };
+        RouteMetrics {
+            name: route.into(),
+            status: [
+                status("1xx"),
+                status("2xx"),
+                status("3xx"),
+                status("4xx"),
+                status("5xx"),
+            ],
+            request_seconds: self.request_seconds.get_or_create_owned(&labels),
+            first_byte_seconds: self.first_byte_seconds.get_or_create_owned(&labels),
+            sessions_active: self.sessions_active.get_or_create_owned(&labels),
+            messages_up: dir(&self.messages, Direction::Upstream),
+            messages_down: dir(&self.messages, Direction::Downstream),
+            bytes_up: dir(&self.bytes, Direction::Upstream),
+            bytes_down: dir(&self.bytes, Direction::Downstream),
+            relay_seconds: self.relay_seconds.get_or_create_owned(&labels),
+            errors: self.errors.clone(),
+            ended: self.sessions_ended.clone(),
+        }
+    }
+
+    /// The pool-acquire histogram of a cluster.
+    pub fn acquire(&self, cluster: &str) -> LatencyHistogram {
+        self.acquire_seconds.get_or_create_owned(&ClusterLabels {
+            cluster: cluster.to_owned(),
+        })
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "rejected" },
+            })
+            .inc();
+    }
+
+    /// Refreshes state gauges from `rt` and renders the text exposition.
+    pub fn encode(&self, rt: &Runtime) -> String {
+        self.refresh(rt);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    fn refresh(&self, rt: &Runtime) {
+        self.pool_connections.clear();
+        self.pool_waiters.clear();
+        self.endpoint_healthy.clear();
+        for (name, cluster) in rt.clusters() {
+            for ep in cluster.endpoints() {
+                let el = EndpointLabels {
+                    cluster: name.to_string(),
+                    endpoint: ep.label().to_owned(),
+                };
+                self.endpoint_healthy
+                    .get_or_create(&el)
+                    .set(i64::from(!ep.is_ejected()));
+                let mut waiters = 0;
+                for (pool_name, pool) in [("http", ep.http.as_ref()), ("websocket", ep.raw.as_ref())] {
+                    let Some(pool) = pool else { continue };
+                    let s = pool.snapshot();
+                    waiters += s.waiters;
+                    for state in LifeState::ALL {
+                        let l = PoolLabels {
+                            cluster: name.to_string(),
+                            endpoint: ep.label().to_owned(),
+                            pool: pool_name,
+                            state: state.as_str(),
+                        };
+                        self.pool_connections.get_or_create(&l).set(s.get(state) as i64);
+                    }
+                }
+                self.pool_waiters.get_or_create(&el).set(waiters as i64);
+            }
+        }
+    }
+}
+
+/// Cached metric handles of one route.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    name: Arc<str>,
+    status: [Counter; 5],
+    /// Time to response headers.
+    pub request_seconds: LatencyHistogram,
+    /// Time to the first body byte.
+    pub first_byte_seconds: LatencyHistogram,
+    /// WebSocket sessions open.
+    pub sessions_active: Gauge,
+    /// Messages agent → upstream.
+    pub messages_up: Counter,
+    /// Messages upstream → agent.
+    pub messages_down: Counter,
+    /// Bytes agent → upstream.
+    pub bytes_up: Counter,
+    /// Bytes upstream → agent.
+    pub bytes_down: Counter,
+    /// Relay burst latency.
+    pub relay_seconds: LatencyHistogram,
+    errors: Family<ErrorLabels, Counter>,
+    ended: Family<EndLabels, Counter>,
+}
+
+impl RouteMetrics {
+    /// Counts an answered request by status class.
+    pub fn status(&self, status: http::StatusCode) {
+        let i = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.status[i].inc();
+    }
+
+    /// Counts a failure (rare: looks the label set up).
+    pub fn error(&self, cause: Cause) {
+        let origin = match cause.mapping().2 {
+            Origin::Upstream => "upstream",
+            Origin::Downstream => "downstream",
+            Origin::Internal => "internal",
+        };
+        self.errors
+            .get_or_create(&ErrorLabels {
+                route: self.name.to_string(),
+                cause: cause.as_str(),
+                origin,
+            })
+            .inc();
+    }
+
+    /// Counts an ended session.
+    pub fn session_ended(&self, end: &'static str) {
+        self.ended
+            .get_or_create(&EndLabels {
+                route: self.name.to_string(),
+                end,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,215 @@
+//! Filter state that outlives a reload: limiters, breakers, budgets and
+//! in-flight counts are built once per filter and reused for as long as
+//! the filter's settings do not change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use agentmux_filters::FilterMetrics;
+use agentmux_filters::StatusSet;
+use agentmux_filters::auth::{AuthLayer, AuthParams};
+use agentmux_filters::circuit_breaker::{BreakerParams, CircuitBreaker};
+use agentmux_filters::load_shed::{LoadShedLayer, LoadShedParams};
+use agentmux_filters::rate_limit::{
+    KeySource, MessageLimitParams, MessageLimiter, RateLimitParams, RequestLimiter, SessionLimitParams, SessionLimiter,
+};
+use agentmux_filters::retry::{Backoff, DefaultClassifier, RetryBudget, RetryBudgetParams, RetryLayer, RetryParams};
+use agentmux_filters::timeout::{IdleTimeoutParams, TimeoutParams};
+use http::StatusCode;
+
+use crate::config::{BreakerConfig, FilterConfig, RateLimitConfig, RetryConfig};
+use crate::error::{Cause, ProxyError};
+use crate::metrics::{FilterCounters, Metrics};
+
+/// A filter made live.
+pub(crate) enum Built {
+    RateLimit(RateLimitState),
+    Breaker(Arc<BreakerSet>),
+    Retry {
+        layer: RetryLayer,
+        max_body: usize,
+    },
+    Timeout {
+        request: Option<TimeoutParams>,
+        idle: Option<IdleTimeoutParams>,
+        metrics: Arc<dyn FilterMetrics>,
+    },
+    Auth(AuthLayer),
+    LoadShed(LoadShedLayer),
+}
+
+/// The parts of a rate-limit filter.
+pub(crate) struct RateLimitState {
+    pub(crate) key: KeySource,
+    pub(crate) requests: Option<RequestLimiter>,
+    pub(crate) messages: Option<MessageLimiter>,
+    pub(crate) sessions: Option<SessionLimiter>,
+}
+
+/// One breaker filter's circuits: one per cluster and one per endpoint,
+/// created on first use, each with its own controller task.
+pub(crate) struct BreakerSet {
+    name: Arc<str>,
+    params: BreakerParams,
+    pub(crate) statuses: StatusSet,
+    metrics: Arc<Metrics>,
+    circuits: Mutex<HashMap<String, CircuitBreaker>>,
+}
+
+impl BreakerSet {
+    /// The circuit for `scope` (`cluster:NAME` or `endpoint:ADDR`).
+    pub(crate) fn circuit(&self, scope: &str) -> CircuitBreaker {
+        let mut map = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(scope.to_owned())
+            .or_insert_with(|| {
+                let counters: Arc<dyn FilterMetrics> = Arc::new(FilterCounters::new(&self.metrics, &self.name, scope));
+                CircuitBreaker::new(self.params.clone(), counters)
+            })
+            .clone()
+    }
+
+    /// Every circuit with its scope, for the admin API.
+    pub(crate) fn circuits(&self) -> Vec<(String, CircuitBreaker)> {
+        let map = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// A filter's settings and what they built.
+type Entry = (FilterConfig, Arc<Built>);
+
+/// The live filters, kept across reloads.
+pub(crate) struct FilterStates {
+    metrics: Arc<Metrics>,
+    entries: Mutex<HashMap<Arc<str>, Entry>>,
+}
+
+impl FilterStates {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live state of filter `name`, reused when its config is unchanged.
+    pub(crate) fn get(&self, name: &Arc<str>, config: &FilterConfig) -> Result<Arc<Built>, String> {
+        let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((c, b)) = map.get(name)
+            && c == config
+        {
+            return Ok(b.clone());
+        }
+        let built = Arc::new(self.build(name, config).map_err(|e| format!("filters.{name}: {e}"))?);
+        map.insert(name.clone(), (config.clone(), built.clone()));
+        Ok(built)
+    }
+
+    /// Forgets filters no longer configured.
+    pub(crate) fn retain(&self, names: impl Fn(&str) -> bool) {
+        let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|k, _| names(k));
+    }
+
+    /// Every live breaker set with its filter name.
+    pub(crate) fn breakers(&self) -> Vec<(Arc<str>, Arc<BreakerSet>)> {
+        let map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter_map(|(k, (_, b))| match &**b {
+                Built::Breaker(s) => Some((k.clone(), s.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn build(&self, name: &Arc<str>, config: &FilterConfig) -> Result<Built, agentmux_filters::InvalidParam> {
+        let metrics: Arc<dyn FilterMetrics> = Arc::new(FilterCounters::new(&self.metrics, name, ""));
+        Ok(match config {
+            FilterConfig::RateLimit(c) => Built::RateLimit(rate_limit(c, metrics)?),
+            FilterConfig::CircuitBreaker(c) => Built::Breaker(Arc::new(self.breaker(name, c)?)),
+            FilterConfig::Retry(c) => retry(c, metrics)?,
+            FilterConfig::Timeout { request, idle } => Built::Timeout {
+                request: request.map(TimeoutParams::new).transpose()?,
+                idle: idle.map(IdleTimeoutParams::new).transpose()?,
+                metrics,
+            },
+            FilterConfig::Auth {
+                api_keys,
+                allowed_identities,
+                forward_credentials,
+            } => {
+                let params = AuthParams::new(
+                    api_keys.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    allowed_identities.iter().map(String::as_str),
+                )?
+                .with_forward_credentials(*forward_credentials);
+                Built::Auth(AuthLayer::new(params, metrics))
+            }
+            FilterConfig::LoadShed { max_in_flight } => {
+                Built::LoadShed(LoadShedLayer::new(LoadShedParams::new(*max_in_flight)?, metrics))
+            }
+        })
+    }
+
+    fn breaker(&self, name: &Arc<str>, c: &BreakerConfig) -> Result<BreakerSet, agentmux_filters::InvalidParam> {
+        Ok(BreakerSet {
+            name: name.clone(),
+            params: c.params()?,
+            statuses: status_set(&c.failure_statuses),
+            metrics: self.metrics.clone(),
+            circuits: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+fn status_set(codes: &[u16]) -> StatusSet {
+    codes.iter().filter_map(|c| StatusCode::from_u16(*c).ok()).collect()
+}
+
+fn rate_limit(
+    c: &RateLimitConfig,
+    metrics: Arc<dyn FilterMetrics>,
+) -> Result<RateLimitState, agentmux_filters::InvalidParam> {
+    let key: KeySource = c.key.parse()?;
+    let requests = match c.requests {
+        Some((rate, burst)) => Some(RequestLimiter::new(
+            RateLimitParams::new(key.clone(), rate, burst)?,
+            metrics.clone(),
+        )),
+        None => None,
+    };
+    let messages = match c.messages {
+        Some(((r, b), (kr, kb), delay)) => Some(MessageLimiter::new(
+            MessageLimitParams::new(r, b, kr, kb, delay)?,
+            metrics.clone(),
+        )),
+        None => None,
+    };
+    let sessions = match c.max_sessions {
+        Some(n) => Some(SessionLimiter::new(SessionLimitParams::new(n)?, metrics)),
+        None => None,
+    };
+    Ok(RateLimitState {
+        key,
+        requests,
+        messages,
+        sessions,
+    })
+}
+
+fn retry(c: &RetryConfig, metrics: Arc<dyn FilterMetrics>) -> Result<Built, agentmux_filters::InvalidParam> {
+    let params = RetryParams::new(c.max_attempts, Backoff::new(c.backoff.0, c.backoff.1)?)?;
+    let budget = RetryBudget::new(RetryBudgetParams::new(c.budget.0, c.budget.1, c.budget.2)?);
+    // Errors are retried only when the request never left the gateway: a
+    // failed connect. Anything later may have reached the upstream.
+    let classifier = DefaultClassifier::new()
+        .with_statuses(status_set(&c.statuses))
+        .with_never_sent(|e| {
+            e.downcast_ref::<ProxyError>()
+                .is_some_and(|p| matches!(p.cause(), Cause::UpstreamConnect | Cause::PoolExhausted))
+        });
+    Ok(Built::Retry {
+        layer: RetryLayer::new(params, budget, classifier, metrics),
+        max_body: c.max_body_bytes,
+    })
+}
