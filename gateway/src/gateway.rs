@@ -58,10 +58,16 @@ pub enum StartError {
 /// The gateway's shared state, reachable from every connection task.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
+    /// Where the config came from, for reloads.
+    config_path: Option<std::path::PathBuf>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     started: Instant,
     sessions: Sessions,
     metrics: Arc<Metrics>,
     filters: FilterStates,
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
+    access_log: bool,
 }
 
 /// Where long-lived sessions (WebSocket relays) run: tracked so a drain
@@ -70,6 +76,7 @@ pub struct Gateway {
 pub(crate) struct Sessions {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) registry: Arc<crate::sessions::Registry>,
 }
 
 impl Gateway {
@@ -80,7 +87,7 @@ impl Gateway {
 
     /// Answers one agent request with the current runtime.
     pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-        crate::proxy::handle(self.runtime(), conn, req).await
+        crate::proxy::handle(self.runtime(), conn, req, self.tracing.as_deref(), self.access_log).await
     }
 
     /// Swaps in a new configuration: clusters whose settings did not
@@ -98,6 +105,62 @@ impl Gateway {
         Ok(())
     }
 
+    /// The live sessions.
+    pub fn sessions(&self) -> &Arc<crate::sessions::Registry> {
+        &self.sessions.registry
+    }
+
+    /// Re-reads the config file and swaps it in: validated first (nothing
+    /// changes when it fails, and the errors name the key paths), clusters
+    /// with unchanged settings keep their warm pools, filters keep their
+    /// state, sessions under way continue. Listener and admin settings
+    /// need a restart; a reload that changes them is refused.
+    pub async fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
+        let _one = self.reloading.lock().await;
+        let Some(path) = self.config_path.clone() else {
+            return Err(crate::config::ConfigErrors::single(
+                "<none>",
+                "",
+                "the gateway was not started from a file",
+            ));
+        };
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let config = match loaded {
+            Ok(r) => r,
+            Err(e) => Err(crate::config::ConfigErrors::single("<reload>", "", e.to_string())),
+        };
+        let result = config.and_then(|c| self.apply(c));
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn apply(&self, config: Config) -> Result<ReloadReport, crate::config::ConfigErrors> {
+        let old = self.runtime();
+        let origin = self
+            .config_path
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        if config.listeners() != old.config().listeners() || config.admin != old.config().admin {
+            return Err(crate::config::ConfigErrors::single(
+                &origin,
+                "listeners",
+                "listener and admin settings apply at start; restart the gateway to change them",
+            ));
+        }
+        let kept = config
+            .clusters()
+            .iter()
+            .filter(|(n, c)| old.cluster(n).is_some_and(|o| o.config() == *c))
+            .count();
+        let total = config.clusters().len();
+        self.swap_config(config)
+            .map_err(|e| crate::config::ConfigErrors::single(&origin, "", e))?;
+        Ok(ReloadReport {
+            clusters_kept: kept,
+            clusters_started: total - kept,
+        })
+    }
+
     /// Every circuit-breaker filter's circuits.
     pub(crate) fn circuit_breakers(&self) -> Vec<(Arc<str>, Arc<crate::stack::BreakerSet>)> {
         self.filters.breakers()
@@ -112,6 +175,15 @@ impl Gateway {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// What a reload changed.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ReloadReport {
+    /// Clusters carried over with their warm pools.
+    pub clusters_kept: usize,
+    /// Clusters started anew (new or changed).
+    pub clusters_started: usize,
 }
 
 /// A started gateway: bound listeners and the handles to stop it.
@@ -138,6 +210,12 @@ pub enum Drained {
 /// starts clusters (pools begin warming), binds every listener and the
 /// admin listener, and begins accepting.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with_path(config, None).await
+}
+
+/// Like [`start`], remembering the file the config came from so the admin
+/// API and SIGHUP can reload it.
+pub async fn start_with_path(config: Config, config_path: Option<&std::path::Path>) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut acceptors = Vec::new();
@@ -153,11 +231,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         };
         acceptors.push(tls);
     }
+    let tracing = match config.telemetry() {
+        Some(t) => Some(Arc::new(
+            crate::telemetry::Tracing::new(t).map_err(StartError::Cluster)?,
+        )),
+        None => None,
+    };
+    let access_log = config.access_log();
     let metrics = Arc::new(Metrics::new());
     let filters = FilterStates::new(metrics.clone());
     let sessions = Sessions {
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
+        registry: Arc::default(),
     };
     let ctx = BuildCtx {
         metrics: &metrics,
@@ -167,10 +253,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let runtime = Runtime::build(Arc::new(config.clone()), None, &ctx).map_err(StartError::Cluster)?;
     let gateway = Arc::new(Gateway {
         runtime: ArcSwap::from_pointee(runtime),
+        config_path: config_path.map(std::path::Path::to_path_buf),
+        reloading: tokio::sync::Mutex::new(()),
         started: Instant::now(),
         sessions,
         metrics,
         filters,
+        tracing,
+        access_log,
     });
     let mut bound = Vec::new();
     for (index, l) in config.listeners().iter().enumerate() {
@@ -274,6 +364,10 @@ impl Running {
         let drained = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await;
         for c in self.gateway.runtime().clusters().values() {
             c.close();
+        }
+        if let Some(t) = self.gateway.tracing.clone() {
+            // Flushing spans blocks on the exporter's HTTP call.
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
         match drained {
             Ok(()) => Drained::Clean,

@@ -27,6 +27,7 @@ pub mod pool;
 mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod sessions;
 mod stack;
 pub mod telemetry;
 pub mod upstream;

@@ -94,7 +94,7 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    agentmux::telemetry::init_logging(config.log_level(), config.log_json());
+    agentmux::telemetry::init_logging(config.log_level(), config.log_json(), config.access_log());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -106,7 +106,7 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 async fn serve(config: Config, path: PathBuf) -> ExitCode {
-    let running = match agentmux::start(config).await {
+    let running = match agentmux::gateway::start_with_path(config, Some(&path)).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agentmux: cannot start: {e}");
@@ -122,6 +122,8 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
     }
     println!("admin on http://{}", running.admin_addr());
     println!("ready");
+    let gateway = running.gateway().clone();
+    tokio::spawn(reload_on_sighup(gateway));
     wait_for_signal().await;
     println!("draining");
     tracing::info!("shutting down: no new connections, draining in-flight work");
@@ -136,6 +138,29 @@ async fn serve(config: Config, path: PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// SIGHUP reloads the config file, as `POST /api/reload` does.
+async fn reload_on_sighup(gateway: std::sync::Arc<agentmux::gateway::Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match gateway.reload().await {
+                Ok(r) => tracing::info!(
+                    kept = r.clusters_kept,
+                    started = r.clusters_started,
+                    "configuration reloaded"
+                ),
+                Err(e) => tracing::warn!("reload refused, the running configuration stays: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
 }
 
 async fn wait_for_signal() {

@@ -70,11 +70,27 @@ async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -
             let mut r = Response::new(full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             r
         }
         (&Method::GET, "/api/circuits") => json_response(StatusCode::OK, &circuits(gateway)),
+        (&Method::GET, "/api/sessions") => sessions(gateway, req.uri().query().unwrap_or("")),
+        (&Method::POST, "/api/reload") => match gateway.reload().await {
+            Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": true, "report": report })),
+            Err(e) => {
+                let errors: Vec<Value> = e
+                    .errors()
+                    .iter()
+                    .map(|x| json!({ "path": x.path(), "message": x.message() }))
+                    .collect();
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "reloaded": false, "error": "invalid_config", "message": e.to_string(), "errors": errors }),
+                )
+            }
+        },
+        (&Method::POST, p) if p.starts_with("/api/clusters/") => drain(gateway, p),
         (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(gateway)),
         (&Method::GET, "/api/clusters") => json_response(StatusCode::OK, &clusters(gateway)),
         _ => json_response(
@@ -142,6 +158,7 @@ fn clusters(gateway: &Gateway) -> Value {
                         "address": e.label(),
                         "weight": e.weight(),
                         "healthy": !e.is_ejected(),
+                        "drained": e.is_drained(),
                         "active": e.active(),
                         "latency_ewma_ms": e.latency_ewma().as_secs_f64() * 1000.0,
                         "pools": pools,
@@ -152,6 +169,62 @@ fn clusters(gateway: &Gateway) -> Value {
         })
         .collect();
     json!({ "clusters": list })
+}
+
+/// `POST /api/clusters/{cluster}/endpoints/{address}/drain` (or `/undrain`).
+fn drain(gateway: &Gateway, path: &str) -> Response<Body> {
+    let parts: Vec<&str> = path.trim_start_matches("/api/clusters/").split('/').collect();
+    let (cluster, address, action) = match parts.as_slice() {
+        [c, "endpoints", a, act @ ("drain" | "undrain")] => (*c, *a, *act),
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not_found", "message": "use POST /api/clusters/{cluster}/endpoints/{address}/drain or /undrain"}),
+            );
+        }
+    };
+    let rt = gateway.runtime();
+    let Some(ep) = rt
+        .cluster(cluster)
+        .and_then(|c| c.endpoints().iter().find(|e| e.label() == address).cloned())
+    else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": format!("no endpoint {address} in cluster {cluster}")}),
+        );
+    };
+    ep.set_drained(action == "drain");
+    tracing::info!(
+        cluster,
+        endpoint = address,
+        action,
+        "endpoint drain state changed by admin"
+    );
+    json_response(
+        StatusCode::OK,
+        &json!({ "cluster": cluster, "endpoint": address, "drained": ep.is_drained(), "active": ep.active() }),
+    )
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `GET /api/sessions?route=&agent=&offset=&limit=` (limit at most 1000).
+fn sessions(gateway: &Gateway, query: &str) -> Response<Body> {
+    let offset = query_param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit = query_param(query, "limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(1000);
+    let page = gateway
+        .sessions()
+        .page(query_param(query, "route"), query_param(query, "agent"), offset, limit);
+    json_response(StatusCode::OK, &serde_json::to_value(page).unwrap_or(Value::Null))
 }
 
 fn circuits(gateway: &Gateway) -> Value {

@@ -66,6 +66,11 @@ impl ConfigErrors {
         }
     }
 
+    /// One error at `path` of `origin`.
+    pub fn single(origin: &str, path: &str, message: impl Into<String>) -> Self {
+        Self::new(origin, vec![ConfigError::new(path, message)])
+    }
+
     /// The individual errors, in file order where possible.
     pub fn errors(&self) -> &[ConfigError] {
         &self.errors

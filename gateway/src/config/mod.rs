@@ -52,6 +52,7 @@ pub struct Config {
     pub(crate) clusters: BTreeMap<Arc<str>, ClusterConfig>,
     pub(crate) filters: BTreeMap<Arc<str>, FilterConfig>,
     pub(crate) log: LogConfig,
+    pub(crate) telemetry: Option<TelemetryConfig>,
     pub(crate) drain_timeout: Duration,
 }
 
@@ -67,6 +68,15 @@ pub struct AdminConfig {
 pub struct LogConfig {
     pub(crate) level: String,
     pub(crate) json: bool,
+    pub(crate) access_log: bool,
+}
+
+/// OpenTelemetry tracing; `None` in [`Config`] when off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    pub(crate) endpoint: String,
+    pub(crate) service_name: String,
+    pub(crate) sampling_ratio: f64,
 }
 
 impl Config {
@@ -130,6 +140,7 @@ impl Config {
             .filter_map(|(name, f)| FilterConfig::from_spec(name, f, &mut errs).map(|c| (Arc::from(name.as_str()), c)))
             .collect();
         let log = validate_log(&spec.log, &mut errs);
+        let telemetry = validate_telemetry(&spec.telemetry, &mut errs);
         let drain_timeout = spec
             .shutdown
             .drain_timeout
@@ -145,6 +156,7 @@ impl Config {
                 clusters,
                 filters,
                 log,
+                telemetry,
                 drain_timeout,
             }),
             _ => Err(errs.into_vec()),
@@ -206,6 +218,16 @@ impl Config {
     pub fn log_json(&self) -> bool {
         self.log.json
     }
+
+    /// Whether access lines are logged.
+    pub fn access_log(&self) -> bool {
+        self.log.access_log
+    }
+
+    /// Tracing settings, when on.
+    pub fn telemetry(&self) -> Option<&TelemetryConfig> {
+        self.telemetry.as_ref()
+    }
 }
 
 /// Deserializes the file into specs, turning serde's error into one that
@@ -260,7 +282,46 @@ fn validate_log(spec: &spec::LogSpec, errs: &mut Errors) -> Option<LogConfig> {
             return None;
         }
     };
-    Some(LogConfig { level, json })
+    Some(LogConfig {
+        level,
+        json,
+        access_log: spec.access_log,
+    })
+}
+
+fn validate_telemetry(spec: &spec::TelemetrySpec, errs: &mut Errors) -> Option<TelemetryConfig> {
+    let endpoint = spec.otlp_endpoint.as_deref()?;
+    let uri: http::Uri = match endpoint.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            errs.push("telemetry.otlp_endpoint", format!("invalid URL {endpoint:?}"));
+            return None;
+        }
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        errs.push(
+            "telemetry.otlp_endpoint",
+            format!("must be an http:// or https:// URL, got {endpoint:?}"),
+        );
+        return None;
+    }
+    let endpoint = if matches!(uri.path(), "" | "/") {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    } else {
+        endpoint.to_owned()
+    };
+    let ratio = spec.sampling_ratio.unwrap_or(0.01);
+    if !(0.0..=1.0).contains(&ratio) {
+        errs.push(
+            "telemetry.sampling_ratio",
+            format!("must be within 0.0..=1.0, got {ratio}"),
+        );
+    }
+    Some(TelemetryConfig {
+        endpoint,
+        service_name: spec.service_name.clone().unwrap_or_else(|| "agentmux".to_owned()),
+        sampling_ratio: ratio.clamp(0.0, 1.0),
+    })
 }
 
 /// Parses `ip:port`, with a message that shows the value.

@@ -30,6 +30,9 @@ pub struct ConfigSpec {
     /// Logging.
     #[serde(default)]
     pub log: LogSpec,
+    /// OpenTelemetry tracing.
+    #[serde(default)]
+    pub telemetry: TelemetrySpec,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
@@ -302,6 +305,25 @@ pub struct LogSpec {
     pub level: Option<String>,
     /// `"human"` (default) or `"json"`.
     pub format: Option<String>,
+    /// One line per request and per WebSocket session (route, cluster,
+    /// status, durations, bytes) on the `access` target. Default `false`.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// OTLP/HTTP (protobuf) collector URL, e.g. `"http://127.0.0.1:4318"`
+    /// (`/v1/traces` is added when no path is given). Jaeger accepts OTLP on
+    /// port 4318. Default: tracing off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default `"agentmux"`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0..=1.0); traces an agent started
+    /// follow the agent's sampling decision. Default 0.01.
+    pub sampling_ratio: Option<f64>,
 }
 
 /// `[shutdown]`

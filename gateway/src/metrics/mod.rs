@@ -12,7 +12,7 @@ mod histogram;
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,16 +45,11 @@ struct ErrorLabels {
     origin: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum Direction {
-    Upstream,
-    Downstream,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirLabels {
     route: String,
-    direction: Direction,
+    /// `upstream` (agent to upstream) or `downstream`.
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -265,10 +260,10 @@ impl Metrics {
             request_seconds: self.request_seconds.get_or_create_owned(&labels),
             first_byte_seconds: self.first_byte_seconds.get_or_create_owned(&labels),
             sessions_active: self.sessions_active.get_or_create_owned(&labels),
-            messages_up: dir(&self.messages, Direction::Upstream),
-            messages_down: dir(&self.messages, Direction::Downstream),
-            bytes_up: dir(&self.bytes, Direction::Upstream),
-            bytes_down: dir(&self.bytes, Direction::Downstream),
+            messages_up: dir(&self.messages, "upstream"),
+            messages_down: dir(&self.messages, "downstream"),
+            bytes_up: dir(&self.bytes, "upstream"),
+            bytes_down: dir(&self.bytes, "downstream"),
             relay_seconds: self.relay_seconds.get_or_create_owned(&labels),
             errors: self.errors.clone(),
             ended: self.sessions_ended.clone(),
@@ -291,14 +286,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Refreshes state gauges from `rt` and renders the text exposition.
+    /// Refreshes state gauges from `rt` and renders the exposition in the
+    /// Prometheus text format (0.0.4), which every scraper and `promtool
+    /// check metrics` read.
     pub fn encode(&self, rt: &Runtime) -> String {
         self.refresh(rt);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        to_prometheus_text(&out)
     }
 
     fn refresh(&self, rt: &Runtime) {
@@ -333,6 +330,39 @@ impl Metrics {
             }
         }
     }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter's metadata names
+/// the family (`x`) and its samples `x_total`; the classic text format wants
+/// the metadata on `x_total` too, and has no `# EOF`.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 256);
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{kind}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Cached metric handles of one route.

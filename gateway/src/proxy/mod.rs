@@ -20,10 +20,17 @@ use crate::error::{Cause, ProxyError};
 use crate::listener::ConnInfo;
 use crate::runtime::Runtime;
 use crate::stack::{ProxyBody, RequestHost};
+use crate::telemetry::Tracing;
 
 /// Answers one agent request: routes it and runs the route's stack; every
 /// failure becomes its mapped HTTP answer here, at the edge.
-pub(crate) async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    tracing: Option<&Tracing>,
+    access_log: bool,
+) -> Response<Body> {
     let host = request_host(&req).map(str::to_owned);
     let Some((route, index)) = rt.router().find(host.as_deref(), req.uri().path(), req.headers()) else {
         let msg = format!(
@@ -39,11 +46,23 @@ pub(crate) async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<I
     let metrics = &stack.terminal.metrics;
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let span = tracing.map(|t| {
+        let span = t.start("agentmux.request", route.name(), &mut parts.headers);
+        span.set("http.request.method", method.to_string());
+        span.set("agentmux.mode", route.mode().as_str());
+        span
+    });
+    if let Some(s) = &span {
+        parts.extensions.insert(s.clone());
+    }
     parts.extensions.insert(ClientAddr(conn.client));
     if let Some(id) = &conn.peer_identity {
         parts.extensions.insert(PeerIdentity(id.to_string()));
     }
     parts.extensions.insert(RequestHost(host));
+    let conn_addr = conn.client;
+    let request_bytes = http_body::Body::size_hint(&body).exact().unwrap_or(0);
     parts.extensions.insert(conn);
     let resp = match ProxyBody::prepare(body, stack.replay_limit).await {
         Ok(body) => stack.service().oneshot(Request::from_parts(parts, body)).await,
@@ -58,7 +77,28 @@ pub(crate) async fn handle(rt: Arc<Runtime>, conn: Arc<ConnInfo>, req: Request<I
         e.into_response()
     });
     metrics.status(resp.status());
-    metrics.request_seconds.observe(started.elapsed());
+    let elapsed = started.elapsed();
+    metrics.request_seconds.observe(elapsed);
+    if let Some(s) = span {
+        s.set("http.response.status_code", i64::from(resp.status().as_u16()));
+        if resp.status().is_server_error() {
+            s.error(resp.status().to_string());
+        }
+    }
+    if access_log {
+        tracing::info!(
+            target: "access",
+            client = %conn_addr,
+            route = route.name(),
+            cluster = route.cluster(),
+            method = %method,
+            status = resp.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_bytes = request_bytes,
+            response_bytes = resp.headers().get(::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            "request"
+        );
+    }
     resp
 }
 

@@ -53,6 +53,9 @@ impl Balancer {
         if eps.is_empty() {
             return None;
         }
+        // Drained endpoints are out, always; ejected ones only while others
+        // are healthy.
+        let allowed = |i: usize| allowed(i) && !eps[i].is_drained();
         let any_healthy = (0..eps.len()).any(|i| allowed(i) && !eps[i].is_ejected());
         let usable = |i: usize| allowed(i) && (!any_healthy || !eps[i].is_ejected());
         let n = eps.len();

@@ -16,6 +16,9 @@ pub struct Endpoint {
     pub(crate) http: Option<Pool>,
     pub(crate) raw: Option<Pool>,
     ejected: AtomicBool,
+    /// Taken out of rotation by an operator (admin API); health checks do
+    /// not bring it back.
+    drained: AtomicBool,
     /// Consecutive failed requests (passive health), reset by a success.
     passive_failures: AtomicU32,
     pub(crate) health_wake: Notify,
@@ -33,6 +36,7 @@ impl Endpoint {
             http,
             raw,
             ejected: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             passive_failures: AtomicU32::new(0),
             health_wake: Notify::new(),
             active: AtomicUsize::new(0),
@@ -53,6 +57,22 @@ impl Endpoint {
     /// Whether health checks have taken it out of rotation.
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether an operator drained it: no new requests or sessions, the
+    /// ones under way continue.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains the endpoint (or puts it back).
+    pub fn set_drained(&self, drained: bool) {
+        if self.drained.swap(drained, Ordering::Relaxed) != drained {
+            let enabled = !drained && !self.is_ejected();
+            for pool in self.http.iter().chain(self.raw.iter()) {
+                pool.set_enabled(enabled);
+            }
+        }
     }
 
     /// Requests and sessions in flight now.
@@ -90,8 +110,9 @@ impl Endpoint {
     /// Ejects or restores the endpoint and tells its pools.
     pub(crate) fn set_ejected(&self, ejected: bool) {
         if self.ejected.swap(ejected, Ordering::Relaxed) != ejected {
+            let enabled = !ejected && !self.is_drained();
             for pool in self.http.iter().chain(self.raw.iter()) {
-                pool.set_enabled(!ejected);
+                pool.set_enabled(enabled);
             }
         }
     }

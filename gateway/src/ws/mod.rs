@@ -64,6 +64,13 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         }
         None => None,
     };
+    // Who the agent is, for the session list: its authenticated name,
+    // else its address.
+    let span = req.extensions().get::<crate::telemetry::RequestSpan>().cloned();
+    let agent_name = req
+        .extensions()
+        .get::<agentmux_filters::AgentIdentity>()
+        .map_or_else(|| conn.client.ip().to_string(), |a| a.as_str().to_owned());
     let messages =
         t.ws.messages
             .as_ref()
@@ -136,7 +143,14 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             }
         };
         let m = &t.metrics;
+        let opened = tokio::time::Instant::now();
         m.sessions_active.inc();
+        let _listed = t.sessions.registry.register(
+            t.route.name.clone(),
+            agent_name,
+            conn.client,
+            endpoint.label().to_owned(),
+        );
         let up = LaneCounters {
             messages: m.messages_up.clone(),
             bytes: m.bytes_up.clone(),
@@ -153,12 +167,25 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         let summary = relay.await;
         m.sessions_active.dec();
         m.session_ended(summary.end.as_str());
-        tracing::debug!(
+        if let Some(s) = span {
+            s.set("agentmux.ws.messages_up", summary.messages_up as i64);
+            s.set("agentmux.ws.messages_down", summary.messages_down as i64);
+            s.set("agentmux.ws.end", summary.end.as_str());
+            s.end();
+        }
+        tracing::info!(
+            target: "access",
+            client = %conn.client,
             route = t.route.name(),
+            cluster = t.cluster.name(),
+            endpoint = endpoint.label(),
             end = summary.end.as_str(),
-            up = summary.messages_up,
-            down = summary.messages_down,
-            "websocket session ended"
+            messages_up = summary.messages_up,
+            messages_down = summary.messages_down,
+            bytes_up = summary.bytes_up,
+            bytes_down = summary.bytes_down,
+            duration_ms = opened.elapsed().as_secs_f64() * 1000.0,
+            "session"
         );
         drop((slot, active, conn, session_permit));
     });

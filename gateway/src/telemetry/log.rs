@@ -5,11 +5,13 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the
 /// config's level so an operator can raise verbosity without editing files.
 /// Logs go to stderr; stdout carries only the gateway's short status lines.
-pub fn init_logging(level: &str, json: bool) {
+/// Access lines (target `access`) are on when `access_log` is.
+pub fn init_logging(level: &str, json: bool, access_log: bool) {
+    let access = if access_log { "access=info" } else { "access=off" };
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
+        .or_else(|| EnvFilter::try_new(format!("{level},{access}")).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
