@@ -1,14 +1,21 @@
 //! Analytics: in-memory windows of the gateway's key series, derived
 //! figures, anomaly alerts, recommendations and predictive pool sizing.
 //!
-//! This first part defines the input: one [`Tick`] per second with a
+//! The input is one [`Tick`] per second; the windows (1 h at 1 s, 24 h at
+//! 1 min, 7 d at 1 h) store [`Point`]s rolled up from finer ones.
+//!
+//! The input: one [`Tick`] per second with a
 //! [`ScopeSample`] per scope, latency as bucket-count deltas over
 //! [`BOUNDS_US`].
 
 mod hist;
+mod point;
+mod series;
 mod tick;
 
 pub use hist::{BOUNDS_US, BUCKETS, Hist, LATENCY_BOUNDS_SECONDS};
+pub use point::{Counts, LatStat, Point, PoolPoint};
+pub use series::Window;
 pub use tick::{
     Flow, Latencies, LatencySample, LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick,
 };
