@@ -8,11 +8,15 @@
 //! [`ScopeSample`] per scope, latency as bucket-count deltas over
 //! [`BOUNDS_US`].
 
+mod alert;
+mod detect;
 mod hist;
 mod point;
 mod series;
 mod tick;
 
+pub use alert::{Alert, AlertChange, AlertEvent, AlertKind, AlertStats, Severity};
+pub use detect::DetectParams;
 pub use hist::{BOUNDS_US, BUCKETS, Hist, LATENCY_BOUNDS_SECONDS};
 pub use point::{Counts, LatStat, Point, PoolPoint};
 pub use series::Window;
