@@ -10,6 +10,7 @@
 
 mod alert;
 mod detect;
+mod forecast;
 mod hist;
 mod point;
 mod series;
@@ -17,6 +18,7 @@ mod tick;
 
 pub use alert::{Alert, AlertChange, AlertEvent, AlertKind, AlertStats, Severity};
 pub use detect::DetectParams;
+pub use forecast::{Holt, PoolTarget, SizingParams};
 pub use hist::{BOUNDS_US, BUCKETS, Hist, LATENCY_BOUNDS_SECONDS};
 pub use point::{Counts, LatStat, Point, PoolPoint};
 pub use series::Window;
