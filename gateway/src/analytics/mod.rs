@@ -9,18 +9,22 @@
 //! [`BOUNDS_US`].
 
 mod alert;
+mod derived;
 mod detect;
 mod forecast;
 mod hist;
 mod point;
+mod recommend;
 mod series;
 mod tick;
 
 pub use alert::{Alert, AlertChange, AlertEvent, AlertKind, AlertStats, Severity};
+pub use derived::{CostRates, Derived};
 pub use detect::DetectParams;
 pub use forecast::{Holt, PoolTarget, SizingParams};
 pub use hist::{BOUNDS_US, BUCKETS, Hist, LATENCY_BOUNDS_SECONDS};
 pub use point::{Counts, LatStat, Point, PoolPoint};
+pub use recommend::{RecKind, RecommendParams, Recommendation};
 pub use series::Window;
 pub use tick::{
     Flow, Latencies, LatencySample, LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick,
