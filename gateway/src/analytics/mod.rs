@@ -93,7 +93,7 @@
 //!
 //! # Dashboard
 //!
-//! `assets` holds the page (`index.html`, `app.js`, `app.css`) and the
+//! [`assets`] holds the page (`index.html`, `app.js`, `app.css`) and the
 //! vendored uPlot. It reads `GET /dashboard/history?window=1h|24h|7d
 //! [&scope=route:NAME]` ([`History`]) once per window or scope change (and
 //! every minute for 24 h / 7 d) and follows `GET /dashboard/feed`, an
@@ -126,6 +126,7 @@
 //! ```
 
 mod alert;
+pub mod assets;
 mod derived;
 mod detect;
 mod engine;
