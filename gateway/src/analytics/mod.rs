@@ -141,6 +141,9 @@ mod task;
 mod tick;
 mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 pub use alert::{Alert, AlertChange, AlertEvent, AlertKind, AlertStats, Severity};
 pub use derived::{CostRates, Derived};
 pub use detect::DetectParams;
