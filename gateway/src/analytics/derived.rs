@@ -33,11 +33,11 @@ use super::tick::LatencySeries;
 /// What a core-second and a connection-hour cost, in any currency.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CostRates {
-    /// Cost of one CPU core busy for one second [0].
+    /// Cost of one CPU core busy for one second (default 0).
     pub cpu_core_second: f64,
-    /// Cost of one pooled upstream connection held open for an hour [0].
+    /// Cost of one pooled upstream connection held open for an hour (default 0).
     pub connection_hour: f64,
-    /// Currency label shown beside the figure [""].
+    /// Currency label shown beside the figure (default "").
     pub currency: String,
 }
 
@@ -46,11 +46,14 @@ pub struct CostRates {
 pub struct Derived {
     /// Seconds of data in the range.
     pub secs: u32,
-    /// See the module docs; 0..=1.
+    /// `completed/(completed+failed) × (1 − retries/(completed+failed+
+    /// retries))`, 0..=1; `None` when nothing finished.
     pub efficiency: Option<f64>,
-    /// See the module docs; 0..=1.
+    /// `(acquire wait + queue wait) / request time`, 0..=1; `None`
+    /// without HTTP requests.
     pub overhead: Option<f64>,
-    /// See the module docs; in the configured currency.
+    /// `(CPU s × cpu_core_second + connection-hours × connection_hour) /
+    /// completed`; `None` when no rate is set or nothing completed.
     pub cost_per_task: Option<f64>,
     /// Completed requests and sessions in the range.
     pub tasks: u64,

@@ -32,16 +32,16 @@ use super::tick::{LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick};
 /// Everything the analytics engine can be tuned with.
 #[derive(Clone, Debug)]
 pub struct AnalyticsParams {
-    /// Most scopes tracked, the global one included [32].
+    /// Most scopes tracked, the global one included (default 32).
     pub scope_cap: usize,
-    /// A scope missing from ticks this long is dropped [10 min].
+    /// A scope missing from ticks this long is dropped (default 10 min).
     pub evict_after: Duration,
-    /// Cleared alerts kept for the admin API [100].
+    /// Cleared alerts kept for the admin API (default 100).
     pub recent_alerts: usize,
     /// An alert that returns within this time after clearing is reopened
-    /// instead of raised anew [5 min].
+    /// instead of raised anew (default 5 min).
     pub reopen_within: Duration,
-    /// Seconds of the 1 s window the live derived figures cover [300].
+    /// Seconds of the 1 s window the live derived figures cover (default 300).
     pub derived_secs: u32,
     /// Anomaly detection.
     pub detect: DetectParams,
@@ -108,6 +108,10 @@ pub struct Engine {
     dropped: u64,
 }
 
+/// Seconds a tick may arrive late (and be ignored as such) before the
+/// engine decides the wall clock was stepped back.
+const CLOCK_SLACK: u32 = 5;
+
 /// Unix seconds of a wall-clock time (0 before the epoch).
 pub(crate) fn unix_secs(at: SystemTime) -> u32 {
     at.duration_since(UNIX_EPOCH)
@@ -138,7 +142,7 @@ impl Engine {
 
     /// Files one tick; returns the alert events it caused, in order.
     pub fn ingest(&mut self, tick: &Tick) -> Vec<AlertEvent> {
-        let t = unix_secs(tick.at);
+        let t = self.second_of(tick.at);
         self.now = self.now.max(t);
         let mut events = self.evict_stale(t);
         for (key, _) in &tick.scopes {
@@ -167,6 +171,18 @@ impl Engine {
             self.recompute_recommendations();
         }
         events
+    }
+
+    /// The second a tick is filed under. Windows only move forward, so a
+    /// wall clock stepped back by more than a few seconds would otherwise
+    /// stop them until it caught up: the engine then keeps counting
+    /// seconds from where it was.
+    fn second_of(&self, at: SystemTime) -> u32 {
+        let t = unix_secs(at);
+        if self.now > 0 && t.saturating_add(CLOCK_SLACK) < self.now {
+            return self.now.saturating_add(1);
+        }
+        t
     }
 
     fn ingest_scope(

@@ -35,19 +35,19 @@ use super::tick::PoolSample;
 /// Sizing knobs.
 #[derive(Clone, Debug)]
 pub struct SizingParams {
-    /// Seconds per forecasting step [10].
+    /// Seconds per forecasting step (default 10).
     pub step_secs: u32,
-    /// Steps to look ahead [3].
+    /// Steps to look ahead (default 3).
     pub horizon_steps: f64,
-    /// Holt level weight [0.5].
+    /// Holt level weight (default 0.5).
     pub alpha: f64,
-    /// Holt trend weight [0.3].
+    /// Holt trend weight (default 0.3).
     pub beta: f64,
-    /// Spare capacity over the forecast demand [0.25].
+    /// Spare capacity over the forecast demand (default 0.25).
     pub headroom: f64,
-    /// Steps the target must be wanted lower before shrinking [6].
+    /// Steps the target must be wanted lower before shrinking (default 6).
     pub shrink_after_steps: u32,
-    /// Largest share of the target closed per shrink [0.1].
+    /// Largest share of the target closed per shrink (default 0.1).
     pub shrink_fraction: f64,
 }
 

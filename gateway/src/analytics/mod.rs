@@ -31,8 +31,9 @@
 //! (request, first byte, WebSocket relay, pool acquire wait). Build the
 //! Prometheus histograms with [`LATENCY_BOUNDS_SECONDS`] and a tick's
 //! latency is [`LatencySample::since`] of two readings. Ticks are expected
-//! at 1 Hz; a second tick within one second is merged into it, an older one
-//! is ignored, missing seconds are gaps.
+//! at 1 Hz; a second tick within one second is merged into it, a late one
+//! is ignored, missing seconds are gaps, and a wall clock stepped back
+//! does not stop the windows.
 //!
 //! # Windows and their memory
 //!
@@ -65,7 +66,7 @@
 //!   efficiency `= completed/(completed+failed) × (1 − retries/attempts)`,
 //!   coordination overhead `= (acquire wait + queue wait) / request time`,
 //!   cost per task `= (CPU s × rate + connection-hours × rate) / completed`
-//!   with [`CostRates`]. The module `derived` documents each input.
+//!   with [`CostRates`]; [`derived`] documents each input.
 //! - **Alerts** ([`Alert`], [`AlertEvent`]): six detectors per scope —
 //!   error rate, request p99, relay p99, message rate, traffic drop to zero,
 //!   pool exhaustion — each an EWMA baseline with a deviation band and a
@@ -75,7 +76,7 @@
 //!   a minute (30 s window + 10–20 s minimum duration), cleared after 30 s
 //!   back to normal (hysteresis), one open alert per scope and kind,
 //!   escalation in place, and a return within 5 minutes reopens the same
-//!   alert. Sinks: `tracing` (warn/error/info), [`AlertStats`] counters for
+//!   alert ([`detect`] has the thresholds). Sinks: `tracing` (warn/error/info), [`AlertStats`] counters for
 //!   `/metrics`, the published state for the admin API, and an optional
 //!   webhook ([`WebhookParams`]: JSON POST, retries with backoff, bounded
 //!   queue).
@@ -84,11 +85,11 @@
 //!   hold time and wait), raise `min_connections`, lower `min_connections`
 //!   when most of the pool idles for an hour, routes with many rate-limited
 //!   requests (naming the top agent key when keys are reported), and
-//!   coordination overhead above the seed's 20 % KPI.
+//!   coordination overhead above the seed's 20 % KPI ([`recommend`]).
 //! - **Pool targets** ([`PoolTarget`]) every 10 s per cluster: Holt's
 //!   linear trend on acquire rate and demand, 30 s ahead, +25 % headroom,
 //!   clamped to `[min, max] × endpoints`, growing at once and shrinking
-//!   slowly; pass `per_endpoint` to each endpoint's
+//!   slowly ([`forecast`]); pass `per_endpoint` to each endpoint's
 //!   [`Pool::set_target_hint`](crate::pool::Pool::set_target_hint).
 //!
 //! # Dashboard
@@ -127,15 +128,15 @@
 
 mod alert;
 pub mod assets;
-mod derived;
-mod detect;
+pub mod derived;
+pub mod detect;
 mod engine;
 mod feed;
-mod forecast;
+pub mod forecast;
 mod hist;
 mod memory;
 mod point;
-mod recommend;
+pub mod recommend;
 mod series;
 mod task;
 mod tick;

@@ -28,15 +28,15 @@ use super::tick::{LatencySeries, PoolSample, ScopeKey};
 /// Thresholds for recommendations.
 #[derive(Clone, Debug)]
 pub struct RecommendParams {
-    /// Acquire-wait p95 that calls for more connections, ms [50].
+    /// Acquire-wait p95 that calls for more connections, ms (default 50).
     pub acquire_wait_ms: f64,
-    /// Spare capacity added to observed demand [0.25].
+    /// Spare capacity added to observed demand (default 0.25).
     pub headroom: f64,
-    /// Unused share of open connections that calls for a lower minimum [0.6].
+    /// Unused share of open connections that calls for a lower minimum (default 0.6).
     pub idle_share: f64,
-    /// Rate-limited share of requests worth a word [0.1].
+    /// Rate-limited share of requests worth a word (default 0.1).
     pub rate_limited_share: f64,
-    /// Coordination overhead above which to say so [0.2].
+    /// Coordination overhead above which to say so (default 0.2).
     pub overhead: f64,
 }
 

@@ -25,7 +25,9 @@ use crate::pool::PoolSnapshot;
 pub struct Tick {
     /// When the interval ended (wall clock). The engine files the tick
     /// under this second; two ticks in one second are merged, a gap of
-    /// missing seconds is left as a gap.
+    /// missing seconds is left as a gap, a tick up to 5 s older than the
+    /// newest is ignored, and after a clock step back of more than 5 s the
+    /// engine keeps counting from its newest second.
     pub at: SystemTime,
     /// Process CPU time used during the interval, in microseconds (for
     /// cost per task; 0 when not measured).

@@ -55,15 +55,15 @@ pub enum WebhookError {
 #[derive(Clone, Debug)]
 pub struct WebhookParams {
     target: Target,
-    /// Deliveries tried per event [5].
+    /// Deliveries tried per event (default 5).
     pub attempts: u32,
-    /// First retry delay [1 s].
+    /// First retry delay (default 1 s).
     pub backoff_base: Duration,
-    /// Longest retry delay [60 s].
+    /// Longest retry delay (default 60 s).
     pub backoff_max: Duration,
-    /// Limit per attempt: connect, TLS, request and response head [10 s].
+    /// Limit per attempt: connect, TLS, request and response head (default 10 s).
     pub timeout: Duration,
-    /// Events queued for delivery before new ones are dropped [64].
+    /// Events queued for delivery before new ones are dropped (default 64).
     pub queue: usize,
 }
 
@@ -101,6 +101,10 @@ impl WebhookParams {
             _ => return Err(bad("scheme must be http or https")),
         };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            // It would travel in the Host header; put a token in the path.
+            return Err(bad("credentials in the URL are not supported"));
+        }
         let host = authority
             .host()
             .trim_start_matches('[')

@@ -1,5 +1,6 @@
 //! Anomaly detection for one scope: six detectors run on every second, each
-//! behind its own [`tracker`] state machine.
+//! behind its own state machine (minimum duration before raising,
+//! hysteresis and hold-down before clearing).
 //!
 //! | kind | signal (last 30 s) | baseline | raise | severity |
 //! |---|---|---|---|---|
@@ -7,7 +8,14 @@
 //! | latency p99 (request, relay) | p99 of merged buckets | EWMA of ln p99 | `× max(e^{σ·sd}, 1.5)` and `+5 ms` | critical at `× 3` |
 //! | message rate | messages / s | EWMA | `± max(σ·SE, 50 %, 5/s)` and seasonal band | warning |
 //! | traffic drop | silent seconds in a row | EWMA of events / s | `14/μ` s (10–50 s) | critical |
-//! | pool exhaustion | waiters, acquire p95, timeouts | fixed thresholds | see [`traffic`] | warning / critical |
+//! | pool exhaustion | waiters, acquire p95, timeouts | fixed thresholds | waiters in ≥ 10 of 15 s or acquire p95 ≥ 50 ms | critical on an acquire timeout |
+//!
+//! Seasonality: a message-rate or traffic-drop alert also needs the rate
+//! to be unusual for the time — against the same hour of day on previous
+//! days (at least two in the 7 d window) or, failing that, the same minute
+//! of the hour in previous hours (at least three in the 24 h window), with
+//! a band of the median ± max(4 scaled MADs, 50 %, a floor). Without that
+//! much history the EWMA band decides alone.
 //!
 //! Baselines learn only while their tracker is quiet, so an anomaly is
 //! never absorbed into "normal" while it lasts. With one tick per second a
@@ -37,39 +45,39 @@ use super::tick::{LatencySeries, ScopeKey};
 /// every band also has a floor so near-constant series stay quiet.
 #[derive(Clone, Debug)]
 pub struct DetectParams {
-    /// EWMA weight per second for baselines [1/600: a 10 min time constant].
+    /// EWMA weight per second for baselines (default 1/600: a 10 min time constant).
     pub baseline_alpha: f64,
-    /// Seconds of learning before a baseline is trusted [120].
+    /// Seconds of learning before a baseline is trusted (default 120).
     pub warmup_secs: u32,
-    /// Standard deviations for the raise band [5].
+    /// Standard deviations for the raise band (default 5).
     pub sigma: f64,
-    /// Finished requests/sessions in 30 s needed to judge error rate [20].
+    /// Finished requests/sessions in 30 s needed to judge error rate (default 20).
     pub error_min_volume: u64,
-    /// Minimum rise of the error rate over baseline to raise [0.01].
+    /// Minimum rise of the error rate over baseline to raise (default 0.01).
     pub error_min_delta: f64,
-    /// Rise over baseline that makes an error alert critical [0.10].
+    /// Rise over baseline that makes an error alert critical (default 0.10).
     pub error_critical_delta: f64,
-    /// Error rate that is critical before any baseline exists [0.25].
+    /// Error rate that is critical before any baseline exists (default 0.25).
     pub error_cold_critical: f64,
-    /// Observations in 30 s needed to judge a p99 [50].
+    /// Observations in 30 s needed to judge a p99 (default 50).
     pub latency_min_volume: u64,
-    /// p99 / baseline ratio to raise [1.5].
+    /// p99 / baseline ratio to raise (default 1.5).
     pub latency_ratio: f64,
-    /// p99 / baseline ratio for critical [3.0].
+    /// p99 / baseline ratio for critical (default 3.0).
     pub latency_critical_ratio: f64,
-    /// Minimum absolute rise of p99 to raise, ms [5].
+    /// Minimum absolute rise of p99 to raise, ms (default 5).
     pub latency_min_ms: f64,
-    /// Baseline messages/s below which the rate is not judged [1.0].
+    /// Baseline messages/s below which the rate is not judged (default 1.0).
     pub message_min_rate: f64,
-    /// Relative change of the message rate to raise [0.5].
+    /// Relative change of the message rate to raise (default 0.5).
     pub message_rel: f64,
-    /// Baseline events/s below which silence is not judged [0.3].
+    /// Baseline events/s below which silence is not judged (default 0.3).
     pub drop_min_rate: f64,
-    /// Acquire-wait p95 that means the pool is short, ms [50].
+    /// Acquire-wait p95 that means the pool is short, ms (default 50).
     pub acquire_warn_ms: f64,
-    /// Seconds a raise level must last before an alert [10].
+    /// Seconds a raise level must last before an alert (default 10).
     pub min_duration_secs: u32,
-    /// Seconds a series must stay normal before an alert clears [30].
+    /// Seconds a series must stay normal before an alert clears (default 30).
     pub hold_down_secs: u32,
 }
 

@@ -200,6 +200,7 @@ fn webhook_urls_are_checked() {
     assert!(WebhookParams::new("not a url", None).is_err());
     assert!(WebhookParams::new("/relative", None).is_err());
     assert!(WebhookParams::new("https://hooks.example.com/a?b=c", None).is_ok());
+    assert!(WebhookParams::new("http://user:pw@hooks.example.com/", None).is_err());
     let err = WebhookParams::new(
         "https://h/",
         Some(std::path::Path::new("/nonexistent/ca.pem")),

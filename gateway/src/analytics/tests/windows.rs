@@ -123,6 +123,17 @@ fn two_ticks_in_one_second_merge_and_late_ticks_are_ignored() {
 }
 
 #[test]
+fn a_clock_stepped_back_does_not_stop_the_windows() {
+    let mut e = Engine::new(AnalyticsParams::default());
+    run(&mut e, 3600, 3610, second);
+    // The wall clock jumps back an hour; ticks keep coming once a second.
+    run(&mut e, 0, 10, second);
+    let s = &e.scope(&ScopeKey::Global).unwrap().series;
+    assert_eq!(s.secs.len(), 20);
+    assert_eq!(u64::from(s.latest().unwrap().t), super::support::T0 + 3619);
+}
+
+#[test]
 fn scopes_are_capped_and_absent_ones_evicted() {
     let params = AnalyticsParams {
         scope_cap: 8,
