@@ -6,4 +6,5 @@ mod forecast;
 mod recommend;
 mod support;
 mod task;
+mod webhook;
 mod windows;
