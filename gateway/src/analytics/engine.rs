@@ -25,8 +25,9 @@ use super::derived::{CostRates, Derived, derive};
 use super::detect::{DetectParams, Outcome, ScopeDetector};
 use super::forecast::{PoolSizer, PoolTarget, SizingParams};
 use super::point::Acc;
-use super::recommend::{KeyTally, RecommendParams, Recommendation, ScopeView, recommend};
+use super::recommend::{RecommendParams, Recommendation, ScopeView, recommend};
 use super::series::{ScopeSeries, tail};
+use super::tally::KeyTally;
 use super::tick::{LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick};
 
 /// Everything the analytics engine can be tuned with.

@@ -138,6 +138,7 @@ mod memory;
 mod point;
 pub mod recommend;
 mod series;
+mod tally;
 mod task;
 mod tick;
 mod webhook;

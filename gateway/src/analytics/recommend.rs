@@ -16,13 +16,12 @@
 //! connections nobody would have waited. A saturated pool hides demand in
 //! its queue, which is why the wait counts.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use super::derived::derive;
 use super::point::Point;
 use super::series::{ScopeSeries, tail};
+use super::tally::KeyTally;
 use super::tick::{LatencySeries, PoolSample, ScopeKey};
 
 /// Thresholds for recommendations.
@@ -98,50 +97,6 @@ pub struct Recommendation {
     pub suggested: Option<u64>,
     /// First made (Unix seconds); kept while the advice keeps standing.
     pub since: u64,
-}
-
-/// Rate-limited counts per agent key over two 10-minute generations, at
-/// most 32 keys each (the rest are counted as "other").
-#[derive(Clone, Debug, Default)]
-pub(crate) struct KeyTally {
-    current: Vec<(Arc<str>, u64)>,
-    previous: Vec<(Arc<str>, u64)>,
-    generation: u32,
-}
-
-const TALLY_KEYS: usize = 32;
-
-impl KeyTally {
-    pub(crate) fn add(&mut self, now: u32, keys: &[(Arc<str>, u32)]) {
-        if now / 600 != self.generation {
-            self.generation = now / 600;
-            self.previous = std::mem::take(&mut self.current);
-        }
-        for (k, n) in keys {
-            let n = u64::from(*n);
-            match self.current.iter().position(|(c, _)| c == k) {
-                Some(i) => self.current[i].1 += n,
-                None if self.current.len() < TALLY_KEYS => self.current.push((k.clone(), n)),
-                None => {}
-            }
-        }
-    }
-
-    /// The key with most rate-limited requests, its count and the count of
-    /// all reported keys.
-    fn top(&self) -> Option<(Arc<str>, u64, u64)> {
-        let mut all: Vec<(Arc<str>, u64)> = self.previous.clone();
-        for (k, n) in &self.current {
-            match all.iter_mut().find(|(c, _)| c == k) {
-                Some((_, c)) => *c += n,
-                None => all.push((k.clone(), *n)),
-            }
-        }
-        let total = all.iter().map(|(_, n)| n).sum();
-        all.into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(k, n)| (k, n, total))
-    }
 }
 
 /// The inputs for one scope.
