@@ -16,6 +16,7 @@
 //! signals and a drain on shutdown.
 
 mod admin;
+pub mod analytics;
 pub mod body;
 pub mod config;
 mod echo;
