@@ -198,11 +198,7 @@ pub(crate) struct UpstreamArgs {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CompareArgs {
     /// Targets to run, in order (direct, agentmux, nginx, haproxy).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "direct,agentmux,nginx,haproxy"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "direct,agentmux,nginx,haproxy")]
     pub(crate) targets: Vec<String>,
     /// Session mode: websocket echo or http echo.
     #[arg(long, value_enum, default_value = "ws")]
@@ -242,11 +238,7 @@ pub(crate) struct CompareArgs {
     #[arg(long)]
     pub(crate) agentmux: Option<PathBuf>,
     /// Arguments for agentmux; `{config}` is replaced by the generated config path.
-    #[arg(
-        long,
-        default_value = "run --config {config}",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, default_value = "run --config {config}", allow_hyphen_values = true)]
     pub(crate) agentmux_args: String,
     /// Route mode written into agentmux's config (default: `websocket` for ws, `http` for http;
     /// `mux` once a mux-speaking upstream exists).
@@ -303,9 +295,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses "64", "4k", "4KiB", "1m", "1MiB" (binary multiples) into bytes.
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let lower = text.trim().to_ascii_lowercase();
-    let split = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
     let (number, unit) = lower.split_at(split);
     let value: usize = number
         .parse()

@@ -12,10 +12,7 @@ pub(crate) enum Error {
     Usage(String),
     /// An I/O failure of the tool itself, with what it was doing.
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     /// The async runtime could not start.
     #[error("runtime: {0}")]
     Runtime(String),

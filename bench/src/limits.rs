@@ -9,8 +9,6 @@
 pub(crate) fn raise_nofile() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => Some(limit),
-        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
-            .ok()
-            .map(|(soft, _)| soft),
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft),
     }
 }

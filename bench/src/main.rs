@@ -34,12 +34,8 @@ fn main() -> ExitCode {
     // any socket exists so every subcommand benefits.
     let nofile = limits::raise_nofile();
     let result = match cli.command {
-        Command::Load(args) => {
-            runtime(args.threads).and_then(|rt| rt.block_on(load::main(args, nofile)))
-        }
-        Command::Upstream(args) => {
-            runtime(args.threads).and_then(|rt| rt.block_on(upstream::main(args)))
-        }
+        Command::Load(args) => runtime(args.threads).and_then(|rt| rt.block_on(load::main(args, nofile))),
+        Command::Upstream(args) => runtime(args.threads).and_then(|rt| rt.block_on(upstream::main(args))),
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
     };
     match result {

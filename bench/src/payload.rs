@@ -66,9 +66,7 @@ pub(crate) fn encode(kind: PayloadKind, size: usize, stamp: Stamp, buf: &mut Vec
         let take = (size - buf.len()).min(8);
         match kind {
             PayloadKind::Binary => buf.extend_from_slice(&word[..take]),
-            PayloadKind::Text => {
-                buf.extend(word[..take].iter().map(|b| ALPHABET[usize::from(b & 63)]))
-            }
+            PayloadKind::Text => buf.extend(word[..take].iter().map(|b| ALPHABET[usize::from(b & 63)])),
         }
     }
 }
@@ -94,8 +92,7 @@ pub(crate) fn decode(kind: PayloadKind, size: usize, bytes: &[u8]) -> Result<Sta
         }
         PayloadKind::Text => {
             let field = |i: usize| -> Result<u64, Mismatch> {
-                let hex = std::str::from_utf8(&bytes[i * 16..i * 16 + 16])
-                    .map_err(|_| Mismatch::Content)?;
+                let hex = std::str::from_utf8(&bytes[i * 16..i * 16 + 16]).map_err(|_| Mismatch::Content)?;
                 u64::from_str_radix(hex, 16).map_err(|_| Mismatch::Content)
             };
             Stamp {
@@ -165,10 +162,7 @@ impl OrderCheck {
 pub(crate) fn sse_token(seq: u64) -> String {
     let mut rng = Filler(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let word = rng.next().to_le_bytes();
-    let text: String = word
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
-        .collect();
+    let text: String = word.iter().map(|b| char::from(ALPHABET[usize::from(b & 63)])).collect();
     format!("tok-{text}")
 }
 
@@ -227,10 +221,7 @@ mod tests {
             for i in 0..buf.len() {
                 let mut bad = buf.clone();
                 bad[i] ^= 1;
-                assert!(
-                    decode(kind, 100, &bad).is_err(),
-                    "{kind:?} flip at {i} missed"
-                );
+                assert!(decode(kind, 100, &bad).is_err(), "{kind:?} flip at {i} missed");
             }
         }
     }

@@ -27,11 +27,7 @@ pub(crate) fn latency_vs_load(path: &Path, title: &str, series: &[Series]) -> Re
     let points = series.iter().flat_map(|s| s.points.iter());
     let max_x = points.clone().map(|p| p.0).fold(1.0, f64::max) * 1.1;
     let max_y = points.clone().map(|p| p.2.max(p.1)).fold(0.1, f64::max) * 1.5;
-    let min_y = points
-        .map(|p| p.1.min(p.2))
-        .filter(|v| *v > 0.0)
-        .fold(max_y, f64::min)
-        / 1.5;
+    let min_y = points.map(|p| p.1.min(p.2)).filter(|v| *v > 0.0).fold(max_y, f64::min) / 1.5;
     let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -57,22 +53,14 @@ pub(crate) fn latency_vs_load(path: &Path, title: &str, series: &[Series]) -> Re
             .draw_series(LineSeries::new(p50.clone(), color.stroke_width(3)))
             .map_err(|e| e.to_string())?
             .label(format!("{} p50", s.name))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
         chart
             .draw_series(LineSeries::new(p99.clone(), color.stroke_width(1)))
             .map_err(|e| e.to_string())?
             .label(format!("{} p99", s.name))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
         chart
-            .draw_series(
-                p50.into_iter()
-                    .chain(p99)
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )
+            .draw_series(p50.into_iter().chain(p99).map(|p| Circle::new(p, 3, color.filled())))
             .map_err(|e| e.to_string())?;
     }
     chart

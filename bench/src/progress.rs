@@ -25,10 +25,8 @@ impl Progress {
         let tty = std::io::stderr().is_terminal();
         let run_ms = (ctx.end_at - ctx.epoch).as_millis() as u64;
         let bar = tty.then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(total_messages.unwrap_or(run_ms)),
-                ProgressDrawTarget::stderr(),
-            );
+            let bar =
+                ProgressBar::with_draw_target(Some(total_messages.unwrap_or(run_ms)), ProgressDrawTarget::stderr());
             let template = "{spinner} [{elapsed_precise}] {bar:30} {msg}";
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);

@@ -97,10 +97,7 @@ async fn ws_errors_and_drops_are_counted_and_sessions_reconnect() {
     let r = run_load(&[&url, "-s", "4", "-d", "1s", "--timeout", "1s"]).await;
     assert!(err(&r, "closed") > 0, "{:?}", r.errors);
     assert!(err(&r, "io") > 0, "{:?}", r.errors);
-    assert!(
-        r.session_counts.opened > 4,
-        "sessions should reconnect after faults"
-    );
+    assert!(r.session_counts.opened > 4, "sessions should reconnect after faults");
     assert_eq!(r.messages.mismatched, 0);
 }
 
@@ -162,10 +159,7 @@ async fn drop_at_breaks_every_open_session() {
     let url = format!("ws://{addr}/ws");
     let r = run_load(&[&url, "-s", "5", "-d", "800ms", "--rate", "200"]).await;
     assert!(err(&r, "io") >= 5, "{:?}", r.errors);
-    assert!(
-        r.session_counts.opened >= 10,
-        "every session reconnects once"
-    );
+    assert!(r.session_counts.opened >= 10, "every session reconnects once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +193,7 @@ async fn json_report_has_the_documented_fields() {
     let addr = simulator(Faults::default()).await;
     let url = format!("ws://{addr}/ws");
     let r = run_load(&[&url, "-s", "2", "--messages", "10", "--rate", "500"]).await;
-    let value: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(value["schema"], "agentmux-bench.load.v1");
     assert_eq!(value["mode"]["kind"], "fixed-rate");
     assert_eq!(value["coordinated_omission_corrected"], true);
@@ -276,16 +269,7 @@ async fn churn_replaces_sessions_and_think_time_paces_them() {
     let addr = simulator(Faults::default()).await;
     let url = format!("ws://{addr}/ws");
     // 2 slots x 20 messages, a new session every 5 messages: 8 sessions.
-    let r = run_load(&[
-        &url,
-        "-s",
-        "2",
-        "--messages",
-        "20",
-        "--session-messages",
-        "5",
-    ])
-    .await;
+    let r = run_load(&[&url, "-s", "2", "--messages", "20", "--session-messages", "5"]).await;
     assert_eq!(r.messages.received, 40);
     assert_eq!(r.session_counts.opened, 8);
     assert_eq!(r.session_counts.closed, 8);
@@ -323,15 +307,9 @@ async fn wss_and_https_with_ca_insecure_and_untrusted() {
         }
     };
     let tls = crate::tls::server_config(&cert, &key).unwrap();
-    let server = Server::bind(
-        "127.0.0.1:0",
-        Faults::default(),
-        5,
-        Duration::from_millis(1),
-        Some(tls),
-    )
-    .await
-    .unwrap();
+    let server = Server::bind("127.0.0.1:0", Faults::default(), 5, Duration::from_millis(1), Some(tls))
+        .await
+        .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run());
     let ca = cert.display().to_string();

@@ -41,8 +41,8 @@ pub(crate) fn client_config(trust: Trust<'_>) -> Result<Arc<ClientConfig>, Error
         }
         Trust::CaFile(path) => {
             let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
             for cert in certs {
                 let cert = cert.map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
                 roots
@@ -65,8 +65,7 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
@@ -100,12 +99,7 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -114,12 +108,7 @@ impl ServerCertVerifier for AcceptAnything {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -44,11 +44,7 @@ fn load_json(args: &[&str]) -> serde_json::Value {
         .args(["--json", "--quiet", "--threads", "1"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -102,8 +98,7 @@ fn sse_report_has_token_figures() {
 
 #[test]
 fn compare_reports_a_missing_gateway_and_runs_the_rest() {
-    let out_dir =
-        std::env::temp_dir().join(format!("agentmux-bench-compare-{}", std::process::id()));
+    let out_dir = std::env::temp_dir().join(format!("agentmux-bench-compare-{}", std::process::id()));
     // Below the ephemeral range (32768+), where outgoing sockets could hold the port.
     let base_port = 20000 + (std::process::id() % 1000) as u16 * 12;
     let out = Command::new(BIN)
@@ -135,14 +130,9 @@ fn compare_reports_a_missing_gateway_and_runs_the_rest() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap()).unwrap();
     assert_eq!(json["schema"], "agentmux-bench.compare.v1");
     let targets = json["targets"].as_array().unwrap();
     assert_eq!(targets[0]["name"], "direct");

@@ -33,11 +33,7 @@ pub fn client_config_with_identity(
     build(ca, alpn, Some(identity))
 }
 
-fn build(
-    ca: Option<&Path>,
-    alpn: Vec<Vec<u8>>,
-    identity: Option<&CertPaths>,
-) -> Result<ClientConfig, CertError> {
+fn build(ca: Option<&Path>, alpn: Vec<Vec<u8>>, identity: Option<&CertPaths>) -> Result<ClientConfig, CertError> {
     let roots = match ca {
         Some(path) => load_roots(path)?,
         None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
 
 use crate::{CertError, CertPaths, load_certified_key};
@@ -84,9 +84,7 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<DevCerts, CertError> 
     // next start reports instead of serving a certificate without its key.
     write_file(key, &server_key.serialize_pem(), true)?;
     write_file(cert, &server_cert.pem(), false)?;
-    Ok(DevCerts::Generated {
-        ca_path: ca_paths.cert,
-    })
+    Ok(DevCerts::Generated { ca_path: ca_paths.cert })
 }
 
 /// The CA in `paths` if both files exist (checked like any pair), else a new one.
@@ -102,11 +100,9 @@ fn load_or_create_ca(paths: &CertPaths) -> Result<Issuer<'static, KeyPair>, Cert
 fn load_ca(paths: &CertPaths) -> Result<Issuer<'static, KeyPair>, CertError> {
     // Same checks as a served pair: parses, unexpired, key matches.
     let certified = load_certified_key(paths)?;
-    let ca_der = certified
-        .end_entity_cert()
-        .map_err(|_| CertError::NoCertificate {
-            path: paths.cert.clone(),
-        })?;
+    let ca_der = certified.end_entity_cert().map_err(|_| CertError::NoCertificate {
+        path: paths.cert.clone(),
+    })?;
     let is_ca = x509_parser::parse_x509_certificate(ca_der).is_ok_and(|(_, c)| c.is_ca());
     if !is_ca {
         return Err(CertError::InvalidCertificate {
@@ -139,9 +135,7 @@ fn create_ca(paths: &CertPaths) -> Result<Issuer<'static, KeyPair>, CertError> {
     params
         .distinguished_name
         .push(DnType::CommonName, "agentmux development CA");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "agentmux");
+    params.distinguished_name.push(DnType::OrganizationName, "agentmux");
     // Constrained(0): this CA signs leaf certificates only, never another CA.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -162,9 +156,7 @@ fn server_params() -> Result<CertificateParams, rcgen::Error> {
     // `new` turns the address strings into IP address SANs.
     let mut params = CertificateParams::new(SERVER_NAMES.map(String::from).to_vec())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    params.distinguished_name.push(DnType::CommonName, "localhost");
     params
         .distinguished_name
         .push(DnType::OrganizationName, "agentmux development");

@@ -16,18 +16,12 @@ mod tests;
 /// `None` if the certificate cannot be parsed or carries no such name.
 pub fn peer_identity(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let from_san = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .and_then(|san| {
-            san.value.general_names.iter().find_map(|name| match name {
-                GeneralName::DNSName(s) | GeneralName::URI(s) if !s.is_empty() => {
-                    Some((*s).to_owned())
-                }
-                _ => None,
-            })
-        });
+    let from_san = parsed.subject_alternative_name().ok().flatten().and_then(|san| {
+        san.value.general_names.iter().find_map(|name| match name {
+            GeneralName::DNSName(s) | GeneralName::URI(s) if !s.is_empty() => Some((*s).to_owned()),
+            _ => None,
+        })
+    });
     from_san.or_else(|| {
         parsed
             .subject()

@@ -52,22 +52,19 @@ impl CertPaths {
 /// issued certificate should not take a listener down).
 pub fn load_certified_key(paths: &CertPaths) -> Result<Arc<CertifiedKey>, CertError> {
     let (chain, key) = read_pair(paths)?;
-    let signing_key =
-        provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| CertError::UnsupportedKey {
-                path: paths.key.clone(),
-                reason: e.to_string(),
-            })?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CertError::UnsupportedKey {
+            path: paths.key.clone(),
+            reason: e.to_string(),
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) => Ok(Arc::new(certified)),
         // The provider could not derive the public key, so there is nothing to
         // compare; rustls's own `CertifiedKey::from_der` accepts this case too.
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok(Arc::new(certified))
-        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(Arc::new(certified)),
         Err(_) => Err(CertError::KeyMismatch {
             cert: paths.cert.clone(),
             key: paths.key.clone(),
@@ -103,9 +100,7 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, CertError> {
 }
 
 /// Reads a chain (parsed and unexpired) and the first private key of a pair.
-fn read_pair(
-    paths: &CertPaths,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
+fn read_pair(paths: &CertPaths) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {
     let chain = read_certificates(&paths.cert)?;
     for cert in &chain {
         check_certificate(&paths.cert, cert)?;
@@ -163,11 +158,10 @@ fn read_sections(path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> 
 
 /// Parses one certificate and checks its validity period.
 fn check_certificate(path: &Path, der: &CertificateDer<'_>) -> Result<(), CertError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::InvalidCertificate {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::InvalidCertificate {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let now = ASN1Time::now();
     let validity = cert.validity();
     if validity.not_after < now {

@@ -125,9 +125,7 @@ impl Index {
                 // `or_insert` keeps the first certificate that claimed a name.
                 match name.strip_prefix("*.") {
                     Some(parent) if !parent.is_empty() && !parent.contains('*') => {
-                        wildcard
-                            .entry(parent.to_owned())
-                            .or_insert_with(|| Arc::clone(cert));
+                        wildcard.entry(parent.to_owned()).or_insert_with(|| Arc::clone(cert));
                     }
                     // Partial wildcards (`f*.example.com`) are not matched by
                     // clients we care about; skip rather than guess.
@@ -153,9 +151,7 @@ impl Index {
         if let Some(cert) = self.exact.get(&name) {
             return Arc::clone(cert);
         }
-        let wildcard = name
-            .split_once('.')
-            .and_then(|(_, parent)| self.wildcard.get(parent));
+        let wildcard = name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent));
         Arc::clone(wildcard.unwrap_or(&self.default))
     }
 }

@@ -59,9 +59,7 @@ pub fn server_config(
     Ok(config)
 }
 
-fn client_verifier(
-    client_auth: &ClientAuth,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, CertError> {
+fn client_verifier(client_auth: &ClientAuth) -> Result<Option<Arc<dyn ClientCertVerifier>>, CertError> {
     let (path, required) = match client_auth {
         ClientAuth::None => return Ok(None),
         ClientAuth::Optional(path) => (path, false),
@@ -74,11 +72,9 @@ fn client_verifier(
     } else {
         builder.allow_unauthenticated()
     };
-    let verifier = builder
-        .build()
-        .map_err(|source| CertError::ClientVerifier {
-            path: path.clone(),
-            source,
-        })?;
+    let verifier = builder.build().map_err(|source| CertError::ClientVerifier {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Some(verifier))
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
@@ -74,8 +74,7 @@ pub(crate) struct PemPair {
 }
 
 fn leaf_params(sans: &[&str]) -> CertificateParams {
-    let mut params =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -191,11 +190,7 @@ pub(crate) struct Handshake {
 
 /// Runs one TLS handshake over an in-memory pipe; `name` is the server name
 /// the client connects to (an IP address sends no SNI).
-pub(crate) async fn handshake(
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
-    name: &str,
-) -> Handshake {
+pub(crate) async fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, name: &str) -> Handshake {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let connector = tokio_rustls::TlsConnector::from(client);

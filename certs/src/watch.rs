@@ -104,18 +104,17 @@ where
 
     let (tx, rx) = mpsc::channel();
     let events = tx.clone();
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<Event>| match event {
-            Ok(event) if is_relevant(&event, &names) => {
-                let _ = events.send(Message::Changed);
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "certificate directory watch reported an error"),
-        })
-        .map_err(|source| CertError::Watch {
-            path: dirs.first().cloned().unwrap_or_default(),
-            source,
-        })?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+        Ok(event) if is_relevant(&event, &names) => {
+            let _ = events.send(Message::Changed);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "certificate directory watch reported an error"),
+    })
+    .map_err(|source| CertError::Watch {
+        path: dirs.first().cloned().unwrap_or_default(),
+        source,
+    })?;
     for dir in &dirs {
         watcher
             .watch(dir, RecursiveMode::NonRecursive)

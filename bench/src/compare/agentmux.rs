@@ -58,19 +58,13 @@ pub(crate) fn find(explicit: Option<&Path>) -> Result<PathBuf, String> {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("agentmux")))
         .filter(|p| p.is_file());
-    sibling
-        .or_else(|| find_program(Path::new("agentmux")))
-        .ok_or_else(|| "agentmux binary not found (build it with `cargo build --release -p agentmux` or pass --agentmux)".into())
+    sibling.or_else(|| find_program(Path::new("agentmux"))).ok_or_else(|| {
+        "agentmux binary not found (build it with `cargo build --release -p agentmux` or pass --agentmux)".into()
+    })
 }
 
 /// How to run it: `template` is split on spaces, `{config}` replaced.
-pub(crate) fn launch(
-    program: PathBuf,
-    dir: &Path,
-    conf: &Path,
-    listen: SocketAddr,
-    template: &str,
-) -> Launch {
+pub(crate) fn launch(program: PathBuf, dir: &Path, conf: &Path, listen: SocketAddr, template: &str) -> Launch {
     let conf = conf.display().to_string();
     Launch {
         program,

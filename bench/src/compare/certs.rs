@@ -71,9 +71,5 @@ pub(crate) fn self_signed(dir: &Path) -> Result<SelfSigned, String> {
         .map_err(|e| e.to_string())?
         .concat();
     std::fs::write(&combined, both).map_err(|e| format!("{}: {e}", combined.display()))?;
-    Ok(SelfSigned {
-        cert,
-        key,
-        combined,
-    })
+    Ok(SelfSigned { cert, key, combined })
 }

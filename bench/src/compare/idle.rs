@@ -30,13 +30,7 @@ impl Held {
 /// Opens up to `count` WebSocket sessions, `concurrency` at a time. Stops
 /// early after `give_up` failures (a full proxy answers every further
 /// attempt with an error, which need not be repeated thousands of times).
-pub(crate) async fn hold(
-    target: &Target,
-    count: u64,
-    concurrency: usize,
-    give_up: u64,
-    timeout: Duration,
-) -> Held {
+pub(crate) async fn hold(target: &Target, count: u64, concurrency: usize, give_up: u64, timeout: Duration) -> Held {
     let rec = match Recorder::new() {
         Ok(r) => r,
         Err(e) => {

@@ -39,21 +39,17 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
         Protocol::Ws | Protocol::Auto => Wire::Ws,
         Protocol::Http => Wire::Http,
         Protocol::Sse => {
-            return Err(Error::Usage(
-                "compare runs ws or http echo (--protocol ws|http)".into(),
-            ));
+            return Err(Error::Usage("compare runs ws or http echo (--protocol ws|http)".into()));
         }
     };
     let dir = std::path::absolute(&args.out).map_err(|e| Error::io("resolving --out", e))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let tls = match args.tls {
         true => Some(self_signed(&dir).map_err(Error::Tls)?),
         false => None,
     };
     let (proxy_core, bench_cores) = pin_cores(&args).await;
-    let (mut helpers, upstreams) =
-        start_upstreams(&args, &dir, bench_cores.as_deref(), tls.as_ref()).await?;
+    let (mut helpers, upstreams) = start_upstreams(&args, &dir, bench_cores.as_deref(), tls.as_ref()).await?;
     let mut results = Vec::new();
     for (i, name) in args.targets.iter().enumerate() {
         let port = |offset: u16| SocketAddr::from((LOCALHOST, args.base_port + offset));
@@ -69,16 +65,14 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
         };
         let result = match launch_target(name, &args, &dir, &site).await {
             Ok(None) => measure(name, &args, wire, upstreams.direct, None, ca).await,
-            Ok(Some(launch)) => {
-                match process::start(&launch, proxy_core.map(|c| c.to_string()).as_deref()).await {
-                    Ok(mut running) => {
-                        let result = measure(name, &args, wire, listen, Some(&running), ca).await;
-                        running.stop().await;
-                        result
-                    }
-                    Err(reason) => skipped(name, format!("failed to start: {reason}")),
+            Ok(Some(launch)) => match process::start(&launch, proxy_core.map(|c| c.to_string()).as_deref()).await {
+                Ok(mut running) => {
+                    let result = measure(name, &args, wire, listen, Some(&running), ca).await;
+                    running.stop().await;
+                    result
                 }
-            }
+                Err(reason) => skipped(name, format!("failed to start: {reason}")),
+            },
             Err(reason) => skipped(name, reason),
         };
         if result.status != "ok" {
@@ -120,10 +114,7 @@ async fn pin_cores(args: &CompareArgs) -> (Option<usize>, Option<String>) {
     }
     let proxy_core = args.proxy_core.unwrap_or(cores.saturating_sub(1));
     let bench_cores = args.bench_cores.clone().unwrap_or_else(|| {
-        let others: Vec<String> = (0..cores)
-            .filter(|c| *c != proxy_core)
-            .map(|c| c.to_string())
-            .collect();
+        let others: Vec<String> = (0..cores).filter(|c| *c != proxy_core).map(|c| c.to_string()).collect();
         if others.is_empty() {
             "0".into()
         } else {
@@ -131,13 +122,7 @@ async fn pin_cores(args: &CompareArgs) -> (Option<usize>, Option<String>) {
         }
     });
     let _ = tokio::process::Command::new("taskset")
-        .args([
-            "-a",
-            "-p",
-            "-c",
-            &bench_cores,
-            &std::process::id().to_string(),
-        ])
+        .args(["-a", "-p", "-c", &bench_cores, &std::process::id().to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .await;
@@ -243,12 +228,7 @@ struct Site<'a> {
     tls: Option<&'a SelfSigned>,
 }
 
-async fn launch_target(
-    name: &str,
-    args: &CompareArgs,
-    dir: &Path,
-    site: &Site<'_>,
-) -> Result<Option<Launch>, String> {
+async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'_>) -> Result<Option<Launch>, String> {
     let write = |file: &str, text: String| -> Result<PathBuf, String> {
         let path = dir.join(file);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -257,8 +237,7 @@ async fn launch_target(
     match name {
         "direct" => Ok(None),
         "nginx" => {
-            let program = process::find_program(&args.nginx)
-                .ok_or("nginx not installed (bench/install-peers.sh)")?;
+            let program = process::find_program(&args.nginx).ok_or("nginx not installed (bench/install-peers.sh)")?;
             let conf = write(
                 "nginx.conf",
                 nginx::config(dir, site.listen, site.backend, running_as_root(), site.tls),
@@ -266,21 +245,14 @@ async fn launch_target(
             Ok(Some(nginx::launch(program, dir, &conf, site.listen)))
         }
         "haproxy" => {
-            let program = process::find_program(&args.haproxy)
-                .ok_or("haproxy not installed (bench/install-peers.sh)")?;
-            let conf = write(
-                "haproxy.cfg",
-                haproxy::config(site.listen, site.backend, site.tls),
-            )?;
+            let program =
+                process::find_program(&args.haproxy).ok_or("haproxy not installed (bench/install-peers.sh)")?;
+            let conf = write("haproxy.cfg", haproxy::config(site.listen, site.backend, site.tls))?;
             Ok(Some(haproxy::launch(program, dir, &conf, site.listen)))
         }
         "agentmux" => {
             let program = agentmux::find(args.agentmux.as_deref())?;
-            let default_mode = if site.wire == Wire::Ws {
-                "websocket"
-            } else {
-                "http"
-            };
+            let default_mode = if site.wire == Wire::Ws { "websocket" } else { "http" };
             let mode = args.agentmux_mode.as_deref().unwrap_or(default_mode);
             let conf = write(
                 "agentmux.toml",
@@ -296,10 +268,7 @@ async fn launch_target(
                 && !out.status.success()
             {
                 let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                return Err(format!(
-                    "agentmux validate rejected {}: {why}",
-                    conf.display()
-                ));
+                return Err(format!("agentmux validate rejected {}: {why}", conf.display()));
             }
             Ok(Some(agentmux::launch(
                 program,
@@ -309,9 +278,7 @@ async fn launch_target(
                 &args.agentmux_args,
             )))
         }
-        other => Err(format!(
-            "unknown target `{other}` (direct, agentmux, nginx, haproxy)"
-        )),
+        other => Err(format!("unknown target `{other}` (direct, agentmux, nginx, haproxy)")),
     }
 }
 
@@ -328,8 +295,7 @@ fn running_as_root() -> bool {
 
 fn write_outputs(dir: &Path, comparison: &Comparison) -> Result<(), Error> {
     let markdown = comparison.to_markdown();
-    let json =
-        serde_json::to_string_pretty(comparison).map_err(|e| Error::Runtime(e.to_string()))?;
+    let json = serde_json::to_string_pretty(comparison).map_err(|e| Error::Runtime(e.to_string()))?;
     let write = |file: &str, text: &str| {
         std::fs::write(dir.join(file), text).map_err(|e| Error::io(format!("writing {file}"), e))
     };
@@ -366,9 +332,6 @@ fn write_outputs(dir: &Path, comparison: &Comparison) -> Result<(), Error> {
         eprintln!("warning: plot not written: {e}");
     }
     println!("{markdown}");
-    eprintln!(
-        "wrote {}/compare.md, compare.json, latency-vs-load.svg",
-        dir.display()
-    );
+    eprintln!("wrote {}/compare.md, compare.json, latency-vs-load.svg", dir.display());
     Ok(())
 }

@@ -149,15 +149,10 @@ async fn load_point(
         latency_us: report.latency_us.clone(),
         errors_total: report.errors_total,
         mismatched: report.messages.mismatched + report.messages.out_of_order,
-        cpu_us_per_msg: (proxy.is_some() && relayed > 0.0)
-            .then(|| (cpu_us / relayed * 100.0).round() / 100.0),
-        user_share: proxy
-            .is_some()
-            .then_some((user_share * 100.0).round() / 100.0),
+        cpu_us_per_msg: (proxy.is_some() && relayed > 0.0).then(|| (cpu_us / relayed * 100.0).round() / 100.0),
+        user_share: proxy.is_some().then_some((user_share * 100.0).round() / 100.0),
     };
-    let cpu = point
-        .cpu_us_per_msg
-        .map_or("—".into(), |c| format!("{c:.2}"));
+    let cpu = point.cpu_us_per_msg.map_or("—".into(), |c| format!("{c:.2}"));
     eprintln!(
         "   {rate:.0} msg/s offered: {:.0} achieved, p50 {} µs p99 {} µs, cpu {cpu} µs/msg, {} errors",
         point.achieved_per_s, point.latency_us.p50, point.latency_us.p99, point.errors_total

@@ -50,8 +50,7 @@ pub(crate) fn find_program(program: &Path) -> Option<PathBuf> {
 
 /// Starts `launch`, pinned to `cores` when given; waits up to 10 s for its port.
 pub(crate) async fn start(launch: &Launch, cores: Option<&str>) -> Result<Running, String> {
-    let log =
-        std::fs::File::create(&launch.log).map_err(|e| format!("{}: {e}", launch.log.display()))?;
+    let log = std::fs::File::create(&launch.log).map_err(|e| format!("{}: {e}", launch.log.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut command = match cores {
         Some(cores) => {
@@ -120,11 +119,7 @@ impl Running {
         // Leftover workers (e.g. an nginx worker whose master was killed).
         for pid in tree.iter().skip(1) {
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status().await;
             }
         }
     }

@@ -22,16 +22,10 @@ pub(crate) fn tree(pid: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some(parent) =
-                stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
-            {
+            if let Some(parent) = stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok())) {
                 children.entry(parent).or_default().push(child);
             }
         }
@@ -61,25 +55,18 @@ pub(crate) fn cpu(pids: &[u32]) -> CpuSample {
     let mut sample = CpuSample::default();
     for pid in pids {
         if let Some(fields) = stat_fields(*pid) {
-            sample.user_ticks += fields
-                .get(11)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            sample.system_ticks += fields
-                .get(12)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
+            sample.user_ticks += fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            sample.system_ticks += fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
         let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for task in tasks.flatten() {
             let path = task.path().join("schedstat");
-            if let Some(ns) = fs::read_to_string(path).ok().and_then(|t| {
-                t.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            }) {
+            if let Some(ns) = fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+            {
                 sample.cpu_ns += ns;
             }
         }
@@ -95,11 +82,7 @@ pub(crate) fn rss_kib(pids: &[u32]) -> u64 {
             status
                 .lines()
                 .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
         })
         .sum()
 }

@@ -84,9 +84,7 @@ fn opt(value: Option<f64>, digits: usize) -> String {
 
 impl Comparison {
     fn nginx(&self) -> Option<&TargetResult> {
-        self.targets
-            .iter()
-            .find(|t| t.name == "nginx" && t.status == "ok")
+        self.targets.iter().find(|t| t.name == "nginx" && t.status == "ok")
     }
 
     fn load_table(&self, out: &mut String, nginx: Option<&TargetResult>) {
@@ -94,10 +92,7 @@ impl Comparison {
             out,
             "| target | offered msg/s | achieved msg/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/msg | × nginx | user % | errors |"
         );
-        let _ = writeln!(
-            out,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for t in self.targets.iter().filter(|t| t.status == "ok") {
             for p in &t.points {
                 let base = nginx
@@ -142,9 +137,7 @@ impl Comparison {
         if self.targets.iter().any(|t| !t.points.is_empty()) {
             self.load_table(&mut out, nginx);
         }
-        let idle_base = nginx
-            .and_then(|n| n.idle.as_ref())
-            .and_then(|i| i.kib_per_session);
+        let idle_base = nginx.and_then(|n| n.idle.as_ref()).and_then(|i| i.kib_per_session);
         let haproxy_base = self
             .targets
             .iter()
@@ -162,12 +155,8 @@ impl Comparison {
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 t.name,
-                t.setup_us
-                    .as_ref()
-                    .map_or("—".into(), |s| s.p50.to_string()),
-                t.setup_us
-                    .as_ref()
-                    .map_or("—".into(), |s| s.p99.to_string()),
+                t.setup_us.as_ref().map_or("—".into(), |s| s.p50.to_string()),
+                t.setup_us.as_ref().map_or("—".into(), |s| s.p99.to_string()),
                 t.idle
                     .as_ref()
                     .map_or("—".into(), |i| format!("{}/{}", i.open, i.requested)),

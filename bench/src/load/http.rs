@@ -31,8 +31,7 @@ pub(crate) async fn connect(ctx: &Ctx) -> Result<SendRequest<Full<Bytes>>, Sessi
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    ctx.rec
-        .record(Metric::Setup, super::target::micros(start.elapsed()));
+    ctx.rec.record(Metric::Setup, super::target::micros(start.elapsed()));
     Ok(sender)
 }
 
@@ -60,16 +59,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> Con
     while let Some(sent_ns) = pacer.next(ctx, &limits, seq).await {
         let origin = super::latency_origin(sent_ns, ctx.now_ns());
         let body = if has_body {
-            payload::encode(
-                plan.kind,
-                plan.size,
-                Stamp {
-                    session,
-                    seq,
-                    sent_ns,
-                },
-                &mut buf,
-            );
+            payload::encode(plan.kind, plan.size, Stamp { session, seq, sent_ns }, &mut buf);
             Bytes::copy_from_slice(&buf)
         } else {
             Bytes::new()
@@ -84,8 +74,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> Con
                 Recorder::add(&ctx.rec.received, 1);
                 Recorder::add(&ctx.rec.bytes_received, reply.len() as u64);
                 if plan.verify {
-                    match payload::decode(plan.kind, plan.size, &reply).and_then(|s| order.check(s))
-                    {
+                    match payload::decode(plan.kind, plan.size, &reply).and_then(|s| order.check(s)) {
                         Ok(()) => {}
                         Err(Mismatch::Content) => Recorder::add(&ctx.rec.mismatched, 1),
                         Err(Mismatch::Order) => Recorder::add(&ctx.rec.out_of_order, 1),
@@ -95,10 +84,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> Con
             Ok((status, _)) => {
                 // Keep the order check in step: this sequence is consumed.
                 order = OrderCheck::resume(session, seq);
-                ctx.fail(&SessionError::new(
-                    ErrorKind::HttpStatus,
-                    format!("status {status}"),
-                ));
+                ctx.fail(&SessionError::new(ErrorKind::HttpStatus, format!("status {status}")));
             }
             Err(e) => {
                 Recorder::add(&ctx.rec.unanswered, 1);
@@ -134,10 +120,7 @@ async fn exchange(
         .body(Full::new(body))
         .map_err(|e| SessionError::new(ErrorKind::Protocol, e))?;
     let exchange = async {
-        sender
-            .ready()
-            .await
-            .map_err(|e| SessionError::new(ErrorKind::Io, e))?;
+        sender.ready().await.map_err(|e| SessionError::new(ErrorKind::Io, e))?;
         let response = sender
             .send_request(request)
             .await

@@ -109,9 +109,7 @@ impl Plan {
                 interval: Duration::from_secs_f64(1.0 / rate),
             },
             Some(rate) => {
-                return Err(Error::Usage(format!(
-                    "--rate must be a positive number, got {rate}"
-                )));
+                return Err(Error::Usage(format!("--rate must be a positive number, got {rate}")));
             }
             None if args.in_flight == 0 => {
                 return Err(Error::Usage("--in-flight must be at least 1".into()));
@@ -121,14 +119,11 @@ impl Plan {
                 think: args.think_time,
             },
         };
-        let method: Method = args.method.parse().map_err(|_| {
-            Error::Usage(format!("--method `{}` is not an HTTP method", args.method))
-        })?;
-        let headers = args
-            .headers
-            .iter()
-            .map(|h| parse_header(h))
-            .collect::<Result<_, _>>()?;
+        let method: Method = args
+            .method
+            .parse()
+            .map_err(|_| Error::Usage(format!("--method `{}` is not an HTTP method", args.method)))?;
+        let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<_, _>>()?;
         // A GET sends no payload, so there is nothing to compare the reply with.
         let verify = !(args.no_verify || wire == Wire::Http && method == Method::GET);
         Ok(Self {
@@ -181,10 +176,8 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), Error> {
     let (name, value) = text
         .split_once(':')
         .ok_or_else(|| Error::Usage(format!("--header `{text}` must look like `Name: value`")))?;
-    let name = HeaderName::try_from(name.trim())
-        .map_err(|e| Error::Usage(format!("--header `{text}`: {e}")))?;
-    let value = HeaderValue::try_from(value.trim())
-        .map_err(|e| Error::Usage(format!("--header `{text}`: {e}")))?;
+    let name = HeaderName::try_from(name.trim()).map_err(|e| Error::Usage(format!("--header `{text}`: {e}")))?;
+    let value = HeaderValue::try_from(value.trim()).map_err(|e| Error::Usage(format!("--header `{text}`: {e}")))?;
     Ok((name, value))
 }
 
@@ -321,8 +314,7 @@ async fn slot(ctx: Arc<Ctx>, index: u64) {
         }
         // A clean end starts a new session only when churn ended it; an end
         // at the deadline or the message budget ends the slot.
-        let churned =
-            limits.until < ctx.end_at || plan.session_messages.is_some_and(|m| outcome.sent >= m);
+        let churned = limits.until < ctx.end_at || plan.session_messages.is_some_and(|m| outcome.sent >= m);
         if outcome.error.is_none() && !churned {
             break;
         }
@@ -354,8 +346,7 @@ pub(crate) async fn main(args: LoadArgs, nofile: Option<u64>) -> Result<ExitCode
     let report = run(plan, show_progress).await?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Runtime(e.to_string()))?;
     if let Some(path) = &args.output {
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        std::fs::write(path, format!("{json}\n")).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
     if args.json {
         println!("{json}");

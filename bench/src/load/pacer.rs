@@ -37,8 +37,7 @@ impl Pacer {
                     return None;
                 }
                 tokio::time::sleep_until(self.next.into()).await;
-                let intended =
-                    u64::try_from((self.next - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
+                let intended = u64::try_from((self.next - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
                 self.next += interval;
                 Some(intended)
             }

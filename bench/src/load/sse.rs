@@ -53,10 +53,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, _session: u64, limits: ConnLimits) -> Co
     if error.is_none() {
         Recorder::add(&ctx.rec.sessions_closed, 1);
     }
-    ConnOutcome {
-        sent: streams,
-        error,
-    }
+    ConnOutcome { sent: streams, error }
 }
 
 /// A failed stream: `Soft` leaves the connection usable.
@@ -65,11 +62,7 @@ enum Fail {
     Connection(SessionError),
 }
 
-async fn stream(
-    ctx: &Ctx,
-    sender: &mut SendRequest<Full<Bytes>>,
-    sent_ns: u64,
-) -> Result<(), Fail> {
+async fn stream(ctx: &Ctx, sender: &mut SendRequest<Full<Bytes>>, sent_ns: u64) -> Result<(), Fail> {
     let plan = &ctx.plan;
     let mut request = http::Request::builder()
         .method("GET")
@@ -144,10 +137,7 @@ async fn stream(
 /// Where the next blank line ends an event: (event length, separator length).
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),

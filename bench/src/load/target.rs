@@ -62,9 +62,7 @@ impl Target {
         url: &str,
         tls: impl FnOnce() -> Result<Arc<ClientConfig>, Error>,
     ) -> Result<Self, Error> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| Error::Usage(format!("URL `{url}`: {e}")))?;
+        let uri: Uri = url.parse().map_err(|e| Error::Usage(format!("URL `{url}`: {e}")))?;
         let scheme = uri.scheme_str().unwrap_or("");
         let (secure, websocket, default_port) = match scheme {
             "ws" => (false, true, 80),
@@ -90,8 +88,7 @@ impl Target {
             .next()
             .ok_or_else(|| Error::Usage(format!("{host} resolves to no address")))?;
         let tls = if secure {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| Error::Usage(format!("URL `{url}`: {e}")))?;
+            let name = ServerName::try_from(host.clone()).map_err(|e| Error::Usage(format!("URL `{url}`: {e}")))?;
             Some((tls()?, name))
         } else {
             None
@@ -115,11 +112,7 @@ impl Target {
     }
 
     /// Connects (and handshakes TLS), recording connect and TLS times.
-    pub(crate) async fn connect(
-        &self,
-        rec: &Recorder,
-        timeout: Duration,
-    ) -> Result<Stream, SessionError> {
+    pub(crate) async fn connect(&self, rec: &Recorder, timeout: Duration) -> Result<Stream, SessionError> {
         let start = Instant::now();
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await

@@ -48,10 +48,7 @@ pub(crate) async fn open(
         .header(http::header::HOST, target.authority.as_str())
         .header(http::header::UPGRADE, "websocket")
         .header(http::header::CONNECTION, "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
+        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
         .header("sec-websocket-version", "13");
     for (name, value) in headers {
         request = request.header(name, value);
@@ -200,16 +197,7 @@ async fn write_loop(
         let Some(sent_ns) = pacer.next(&ctx, &limits, seq).await else {
             break;
         };
-        payload::encode(
-            plan.kind,
-            plan.size,
-            Stamp {
-                session,
-                seq,
-                sent_ns,
-            },
-            &mut buf,
-        );
+        payload::encode(plan.kind, plan.size, Stamp { session, seq, sent_ns }, &mut buf);
         if let Ok(mut q) = shared.sent_at.lock() {
             q.push_back(super::latency_origin(sent_ns, ctx.now_ns()));
         }
@@ -235,12 +223,7 @@ async fn write_loop(
     (tx, seq, error)
 }
 
-async fn read_loop(
-    ctx: &Ctx,
-    mut rx: Rx,
-    shared: &Shared,
-    session: u64,
-) -> Result<(), SessionError> {
+async fn read_loop(ctx: &Ctx, mut rx: Rx, shared: &Shared, session: u64) -> Result<(), SessionError> {
     let plan = &ctx.plan;
     let mut order = OrderCheck::new(session);
     let mut latency = Samples::new(&ctx.rec, Metric::Latency);
@@ -269,9 +252,7 @@ async fn read_loop(
         };
         let frame = frame.map_err(|e| classify(&e))?;
         match frame.opcode {
-            OpCode::Text | OpCode::Binary => {
-                on_echo(ctx, shared, &frame.payload, &mut order, &mut latency)
-            }
+            OpCode::Text | OpCode::Binary => on_echo(ctx, shared, &frame.payload, &mut order, &mut latency),
             OpCode::Close => return on_close(shared, &frame.payload),
             OpCode::Ping | OpCode::Pong => {}
             OpCode::Continuation => {
@@ -285,13 +266,7 @@ async fn read_loop(
 }
 
 /// One echoed message: latency, counts, and the payload check.
-fn on_echo(
-    ctx: &Ctx,
-    shared: &Shared,
-    payload: &[u8],
-    order: &mut OrderCheck,
-    latency: &mut Samples<'_>,
-) {
+fn on_echo(ctx: &Ctx, shared: &Shared, payload: &[u8], order: &mut OrderCheck, latency: &mut Samples<'_>) {
     let now = ctx.now_ns();
     let sent_ns = shared.sent_at.lock().ok().and_then(|mut q| q.pop_front());
     shared.outstanding.fetch_sub(1, Ordering::SeqCst);

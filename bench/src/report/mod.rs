@@ -299,11 +299,7 @@ impl Report {
             );
         }
         if let Some(sse) = &self.sse {
-            let _ = writeln!(
-                out,
-                "sse        {} streams completed",
-                sse.streams_completed
-            );
+            let _ = writeln!(out, "sse        {} streams completed", sse.streams_completed);
         }
         let _ = writeln!(
             out,

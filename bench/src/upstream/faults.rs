@@ -43,9 +43,7 @@ impl Faults {
             ("--drop-rate", args.drop_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(Error::Usage(format!(
-                    "{flag} must be between 0 and 1, got {p}"
-                )));
+                return Err(Error::Usage(format!("{flag} must be between 0 and 1, got {p}")));
             }
         }
         if args.drop_every.is_some_and(|d| d.is_zero()) {
@@ -75,10 +73,7 @@ impl Faults {
     /// Maybe flips the low bit of one byte (ASCII stays ASCII, so text
     /// frames stay valid UTF-8 and the corruption reaches the checker).
     pub(crate) fn maybe_corrupt(&self, bytes: &mut [u8]) -> bool {
-        if self.corrupt_rate <= 0.0
-            || bytes.is_empty()
-            || rand::random::<f64>() >= self.corrupt_rate
-        {
+        if self.corrupt_rate <= 0.0 || bytes.is_empty() || rand::random::<f64>() >= self.corrupt_rate {
             return false;
         }
         let at = rand::rng().random_range(0..bytes.len());

@@ -34,10 +34,7 @@ fn status(code: StatusCode, text: &'static str) -> Response<Body> {
 }
 
 /// Routes one request.
-pub(crate) async fn handle(
-    mut req: Request<Incoming>,
-    sim: Arc<Sim>,
-) -> Result<Response<Body>, BoxError> {
+pub(crate) async fn handle(mut req: Request<Incoming>, sim: Arc<Sim>) -> Result<Response<Body>, BoxError> {
     if fastwebsockets::upgrade::is_upgrade_request(&req) {
         return match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok((response, upgrade)) => {
@@ -64,10 +61,7 @@ async fn echo(req: Request<Incoming>, sim: &Sim) -> Result<Response<Body>, BoxEr
     }
     match sim.faults.roll() {
         Verdict::Drop => Err("injected drop".into()),
-        Verdict::Error => Ok(status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "injected error\n",
-        )),
+        Verdict::Error => Ok(status(StatusCode::INTERNAL_SERVER_ERROR, "injected error\n")),
         Verdict::Pass if body.is_empty() => Ok(status(StatusCode::OK, "ok\n")),
         Verdict::Pass => {
             let body = if sim.faults.corrupt_rate > 0.0 {

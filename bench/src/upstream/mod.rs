@@ -116,9 +116,7 @@ where
         let sim = sim.clone();
         service_fn(move |req| http::handle(req, sim.clone()))
     };
-    let conn = http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades();
+    let conn = http1::Builder::new().serve_connection(io, service).with_upgrades();
     tokio::select! {
         _ = conn => {}
         _ = faults::dropped(&mut kill) => {}
@@ -133,11 +131,7 @@ pub(crate) async fn main(args: UpstreamArgs) -> Result<ExitCode, Error> {
                 (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
                 _ => None,
             };
-            let scheme = if tls.is_some() {
-                "https/wss"
-            } else {
-                "http/ws"
-            };
+            let scheme = if tls.is_some() { "https/wss" } else { "http/ws" };
             let server = Server::bind(
                 &args.listen,
                 Faults::from_args(&args)?,
@@ -146,10 +140,7 @@ pub(crate) async fn main(args: UpstreamArgs) -> Result<ExitCode, Error> {
                 tls,
             )
             .await?;
-            println!(
-                "upstream simulator listening on {} ({scheme})",
-                server.local_addr()?
-            );
+            println!("upstream simulator listening on {} ({scheme})", server.local_addr()?);
             server.run().await;
             Ok(ExitCode::SUCCESS)
         }

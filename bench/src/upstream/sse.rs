@@ -39,28 +39,18 @@ pub(crate) async fn respond(req: &Request<Incoming>, sim: Arc<Sim>) -> Response<
     }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     tokio::spawn(produce(tx, sim, tokens, delay));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let mut response = Response::new(StreamBody::new(stream).boxed());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/event-stream"),
     );
-    headers.insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
+    headers.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     response
 }
 
-async fn produce(
-    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
-    sim: Arc<Sim>,
-    tokens: u64,
-    delay: Duration,
-) {
+async fn produce(tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>, sim: Arc<Sim>, tokens: u64, delay: Duration) {
     let mut kill = sim.kill.clone();
     kill.borrow_and_update();
     for seq in 0..tokens {
@@ -75,8 +65,7 @@ async fn produce(
             let _ = tx.send(Err("injected drop".into())).await;
             return;
         }
-        let mut event =
-            format!("id: {seq}\ndata: {seq} {}\n\n", payload::sse_token(seq)).into_bytes();
+        let mut event = format!("id: {seq}\ndata: {seq} {}\n\n", payload::sse_token(seq)).into_bytes();
         // Corrupt inside the token, not the framing, so the checker sees it.
         let token_start = event.len().saturating_sub(14);
         let token_end = event.len().saturating_sub(2);
@@ -85,7 +74,5 @@ async fn produce(
             return;
         }
     }
-    let _ = tx
-        .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
-        .await;
+    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
 }

@@ -25,7 +25,6 @@ fn identity_is_checked_like_a_server_pair() {
     let b = dir.write_pair("b", &self_signed(&["b.test"]));
     let config = client_config_with_identity(None, Vec::new(), &a).unwrap();
     assert!(config.client_auth_cert_resolver.has_certs());
-    let err = client_config_with_identity(None, Vec::new(), &CertPaths::new(&a.cert, &b.key))
-        .unwrap_err();
+    let err = client_config_with_identity(None, Vec::new(), &CertPaths::new(&a.cert, &b.key)).unwrap_err();
     assert!(matches!(err, CertError::KeyMismatch { .. }), "{err:?}");
 }

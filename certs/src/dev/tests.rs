@@ -8,15 +8,10 @@ use super::{DevCerts, ensure_dev_certs};
 use crate::test_support::TempDir;
 use crate::{CertError, CertPaths, load_certified_key, load_roots, provider};
 
-fn verify(
-    ca: &std::path::Path,
-    cert: &CertificateDer<'_>,
-    name: &str,
-) -> Result<(), rustls::Error> {
-    let verifier =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(ca).unwrap()), provider())
-            .build()
-            .unwrap();
+fn verify(ca: &std::path::Path, cert: &CertificateDer<'_>, name: &str) -> Result<(), rustls::Error> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(ca).unwrap()), provider())
+        .build()
+        .unwrap();
     verifier
         .verify_server_cert(
             cert,
@@ -31,10 +26,7 @@ fn verify(
 #[test]
 fn creates_then_reuses() {
     let dir = TempDir::new("dev-create");
-    let paths = CertPaths::new(
-        dir.join("certs/dev/server.crt"),
-        dir.join("certs/dev/server.key"),
-    );
+    let paths = CertPaths::new(dir.join("certs/dev/server.crt"), dir.join("certs/dev/server.key"));
 
     let outcome = ensure_dev_certs(&paths.cert, &paths.key).unwrap();
     let ca_path = dir.join("certs/dev/ca.crt");
@@ -57,10 +49,7 @@ fn creates_then_reuses() {
         .iter()
         .map(|f| std::fs::read(dir.join(&format!("certs/dev/{f}"))).unwrap())
         .collect();
-    assert_eq!(
-        ensure_dev_certs(&paths.cert, &paths.key).unwrap(),
-        DevCerts::Existing
-    );
+    assert_eq!(ensure_dev_certs(&paths.cert, &paths.key).unwrap(), DevCerts::Existing);
     let after: Vec<Vec<u8>> = ["server.crt", "server.key", "ca.crt", "ca.key"]
         .iter()
         .map(|f| std::fs::read(dir.join(&format!("certs/dev/{f}"))).unwrap())
@@ -92,24 +81,11 @@ fn reuses_an_existing_ca() {
     std::fs::remove_file(&key).unwrap();
     let outcome = ensure_dev_certs(&cert, &key).unwrap();
     assert!(matches!(outcome, DevCerts::Generated { .. }));
-    assert_eq!(
-        std::fs::read(dir.join("ca.crt")).unwrap(),
-        ca_before,
-        "CA kept"
-    );
-    assert_ne!(
-        std::fs::read(&cert).unwrap(),
-        first_leaf,
-        "new server certificate"
-    );
+    assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), ca_before, "CA kept");
+    assert_ne!(std::fs::read(&cert).unwrap(), first_leaf, "new server certificate");
 
     let loaded = load_certified_key(&CertPaths::new(&cert, &key)).unwrap();
-    verify(
-        &dir.join("ca.crt"),
-        loaded.end_entity_cert().unwrap(),
-        "localhost",
-    )
-    .unwrap();
+    verify(&dir.join("ca.crt"), loaded.end_entity_cert().unwrap(), "localhost").unwrap();
 }
 
 #[test]
@@ -119,10 +95,7 @@ fn half_a_pair_is_not_overwritten() {
     std::fs::write(&cert, "precious").unwrap();
     let err = ensure_dev_certs(&cert, &key).unwrap_err();
     assert!(matches!(err, CertError::IncompletePair { .. }), "{err:?}");
-    assert!(
-        err.to_string().starts_with(&key.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&key.display().to_string()), "{err}");
     assert_eq!(std::fs::read_to_string(&cert).unwrap(), "precious");
 
     // Same for the CA: a lone ca.key is someone's, not ours to replace.
@@ -139,9 +112,6 @@ fn a_non_ca_certificate_is_not_used_as_ca() {
     let leaf = crate::test_support::self_signed(&["x.test"]);
     dir.write_pair("ca", &leaf);
     let err = ensure_dev_certs(&dir.join("server.crt"), &dir.join("server.key")).unwrap_err();
-    assert!(
-        matches!(err, CertError::InvalidCertificate { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, CertError::InvalidCertificate { .. }), "{err:?}");
     assert!(err.to_string().contains("not a CA"), "{err}");
 }

@@ -26,10 +26,7 @@ fn first_dns_or_uri_san_wins() {
             SanType::URI("spiffe://agentmux/agent-7".try_into().unwrap()),
         ],
     );
-    assert_eq!(
-        peer_identity(&dns_first.der).as_deref(),
-        Some("agent-7.agents.test")
-    );
+    assert_eq!(peer_identity(&dns_first.der).as_deref(), Some("agent-7.agents.test"));
 }
 
 #[test]
@@ -38,10 +35,7 @@ fn common_name_is_the_fallback() {
     let cn_only = ca.issue_client("agent-9", Vec::new());
     assert_eq!(peer_identity(&cn_only.der).as_deref(), Some("agent-9"));
     // An IP or e-mail SAN is not an identity; fall back to the CN.
-    let ip_only = ca.issue_client(
-        "agent-10",
-        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())],
-    );
+    let ip_only = ca.issue_client("agent-10", vec![SanType::IpAddress("127.0.0.1".parse().unwrap())]);
     assert_eq!(peer_identity(&ip_only.der).as_deref(), Some("agent-10"));
 }
 

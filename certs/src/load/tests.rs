@@ -15,10 +15,8 @@ fn assert_names(err: &CertError, path: &Path, phrase: &str) {
     assert!(!msg.contains('\n'), "message should be one line: {msg}");
 }
 
-const GARBAGE_CERT: &str =
-    "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
-const GARBAGE_KEY: &str =
-    "-----BEGIN PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END PRIVATE KEY-----\n";
+const GARBAGE_CERT: &str = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+const GARBAGE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END PRIVATE KEY-----\n";
 
 #[test]
 fn loads_a_valid_pair() {
@@ -36,10 +34,7 @@ fn loads_a_chain_and_a_combined_file() {
     let ca = TestCa::new("chain ca");
     let leaf = ca.issue(&["leaf.test"]);
     // Leaf then CA in one file, and the key in the same file too.
-    let combined = dir.write(
-        "all.pem",
-        &format!("{}{}{}", leaf.cert, ca.pair.cert, leaf.key),
-    );
+    let combined = dir.write("all.pem", &format!("{}{}{}", leaf.cert, ca.pair.cert, leaf.key));
     let key = load_certified_key(&CertPaths::new(&combined, &combined)).unwrap();
     assert_eq!(key.cert.len(), 2);
     assert_eq!(key.cert[0], leaf.der);
@@ -110,10 +105,7 @@ fn unparsable_certificate_is_invalid() {
     let pair = dir.write_pair("a", &self_signed(&["a.test"]));
     let bad = dir.write("bad.crt", GARBAGE_CERT);
     let err = load_certified_key(&CertPaths::new(&bad, &pair.key)).unwrap_err();
-    assert!(
-        matches!(err, CertError::InvalidCertificate { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, CertError::InvalidCertificate { .. }), "{err:?}");
     assert_names(&err, &bad, "invalid certificate");
 }
 
@@ -166,10 +158,7 @@ fn roots_without_certificate_fail() {
 
     let garbage = dir.write("garbage.pem", GARBAGE_CERT);
     let err = load_roots(&garbage).unwrap_err();
-    assert!(
-        matches!(err, CertError::InvalidCertificate { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, CertError::InvalidCertificate { .. }), "{err:?}");
     assert_names(&err, &garbage, "trust anchor");
 
     let missing = dir.join("missing.pem");

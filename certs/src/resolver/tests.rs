@@ -20,11 +20,7 @@ fn exact_beats_wildcard_beats_default() {
 
     assert_eq!(served(Some("api.example.com")), exact.der, "exact name");
     assert_eq!(served(Some("other.test")), exact.der, "second SAN");
-    assert_eq!(
-        served(Some("late.test")),
-        late.der,
-        "name only the late cert has"
-    );
+    assert_eq!(served(Some("late.test")), late.der, "name only the late cert has");
     assert_eq!(served(Some("web.example.com")), wildcard.der, "wildcard");
     assert_eq!(served(Some("default.test")), default.der);
     assert_eq!(served(None), default.der, "no SNI");
@@ -64,25 +60,18 @@ fn matching_ignores_case_and_trailing_dot() {
     assert_eq!(served("api.example.com"), exact.der);
     assert_eq!(served("API.EXAMPLE.COM."), exact.der);
     assert_eq!(served("X.wild.test"), wildcard.der);
-    assert_eq!(
-        resolver.names(),
-        vec!["*.wild.test", "api.example.com", "default.test"]
-    );
+    assert_eq!(resolver.names(), vec!["*.wild.test", "api.example.com", "default.test"]);
 }
 
 #[test]
 fn load_needs_a_pair_and_names_the_bad_file() {
-    assert!(matches!(
-        SniResolver::load(Vec::new()),
-        Err(CertError::NoCertificates)
-    ));
+    assert!(matches!(SniResolver::load(Vec::new()), Err(CertError::NoCertificates)));
     let dir = TempDir::new("sni-bad");
     let good = dir.write_pair("good", &self_signed(&["good.test"]));
     let missing = CertPaths::new(dir.join("missing.crt"), dir.join("missing.key"));
     let err = SniResolver::load(vec![good, missing.clone()]).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with(&missing.cert.display().to_string()),
+        err.to_string().starts_with(&missing.cert.display().to_string()),
         "{err}"
     );
 }

@@ -6,8 +6,8 @@ use rustls::ClientConfig;
 use crate::dev::{DevCerts, ensure_dev_certs};
 use crate::test_support::{TempDir, TestCa, handshake, self_signed};
 use crate::{
-    CertPaths, ClientAuth, SniResolver, client_config, client_config_with_identity, peer_identity,
-    provider, server_config,
+    CertPaths, ClientAuth, SniResolver, client_config, client_config_with_identity, peer_identity, provider,
+    server_config,
 };
 
 fn alpn() -> Vec<Vec<u8>> {
@@ -66,10 +66,7 @@ async fn serves_the_certificate_for_each_sni_name() {
 
     // A name only the default covers... does not verify for another name.
     let seen = handshake(server, client, "unknown.example.test").await;
-    assert!(
-        seen.client.is_err(),
-        "default cert must not verify for unknown names"
-    );
+    assert!(seen.client.is_err(), "default cert must not verify for unknown names");
 }
 
 #[tokio::test]
@@ -115,10 +112,7 @@ async fn handshake_sees_reloaded_certificate_and_survives_a_broken_one() {
 
     std::fs::write(&paths.key, "garbage").unwrap();
     let err = resolver.reload().unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&paths.key.display().to_string())
-    );
+    assert!(err.to_string().starts_with(&paths.key.display().to_string()));
     let seen = handshake(server, client, "svc.test").await;
     assert_eq!(seen.client.unwrap().0, second.der);
 }
@@ -133,52 +127,31 @@ async fn required_client_auth_rejects_anonymous_and_names_the_client() {
         "client",
         &ca.issue_client(
             "agent-7",
-            vec![SanType::URI(
-                "spiffe://agentmux/agent-7".try_into().unwrap(),
-            )],
+            vec![SanType::URI("spiffe://agentmux/agent-7".try_into().unwrap())],
         ),
     );
     let resolver = SniResolver::load(vec![server_pair]).unwrap();
-    let required = Arc::new(
-        server_config(
-            resolver.clone(),
-            alpn(),
-            &ClientAuth::Required(ca_path.clone()),
-        )
-        .unwrap(),
-    );
+    let required = Arc::new(server_config(resolver.clone(), alpn(), &ClientAuth::Required(ca_path.clone())).unwrap());
 
     let anonymous = Arc::new(client_config(Some(&ca_path), alpn()).unwrap());
     let seen = handshake(required.clone(), anonymous.clone(), "gw.test").await;
-    assert!(
-        seen.server.is_err(),
-        "a client without a certificate must be rejected"
-    );
+    assert!(seen.server.is_err(), "a client without a certificate must be rejected");
 
     // A certificate from another CA is rejected too.
     let stranger = TestCa::new("other ca");
     let stranger_pair = dir.write_pair("stranger", &stranger.issue_client("mallory", Vec::new()));
-    let stranger_client =
-        Arc::new(client_config_with_identity(Some(&ca_path), alpn(), &stranger_pair).unwrap());
+    let stranger_client = Arc::new(client_config_with_identity(Some(&ca_path), alpn(), &stranger_pair).unwrap());
     let seen = handshake(required.clone(), stranger_client, "gw.test").await;
-    assert!(
-        seen.server.is_err(),
-        "a certificate from another CA must be rejected"
-    );
+    assert!(seen.server.is_err(), "a certificate from another CA must be rejected");
 
-    let agent =
-        Arc::new(client_config_with_identity(Some(&ca_path), alpn(), &client_pair).unwrap());
+    let agent = Arc::new(client_config_with_identity(Some(&ca_path), alpn(), &client_pair).unwrap());
     let seen = handshake(required, agent.clone(), "gw.test").await;
     seen.client.unwrap();
     let chain = seen.server.unwrap().expect("client certificate");
-    assert_eq!(
-        peer_identity(&chain[0]).as_deref(),
-        Some("spiffe://agentmux/agent-7")
-    );
+    assert_eq!(peer_identity(&chain[0]).as_deref(), Some("spiffe://agentmux/agent-7"));
 
     // Optional: anonymous clients get in without a certificate, others are named.
-    let optional =
-        Arc::new(server_config(resolver, alpn(), &ClientAuth::Optional(ca_path)).unwrap());
+    let optional = Arc::new(server_config(resolver, alpn(), &ClientAuth::Optional(ca_path)).unwrap());
     let seen = handshake(optional.clone(), anonymous, "gw.test").await;
     assert!(seen.server.unwrap().is_none());
     let seen = handshake(optional, agent, "gw.test").await;
@@ -191,8 +164,5 @@ fn client_auth_with_a_bad_ca_file_names_it() {
     let resolver = SniResolver::load(vec![dir.write_pair("s", &self_signed(&["s.test"]))]).unwrap();
     let missing = dir.join("missing-ca.crt");
     let err = server_config(resolver, alpn(), &ClientAuth::Required(missing.clone())).unwrap_err();
-    assert!(
-        err.to_string().starts_with(&missing.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&missing.display().to_string()), "{err}");
 }

@@ -54,10 +54,7 @@ fn picks_up_rewritten_files() {
     let third = self_signed(&["w.test"]);
     std::fs::write(&paths.cert, &third.cert).unwrap();
     std::fs::write(&paths.key, &third.key).unwrap();
-    assert!(
-        wait_for(&resolver, &third.der),
-        "in-place write not picked up"
-    );
+    assert!(wait_for(&resolver, &third.der), "in-place write not picked up");
 }
 
 #[test]
@@ -82,10 +79,7 @@ fn failed_reload_keeps_the_old_certificate_and_retries() {
 
     // The key arrives: the next change completes the pair.
     replace(&paths.key, &second.key);
-    assert!(
-        wait_for(&resolver, &second.der),
-        "retry after failure not picked up"
-    );
+    assert!(wait_for(&resolver, &second.der), "retry after failure not picked up");
 }
 
 #[test]
@@ -116,11 +110,7 @@ fn missing_directory_is_an_error() {
     let resolver = SniResolver::load(vec![paths]).unwrap();
     std::fs::remove_dir_all(dir.path()).unwrap();
     let err = watch(resolver).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&dir.path().display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&dir.path().display().to_string()), "{err}");
 }
 
 #[test]
@@ -134,25 +124,16 @@ fn relevance_filter() {
         &names
     ));
     assert!(!is_relevant(&event(modify, "/c/other.log"), &names));
-    assert!(
-        is_relevant(&event(modify, "/c/..data"), &names),
-        "k8s secret swap"
-    );
+    assert!(is_relevant(&event(modify, "/c/..data"), &names), "k8s secret swap");
     assert!(
         !is_relevant(
-            &event(
-                EventKind::Access(AccessKind::Open(AccessMode::Read)),
-                "/c/server.crt"
-            ),
+            &event(EventKind::Access(AccessKind::Open(AccessMode::Read)), "/c/server.crt"),
             &names
         ),
         "our own reads must not trigger a reload"
     );
     assert!(is_relevant(
-        &event(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            "/c/server.crt"
-        ),
+        &event(EventKind::Access(AccessKind::Close(AccessMode::Write)), "/c/server.crt"),
         &names
     ));
 }

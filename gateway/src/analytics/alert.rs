@@ -190,8 +190,7 @@ impl AlertBook {
         let reopen = self.recent.iter().position(|a| {
             a.scope == r.scope
                 && a.kind == r.kind
-                && a.cleared
-                    .is_some_and(|c| now.saturating_sub(c) <= self.reopen_within)
+                && a.cleared.is_some_and(|c| now.saturating_sub(c) <= self.reopen_within)
         });
         let (change, alert) = match reopen.and_then(|i| self.recent.remove(i)) {
             Some(mut a) => {
@@ -226,13 +225,7 @@ impl AlertBook {
     }
 
     /// Clears the open alert of this scope and kind, if any.
-    pub(crate) fn clear(
-        &mut self,
-        scope: &ScopeKey,
-        kind: AlertKind,
-        now: u64,
-        why: &str,
-    ) -> Option<AlertEvent> {
+    pub(crate) fn clear(&mut self, scope: &ScopeKey, kind: AlertKind, now: u64, why: &str) -> Option<AlertEvent> {
         let mut a = self.active.remove(&(scope.clone(), kind))?;
         a.cleared = Some(now);
         a.message = format!("{} — cleared: {why}", a.message);

@@ -25,11 +25,7 @@ pub const ASSETS: [(&str, &str, &str); 6] = [
     ("index.html", "text/html; charset=utf-8", INDEX_HTML),
     ("app.js", "text/javascript; charset=utf-8", APP_JS),
     ("app.css", "text/css; charset=utf-8", APP_CSS),
-    (
-        "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8",
-        UPLOT_JS,
-    ),
+    ("uPlot.iife.min.js", "text/javascript; charset=utf-8", UPLOT_JS),
     ("uPlot.min.css", "text/css; charset=utf-8", UPLOT_CSS),
     ("uPlot.LICENSE", "text/plain; charset=utf-8", UPLOT_LICENSE),
 ];

@@ -71,11 +71,9 @@ pub(crate) fn derive<'a>(points: impl Iterator<Item = &'a Point>, rates: &CostRa
         let attempts = (finished + t.retries) as f64;
         success * (1.0 - t.retries as f64 / attempts)
     });
-    let overhead =
-        (t.request_ms > 0.0).then(|| ((t.acquire_ms + t.queue_ms) / t.request_ms).clamp(0.0, 1.0));
+    let overhead = (t.request_ms > 0.0).then(|| ((t.acquire_ms + t.queue_ms) / t.request_ms).clamp(0.0, 1.0));
     let configured = rates.cpu_core_second > 0.0 || rates.connection_hour > 0.0;
-    let cost = t.cpu_ms / 1000.0 * rates.cpu_core_second
-        + t.connection_secs / 3600.0 * rates.connection_hour;
+    let cost = t.cpu_ms / 1000.0 * rates.cpu_core_second + t.connection_secs / 3600.0 * rates.connection_hour;
     let cost_per_task = (configured && t.completed > 0).then(|| cost / t.completed as f64);
     Derived {
         secs: t.secs,

@@ -186,13 +186,7 @@ impl Engine {
         t
     }
 
-    fn ingest_scope(
-        &mut self,
-        key: &ScopeKey,
-        sample: &ScopeSample,
-        t: u32,
-        cpu_ms: f32,
-    ) -> Vec<AlertEvent> {
+    fn ingest_scope(&mut self, key: &ScopeKey, sample: &ScopeSample, t: u32, cpu_ms: f32) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         if !self.scopes.contains_key(key) {
             match self.make_room(key, t) {
@@ -202,8 +196,7 @@ impl Engine {
                     return events;
                 }
             }
-            self.scopes
-                .insert(key.clone(), ScopeState::new(&self.params, t));
+            self.scopes.insert(key.clone(), ScopeState::new(&self.params, t));
         }
         let Some(state) = self.scopes.get_mut(key) else {
             return events;
@@ -216,18 +209,10 @@ impl Engine {
         state.circuit = sample.circuit;
         state.keys.add(t, &sample.rate_limited_keys);
         let waiters = sample.pool.map(|p| p.states.waiters);
-        let outcomes =
-            state
-                .detector
-                .observe(key, &acc, waiters, &state.series, &self.params.detect);
-        size_pool(
-            state,
-            &mut self.targets,
-            key,
-            sample,
-            t,
-            &self.params.sizing,
-        );
+        let outcomes = state
+            .detector
+            .observe(key, &acc, waiters, &state.series, &self.params.detect);
+        size_pool(state, &mut self.targets, key, sample, t, &self.params.sizing);
         for o in outcomes {
             let e = match o {
                 Outcome::Raise(r) => self.alerts.raise(r, u64::from(t)),
@@ -240,11 +225,7 @@ impl Engine {
 
     /// Frees a place for `key` if the cap requires it. `None`: no place.
     fn make_room(&mut self, key: &ScopeKey, t: u32) -> Option<Vec<AlertEvent>> {
-        let others = self
-            .scopes
-            .keys()
-            .filter(|k| **k != ScopeKey::Global)
-            .count();
+        let others = self.scopes.keys().filter(|k| **k != ScopeKey::Global).count();
         let cap_others = self.params.scope_cap.saturating_sub(1);
         if *key == ScopeKey::Global || others < cap_others {
             return Some(Vec::new());
@@ -352,10 +333,7 @@ impl Engine {
 
     /// Bytes the scopes' windows have allocated now.
     pub fn window_bytes(&self) -> usize {
-        self.scopes
-            .values()
-            .map(|s| s.series.allocated_bytes())
-            .sum()
+        self.scopes.values().map(|s| s.series.allocated_bytes()).sum()
     }
 }
 

@@ -21,9 +21,8 @@ pub const BUCKETS: usize = 24;
 /// `i` counts observations `v` with `BOUNDS_US[i-1] < v <= BOUNDS_US[i]`;
 /// the last bucket (index 23) counts everything above 60 s.
 pub const BOUNDS_US: [u64; BUCKETS - 1] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 35_000, 50_000, 75_000, 100_000,
-    150_000, 250_000, 500_000, 750_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
-    60_000_000,
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 35_000, 50_000, 75_000, 100_000, 150_000, 250_000, 500_000,
+    750_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
 /// The same bounds in seconds, for building Prometheus histograms whose
@@ -50,9 +49,7 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Self {
-        Self {
-            counts: [0; BUCKETS],
-        }
+        Self { counts: [0; BUCKETS] }
     }
 }
 

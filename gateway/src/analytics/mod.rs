@@ -151,8 +151,8 @@ pub use derived::{CostRates, Derived};
 pub use detect::DetectParams;
 pub use engine::{AnalyticsParams, Engine};
 pub use feed::{
-    AlertsView, Columns, FEED_VERSION, FeedUpdate, History, PointJson, PoolColumns, PoolNow,
-    PoolStateColumns, PoolStates, ScopeNow, feed_update, history,
+    AlertsView, Columns, FEED_VERSION, FeedUpdate, History, PointJson, PoolColumns, PoolNow, PoolStateColumns,
+    PoolStates, ScopeNow, feed_update, history,
 };
 pub use forecast::{Holt, PoolTarget, SizingParams};
 pub use hist::{BOUNDS_US, BUCKETS, Hist, LATENCY_BOUNDS_SECONDS};
@@ -161,7 +161,5 @@ pub use point::{Counts, LatStat, Point, PoolPoint};
 pub use recommend::{RecKind, RecommendParams, Recommendation};
 pub use series::Window;
 pub use task::{AnalyticsHandle, Published, TICK_QUEUE, spawn, spawn_polling};
-pub use tick::{
-    Flow, Latencies, LatencySample, LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick,
-};
+pub use tick::{Flow, Latencies, LatencySample, LatencySeries, PoolSample, ScopeKey, ScopeSample, Tick};
 pub use webhook::{WebhookError, WebhookParams};

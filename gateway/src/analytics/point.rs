@@ -281,11 +281,7 @@ impl Acc {
             counts,
             sessions_mean: s.active_sessions as f32,
             sessions_max: s.active_sessions,
-            pool: s
-                .pool
-                .as_ref()
-                .map(PoolPoint::from_sample)
-                .unwrap_or_default(),
+            pool: s.pool.as_ref().map(PoolPoint::from_sample).unwrap_or_default(),
             lat,
         };
         Self { point, hists }
@@ -294,10 +290,7 @@ impl Acc {
     /// An empty accumulator for the interval starting at `t`.
     pub(crate) fn empty(t: u32) -> Self {
         Self {
-            point: Point {
-                t,
-                ..Point::default()
-            },
+            point: Point { t, ..Point::default() },
             hists: [Hist::default(); 4],
         }
     }
@@ -326,11 +319,7 @@ impl Acc {
     /// ticks filed under one second) and adds its counters.
     pub(crate) fn merge_same_second(&mut self, later: &Acc) {
         let secs = self.point.secs;
-        let (sessions, smax, pool) = (
-            later.point.sessions_mean,
-            later.point.sessions_max,
-            later.point.pool,
-        );
+        let (sessions, smax, pool) = (later.point.sessions_mean, later.point.sessions_max, later.point.pool);
         self.add(later);
         self.point.secs = secs;
         self.point.sessions_mean = sessions;

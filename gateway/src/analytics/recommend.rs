@@ -142,11 +142,7 @@ struct WaitEvidence {
     in_use: f64,
 }
 
-fn wait_evidence(
-    v: &ScopeView<'_>,
-    pool: &PoolSample,
-    p: &RecommendParams,
-) -> Option<WaitEvidence> {
+fn wait_evidence(v: &ScopeView<'_>, pool: &PoolSample, p: &RecommendParams) -> Option<WaitEvidence> {
     let (hists, minutes) = v.series.recent_minutes_hists(10);
     let acquire = &hists[LatencySeries::AcquireWait.index()];
     if minutes < 5 || acquire.total() < 100 {
@@ -162,9 +158,7 @@ fn wait_evidence(
     Some(WaitEvidence {
         p95,
         minutes,
-        at_max: pts
-            .iter()
-            .any(|pt| f64::from(pt.pool.open_mean()) >= 0.9 * cap),
+        at_max: pts.iter().any(|pt| f64::from(pt.pool.open_mean()) >= 0.9 * cap),
         peak_rate,
         hold_s,
         wait_s: acquire_mean_s(&pts),
@@ -172,12 +166,7 @@ fn wait_evidence(
     })
 }
 
-fn acquire_wait(
-    v: &ScopeView<'_>,
-    pool: &PoolSample,
-    p: &RecommendParams,
-    now: u64,
-) -> Option<Recommendation> {
+fn acquire_wait(v: &ScopeView<'_>, pool: &PoolSample, p: &RecommendParams, now: u64) -> Option<Recommendation> {
     let e = wait_evidence(v, pool, p)?;
     let n = f64::from(pool.endpoints.max(1));
     let (name, p95, minutes) = (v.key, e.p95, e.minutes);
@@ -196,15 +185,10 @@ fn acquire_wait(
             e.wait_s * 1000.0,
             p.headroom * 100.0
         );
-        return Some(with_values(
-            rec(v, RecKind::RaiseMaxConnections, msg, now),
-            cur,
-            sug,
-        ));
+        return Some(with_values(rec(v, RecKind::RaiseMaxConnections, msg, now), cur, sug));
     }
     let cur = u64::from(pool.min_connections);
-    let sug =
-        ((e.in_use * (1.0 + p.headroom) / n).ceil() as u64).min(u64::from(pool.max_connections));
+    let sug = ((e.in_use * (1.0 + p.headroom) / n).ceil() as u64).min(u64::from(pool.max_connections));
     if sug <= cur {
         return None;
     }
@@ -214,11 +198,7 @@ fn acquire_wait(
          (≈ {:.1} connections in use on average)",
         e.in_use
     );
-    Some(with_values(
-        rec(v, RecKind::RaiseMinConnections, msg, now),
-        cur,
-        sug,
-    ))
+    Some(with_values(rec(v, RecKind::RaiseMinConnections, msg, now), cur, sug))
 }
 
 fn with_values(mut r: Recommendation, current: u64, suggested: u64) -> Recommendation {
@@ -251,29 +231,17 @@ fn load(pts: &[&Point]) -> (f64, f64, f64) {
         .sum::<f64>()
         / secs.max(1.0);
     let mean_rate = total_acq / secs.max(1.0);
-    let hold = if mean_rate > 0.0 {
-        in_use / mean_rate
-    } else {
-        0.0
-    };
+    let hold = if mean_rate > 0.0 { in_use / mean_rate } else { 0.0 };
     (peak, hold, in_use)
 }
 
-fn idle(
-    v: &ScopeView<'_>,
-    pool: &PoolSample,
-    p: &RecommendParams,
-    now: u64,
-) -> Option<Recommendation> {
+fn idle(v: &ScopeView<'_>, pool: &PoolSample, p: &RecommendParams, now: u64) -> Option<Recommendation> {
     let pts: Vec<&Point> = tail(&v.series.mins, 60).collect();
     if pts.len() < 60 {
         return None;
     }
-    let weighted = |f: &dyn Fn(&Point) -> f32| -> f64 {
-        pts.iter()
-            .map(|pt| f64::from(f(pt)) * f64::from(pt.pool.secs))
-            .sum()
-    };
+    let weighted =
+        |f: &dyn Fn(&Point) -> f32| -> f64 { pts.iter().map(|pt| f64::from(f(pt)) * f64::from(pt.pool.secs)).sum() };
     let open = weighted(&|pt| pt.pool.open_mean());
     let unused = weighted(&|pt| pt.pool.unused_mean());
     if open <= 0.0 || unused / open < p.idle_share {
@@ -295,11 +263,7 @@ fn idle(
         v.key,
         unused / open * 100.0
     );
-    Some(with_values(
-        rec(v, RecKind::LowerMinConnections, msg, now),
-        cur,
-        sug,
-    ))
+    Some(with_values(rec(v, RecKind::LowerMinConnections, msg, now), cur, sug))
 }
 
 fn rate_limited(v: &ScopeView<'_>, p: &RecommendParams, now: u64) -> Option<Recommendation> {

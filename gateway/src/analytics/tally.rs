@@ -41,8 +41,6 @@ impl KeyTally {
             }
         }
         let total = all.iter().map(|(_, n)| n).sum();
-        all.into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(k, n)| (k, n, total))
+        all.into_iter().max_by_key(|(_, n)| *n).map(|(k, n)| (k, n, total))
     }
 }

@@ -53,9 +53,7 @@ pub struct AnalyticsHandle {
 
 impl std::fmt::Debug for HistoryQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistoryQuery")
-            .field("window", &self.window)
-            .finish()
+        f.debug_struct("HistoryQuery").field("window", &self.window).finish()
     }
 }
 
@@ -82,11 +80,7 @@ impl AnalyticsHandle {
     /// has stopped.
     pub async fn history(&self, window: Window, scope: Option<ScopeKey>) -> Option<History> {
         let (reply, rx) = oneshot::channel();
-        let q = HistoryQuery {
-            window,
-            scope,
-            reply,
-        };
+        let q = HistoryQuery { window, scope, reply };
         self.queries.send(q).await.ok()?;
         rx.await.ok().flatten()
     }
@@ -95,10 +89,7 @@ impl AnalyticsHandle {
 /// Starts the analytics task (and the webhook task when `webhook` is
 /// given). Send one [`Tick`] per second on the returned sender; the task
 /// ends when every sender is dropped.
-pub fn spawn(
-    params: AnalyticsParams,
-    webhook: Option<WebhookParams>,
-) -> (mpsc::Sender<Tick>, AnalyticsHandle) {
+pub fn spawn(params: AnalyticsParams, webhook: Option<WebhookParams>) -> (mpsc::Sender<Tick>, AnalyticsHandle) {
     let (tick_tx, tick_rx) = mpsc::channel(TICK_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(16);
     let engine = Engine::new(params);
@@ -121,11 +112,7 @@ pub fn spawn(
 
 /// Like [`spawn`], but the task pulls a tick from `source` every second
 /// itself (missed seconds are skipped, not bunched).
-pub fn spawn_polling<F>(
-    params: AnalyticsParams,
-    webhook: Option<WebhookParams>,
-    mut source: F,
-) -> AnalyticsHandle
+pub fn spawn_polling<F>(params: AnalyticsParams, webhook: Option<WebhookParams>, mut source: F) -> AnalyticsHandle
 where
     F: FnMut() -> Tick + Send + 'static,
 {

@@ -178,12 +178,7 @@ pub enum LatencySeries {
 
 impl LatencySeries {
     /// All series, in storage order.
-    pub const ALL: [LatencySeries; 4] = [
-        Self::Request,
-        Self::FirstByte,
-        Self::WsRelay,
-        Self::AcquireWait,
-    ];
+    pub const ALL: [LatencySeries; 4] = [Self::Request, Self::FirstByte, Self::WsRelay, Self::AcquireWait];
 
     /// A short label for JSON and messages.
     pub fn as_str(self) -> &'static str {

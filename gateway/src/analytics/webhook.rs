@@ -105,10 +105,7 @@ impl WebhookParams {
             // It would travel in the Host header; put a token in the path.
             return Err(bad("credentials in the URL are not supported"));
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(bad("no host"));
         }
@@ -139,9 +136,7 @@ impl WebhookParams {
 
     /// The delay before retry `n` (1-based).
     fn backoff(&self, n: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1u32 << n.saturating_sub(1).min(20));
+        let exp = self.backoff_base.saturating_mul(1u32 << n.saturating_sub(1).min(20));
         let cap = exp.min(self.backoff_max);
         cap / 2 + cap.mul_f64(rand::random::<f64>() / 2.0)
     }
@@ -176,14 +171,9 @@ async fn deliver(p: &WebhookParams, body: Bytes) -> bool {
         let retry = match result {
             Ok(Ok(s)) if s.is_success() => return true,
             Ok(Ok(s)) => {
-                let retryable = s.is_server_error()
-                    || s == StatusCode::TOO_MANY_REQUESTS
-                    || s == StatusCode::REQUEST_TIMEOUT;
-                tracing::warn!(
-                    status = s.as_u16(),
-                    attempt,
-                    "alert webhook answered an error"
-                );
+                let retryable =
+                    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT;
+                tracing::warn!(status = s.as_u16(), attempt, "alert webhook answered an error");
                 retryable
             }
             Ok(Err(e)) => {

@@ -233,13 +233,7 @@ impl ScopeDetector {
         }
     }
 
-    fn evaluate(
-        &self,
-        series: &ScopeSeries,
-        now: u32,
-        has_pool: bool,
-        p: &DetectParams,
-    ) -> [Option<Eval>; 6] {
+    fn evaluate(&self, series: &ScopeSeries, now: u32, has_pool: bool, p: &DetectParams) -> [Option<Eval>; 6] {
         let f = &self.fast;
         [
             Some(self.error.eval(f.errors.sum(), f.finished.sum(), p)),
@@ -268,13 +262,7 @@ impl ScopeDetector {
                 .is_some_and(|t| now.saturating_sub(t) < stats::FAST as u32)
     }
 
-    fn outcome(
-        &mut self,
-        key: &ScopeKey,
-        kind: AlertKind,
-        step: Step,
-        e: &Eval,
-    ) -> Option<Outcome> {
+    fn outcome(&mut self, key: &ScopeKey, kind: AlertKind, step: Step, e: &Eval) -> Option<Outcome> {
         match step {
             Step::Hold => None,
             Step::Clear => Some(Outcome::Clear(kind, "recovered")),
@@ -286,10 +274,7 @@ impl ScopeDetector {
                     AlertKind::RelayLatencyP99 => self.relay.rebase(e.value),
                     AlertKind::ErrorRate | AlertKind::PoolExhaustion => {}
                 }
-                Some(Outcome::Clear(
-                    kind,
-                    "the shift lasted; accepted as the new baseline",
-                ))
+                Some(Outcome::Clear(kind, "the shift lasted; accepted as the new baseline"))
             }
             Step::Raise(severity) => Some(Outcome::Raise(Raise {
                 scope: key.clone(),
@@ -344,9 +329,9 @@ fn describe(key: &ScopeKey, kind: AlertKind, e: &Eval) -> String {
         AlertKind::LatencyP99 => {
             format!("{key}: request latency p99 {v:.0} ms over the last 30 s (baseline {b:.0} ms)")
         }
-        AlertKind::RelayLatencyP99 => format!(
-            "{key}: WebSocket relay latency p99 {v:.1} ms over the last 30 s (baseline {b:.1} ms)"
-        ),
+        AlertKind::RelayLatencyP99 => {
+            format!("{key}: WebSocket relay latency p99 {v:.1} ms over the last 30 s (baseline {b:.1} ms)")
+        }
         AlertKind::MessageRate => {
             format!("{key}: message rate {v:.1}/s over the last 30 s (baseline {b:.1}/s)")
         }

@@ -69,9 +69,7 @@ pub(crate) struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Self {
-            phase: Phase::Quiet,
-        }
+        Self { phase: Phase::Quiet }
     }
 }
 
@@ -85,10 +83,7 @@ impl Tracker {
     pub(crate) fn step(&mut self, now: u32, level: Level, t: Timing) -> Step {
         match (self.phase, level) {
             (Phase::Quiet, Level::Raise(severity)) => {
-                self.phase = Phase::Pending {
-                    since: now,
-                    severity,
-                };
+                self.phase = Phase::Pending { since: now, severity };
                 self.try_fire(now, level, t)
             }
             (Phase::Quiet, _) => Step::Hold,
@@ -132,9 +127,7 @@ impl Tracker {
         else {
             return Step::Hold;
         };
-        if t.rebase_after
-            .is_some_and(|r| now.saturating_sub(since) >= r)
-        {
+        if t.rebase_after.is_some_and(|r| now.saturating_sub(since) >= r) {
             self.phase = Phase::Quiet;
             return Step::Rebase;
         }
@@ -145,11 +138,7 @@ impl Tracker {
                     severity: s.max(severity),
                     calm_since: None,
                 };
-                if s > severity {
-                    Step::Raise(s)
-                } else {
-                    Step::Hold
-                }
+                if s > severity { Step::Raise(s) } else { Step::Hold }
             }
             Level::Elevated => {
                 self.phase = Phase::Firing {

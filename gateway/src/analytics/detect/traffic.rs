@@ -40,13 +40,7 @@ impl MessageRule {
         self.rate.rebase(rate);
     }
 
-    pub(crate) fn eval(
-        &self,
-        window_sum: u64,
-        series: &ScopeSeries,
-        now: u32,
-        p: &DetectParams,
-    ) -> Eval {
+    pub(crate) fn eval(&self, window_sum: u64, series: &ScopeSeries, now: u32, p: &DetectParams) -> Eval {
         let x = window_sum as f64 / FAST as f64;
         let mu = self.rate.mean();
         if self.rate.samples() < p.warmup_secs || mu < p.message_min_rate {

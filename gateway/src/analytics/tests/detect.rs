@@ -56,10 +56,7 @@ fn a_large_error_step_is_critical() {
         })
     });
     let active = sim.engine.alerts_active();
-    let a = active
-        .iter()
-        .find(|a| a.kind == AlertKind::ErrorRate)
-        .unwrap();
+    let a = active.iter().find(|a| a.kind == AlertKind::ErrorRate).unwrap();
     assert_eq!(a.severity, Severity::Critical);
     assert!(a.message.contains("error rate"), "{}", a.message);
 }
@@ -82,11 +79,7 @@ fn latency_step_is_caught_within_a_minute() {
         raised[0].0 - step
     );
     // Other detectors stay quiet: only latency moved.
-    assert!(
-        sim.events
-            .iter()
-            .all(|(_, e)| e.alert.kind == AlertKind::LatencyP99)
-    );
+    assert!(sim.events.iter().all(|(_, e)| e.alert.kind == AlertKind::LatencyP99));
 }
 
 #[test]
@@ -111,9 +104,7 @@ fn traffic_dropping_to_zero_alerts_and_clears_when_it_returns() {
     assert!(cleared[0].0 - back <= 60);
     // One outage, one alert: the message-rate detector leaves silence to it.
     assert!(
-        sim.events
-            .iter()
-            .all(|(_, e)| e.alert.kind == AlertKind::TrafficDrop),
+        sim.events.iter().all(|(_, e)| e.alert.kind == AlertKind::TrafficDrop),
         "{:?}",
         sim.events
     );

@@ -62,13 +62,7 @@ fn busy_sim() -> Sim {
     sim.run(900, |i| {
         let err = if i >= 840 { 0.5 } else { 0.005 };
         vec![
-            (
-                ScopeKey::Global,
-                Load {
-                    err,
-                    ..Load::default()
-                },
-            ),
+            (ScopeKey::Global, Load { err, ..Load::default() }),
             (route.clone(), Load::default()),
             (
                 cluster.clone(),
@@ -89,39 +83,22 @@ fn a_feed_update_has_the_fields_the_page_reads() {
     assert_eq!(v["v"], FEED_VERSION);
     assert_eq!(v["t"], super::support::T0 + 899);
     let scopes = v["scopes"].as_array().unwrap();
-    let names: Vec<&str> = scopes
-        .iter()
-        .map(|s| s["scope"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = scopes.iter().map(|s| s["scope"].as_str().unwrap()).collect();
     assert_eq!(names, ["global", "route:agents", "cluster:llm"]);
     let cluster = &scopes[2];
     for f in SCOPE_FIELDS {
-        assert!(
-            get(cluster, f).is_some(),
-            "cluster scope lacks {f}: {cluster}"
-        );
+        assert!(get(cluster, f).is_some(), "cluster scope lacks {f}: {cluster}");
     }
     assert!(cluster["pool"]["max"] == 20 && cluster["point"]["p99"].as_f64().unwrap() > 0.0);
     assert!(scopes[0]["pool"].is_null() && scopes[0]["circuit"].is_null());
     let active = v["alerts"]["active"].as_array().unwrap();
-    assert!(
-        !active.is_empty(),
-        "the error step and the short pool raise alerts"
-    );
+    assert!(!active.is_empty(), "the error step and the short pool raise alerts");
     for f in ALERT_FIELDS {
         assert!(active[0].get(f).is_some(), "alert lacks {f}: {}", active[0]);
     }
     assert!(v["alerts"]["recent"].is_array());
     let recs = v["recommendations"].as_array().unwrap();
-    for f in [
-        "id",
-        "kind",
-        "scope",
-        "message",
-        "since",
-        "current",
-        "suggested",
-    ] {
+    for f in ["id", "kind", "scope", "message", "since", "current", "suggested"] {
         assert!(recs[0].get(f).is_some(), "recommendation lacks {f}");
     }
     assert_eq!(v["pool_targets"][0]["cluster"], "llm");
@@ -132,16 +109,9 @@ fn a_feed_update_has_the_fields_the_page_reads() {
 fn history_has_columns_for_each_window() {
     let sim = busy_sim();
     let h = serde_json::to_value(history(&sim.engine, Window::Hour, None).unwrap()).unwrap();
-    assert_eq!(
-        (h["window"].as_str(), h["step_s"].as_u64()),
-        (Some("1h"), Some(1))
-    );
+    assert_eq!((h["window"].as_str(), h["step_s"].as_u64()), (Some("1h"), Some(1)));
     for f in HISTORY_FIELDS {
-        assert_eq!(
-            h["series"][f].as_array().map(Vec::len),
-            Some(900),
-            "series.{f}"
-        );
+        assert_eq!(h["series"][f].as_array().map(Vec::len), Some(900), "series.{f}");
     }
     let pools = h["pools"].as_array().unwrap();
     assert_eq!(pools.len(), 1);
@@ -155,11 +125,7 @@ fn history_has_columns_for_each_window() {
         "recycling",
         "failed",
     ] {
-        assert_eq!(
-            pools[0]["states"][s].as_array().map(Vec::len),
-            Some(900),
-            "{s}"
-        );
+        assert_eq!(pools[0]["states"][s].as_array().map(Vec::len), Some(900), "{s}");
     }
     assert_eq!(pools[0]["waiters"].as_array().map(Vec::len), Some(900));
     let day = history(&sim.engine, Window::Day, Some(&ScopeKey::route("agents"))).unwrap();
@@ -175,13 +141,7 @@ fn the_page_reads_the_same_field_names() {
         .map(|f| f.rsplit('.').next().unwrap_or(f))
         .chain(ALERT_FIELDS.iter().copied())
         .chain(HISTORY_FIELDS.iter().copied())
-        .chain([
-            "pool_targets",
-            "recommendations",
-            "pools",
-            "states",
-            "waiters",
-        ]);
+        .chain(["pool_targets", "recommendations", "pools", "states", "waiters"]);
     for f in leaves {
         assert!(js.contains(f), "app.js never reads {f}");
     }
@@ -202,15 +162,8 @@ fn dump_feed_for_the_page_check() {
     let dir = std::path::PathBuf::from(dir);
     let sim = busy_sim();
     let write = |name: &str, v: String| std::fs::write(dir.join(name), v).unwrap();
-    write(
-        "feed.json",
-        serde_json::to_string(&feed_update(&sim.engine)).unwrap(),
-    );
-    for (w, name) in [
-        (Window::Hour, "1h"),
-        (Window::Day, "24h"),
-        (Window::Week, "7d"),
-    ] {
+    write("feed.json", serde_json::to_string(&feed_update(&sim.engine)).unwrap());
+    for (w, name) in [(Window::Hour, "1h"), (Window::Day, "24h"), (Window::Week, "7d")] {
         for scope in sim.engine.scopes() {
             let h = history(&sim.engine, w, Some(scope)).unwrap();
             write(

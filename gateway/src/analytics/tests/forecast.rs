@@ -38,13 +38,7 @@ fn drive(
     for i in 0..secs {
         let r = rate(i).max(0.0);
         let active = (r * hold).round() as usize;
-        if let Some(t) = sizer.observe(
-            &name,
-            1_000_000 + i,
-            r.round() as u64,
-            &pool(active, 0, min, max),
-            &p,
-        ) {
+        if let Some(t) = sizer.observe(&name, 1_000_000 + i, r.round() as u64, &pool(active, 0, min, max), &p) {
             out.push((i, t));
         }
     }
@@ -60,10 +54,7 @@ fn holt_leads_a_ramp_where_the_last_value_lags() {
         if t >= 10 {
             let ahead = actual(f64::from(t + 3));
             let forecast = h.forecast(3.0);
-            assert!(
-                (forecast - ahead).abs() < 0.05 * ahead,
-                "t={t}: {forecast} vs {ahead}"
-            );
+            assert!((forecast - ahead).abs() < 0.05 * ahead, "t={t}: {forecast} vs {ahead}");
             // The last value is 6 behind; the forecast is not.
             assert!(ahead - actual(f64::from(t)) >= 6.0);
         }
@@ -79,11 +70,7 @@ fn the_target_leads_a_ramp_by_the_horizon() {
     for (i, t) in targets.iter().filter(|(i, _)| *i >= 120) {
         // Demand 30 s later, without any headroom.
         let later = (rate(i + 30) * hold).ceil() as usize;
-        assert!(
-            t.total >= later,
-            "at {i}s target {} < demand in 30 s {later}",
-            t.total
-        );
+        assert!(t.total >= later, "at {i}s target {} < demand in 30 s {later}", t.total);
         // A target sized from the current demand alone would not lead by
         // as much: the trend term is doing the work.
         let now = (rate(*i) * hold).ceil() as usize;
@@ -99,19 +86,13 @@ fn the_target_leads_a_ramp_by_the_horizon() {
 fn the_target_is_stable_on_noise() {
     let mut s = PoolSizer::new(&SizingParams::default());
     let mut rng = StdRng::seed_from_u64(42);
-    let targets = drive(&mut s, 3600, 0.2, (1, 500), |_| {
-        50.0 + rng.random_range(-10.0..10.0)
-    });
+    let targets = drive(&mut s, 3600, 0.2, (1, 500), |_| 50.0 + rng.random_range(-10.0..10.0));
     let settled: Vec<usize> = targets.iter().skip(12).map(|(_, t)| t.total).collect();
     let (lo, hi) = (settled.iter().min().unwrap(), settled.iter().max().unwrap());
     // Demand is ~10 connections; headroom makes it ~13.
     assert!(*lo >= 12 && *hi <= 17, "target ranged {lo}..={hi}");
     let changes = settled.windows(2).filter(|w| w[0] != w[1]).count();
-    assert!(
-        changes <= 10,
-        "{changes} changes in an hour of {} steps",
-        settled.len()
-    );
+    assert!(changes <= 10, "{changes} changes in an hour of {} steps", settled.len());
 }
 
 #[test]

@@ -52,14 +52,10 @@ fn a_mostly_idle_pool_gets_a_lower_min_connections() {
         .iter()
         .find(|r| r.kind == RecKind::LowerMinConnections)
         .unwrap_or_else(|| panic!("{recs:?}"));
-    assert_eq!(
-        (r.current, r.suggested),
-        (Some(20), Some(3)),
-        "{}",
-        r.message
-    );
+    assert_eq!((r.current, r.suggested), (Some(20), Some(3)), "{}", r.message);
     assert!(
-        r.message.contains("90% of pooled connections unused over the last hour — lower min_connections from 20 to 3"),
+        r.message
+            .contains("90% of pooled connections unused over the last hour — lower min_connections from 20 to 3"),
         "{}",
         r.message
     );
@@ -88,16 +84,11 @@ fn rate_limited_routes_are_named_with_their_top_key_when_known() {
         .find(|r| r.kind == RecKind::RateLimited)
         .unwrap_or_else(|| panic!("{recs:?}"));
     assert!(
-        r.message
-            .starts_with("route:agents: 30% of requests rate-limited"),
+        r.message.starts_with("route:agents: 30% of requests rate-limited"),
         "{}",
         r.message
     );
-    assert!(
-        r.message.contains("key agent-7 accounts for 80% of"),
-        "{}",
-        r.message
-    );
+    assert!(r.message.contains("key agent-7 accounts for 80% of"), "{}", r.message);
     // Advice that keeps standing keeps its first time.
     let since = r.since;
     sim.run(120, |_| Vec::new());

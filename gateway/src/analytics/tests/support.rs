@@ -7,8 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::analytics::{
-    AlertChange, AlertEvent, AlertKind, AnalyticsParams, Engine, Flow, PoolSample, ScopeKey,
-    ScopeSample, Tick,
+    AlertChange, AlertEvent, AlertKind, AnalyticsParams, Engine, Flow, PoolSample, ScopeKey, ScopeSample, Tick,
 };
 use crate::pool::PoolSnapshot;
 
@@ -104,16 +103,12 @@ impl Sim {
         }
         for _ in 0..started {
             let ms = l.lat_ms * (0.25 * self.normal()).exp();
-            s.latency
-                .request
-                .record(Duration::from_secs_f64(ms / 1000.0));
+            s.latency.request.record(Duration::from_secs_f64(ms / 1000.0));
         }
         s.messages = u64::from(self.count(l.msgs));
         for _ in 0..s.messages.min(200) {
             let ms = 0.2 * (0.3 * self.normal()).exp();
-            s.latency
-                .ws_relay
-                .record(Duration::from_secs_f64(ms / 1000.0));
+            s.latency.ws_relay.record(Duration::from_secs_f64(ms / 1000.0));
         }
         s.active_sessions = l.sessions;
         if let Some(p) = l.pool {
@@ -131,9 +126,7 @@ impl Sim {
     ) {
         for _ in 0..acquires {
             let ms = wait * (0.3 * self.normal()).exp();
-            s.latency
-                .acquire_wait
-                .record(Duration::from_secs_f64(ms / 1000.0));
+            s.latency.acquire_wait.record(Duration::from_secs_f64(ms / 1000.0));
         }
         let open = (min as usize).max(active);
         s.pool = Some(PoolSample {
@@ -155,10 +148,7 @@ impl Sim {
     pub(super) fn run(&mut self, secs: u64, mut scopes: impl FnMut(u64) -> Vec<(ScopeKey, Load)>) {
         for i in 0..secs {
             let loads = scopes(i);
-            let scopes = loads
-                .iter()
-                .map(|(k, l)| (k.clone(), self.sample(l)))
-                .collect();
+            let scopes = loads.iter().map(|(k, l)| (k.clone(), self.sample(l))).collect();
             self.tick(scopes);
         }
     }

@@ -36,12 +36,7 @@ async fn the_polling_task_publishes_every_tick_and_answers_history() {
     assert_eq!(json["scopes"][0]["scope"], "global");
     let h = handle.history(Window::Hour, None).await.unwrap();
     assert!(h.series.t.len() >= 10);
-    assert!(
-        handle
-            .history(Window::Hour, Some(ScopeKey::route("x")))
-            .await
-            .is_none()
-    );
+    assert!(handle.history(Window::Hour, Some(ScopeKey::route("x"))).await.is_none());
 }
 
 #[tokio::test(start_paused = true)]

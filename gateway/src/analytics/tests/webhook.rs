@@ -11,9 +11,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
 use super::support::{Load, Sim, at};
-use crate::analytics::{
-    AlertKind, AlertStats, AnalyticsParams, ScopeKey, Severity, Tick, WebhookParams, spawn,
-};
+use crate::analytics::{AlertKind, AlertStats, AnalyticsParams, ScopeKey, Severity, Tick, WebhookParams, spawn};
 
 type Bodies = Arc<Mutex<Vec<String>>>;
 
@@ -43,10 +41,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, status: u16) -> 
             .unwrap_or(0);
         if body.len() >= want {
             assert!(head.starts_with("POST /hooks/agentmux HTTP/1.1"), "{head}");
-            assert!(
-                head.to_ascii_lowercase()
-                    .contains("content-type: application/json")
-            );
+            assert!(head.to_ascii_lowercase().contains("content-type: application/json"));
             break body.to_owned();
         }
     };
@@ -140,20 +135,14 @@ async fn plain(statuses: Vec<u16>) -> (Vec<String>, Arc<AlertStats>) {
 async fn server_errors_are_retried_until_delivered() {
     let (bodies, stats) = plain(vec![503, 500]).await;
     assert_eq!(bodies.len(), 3, "two failures and a success: {bodies:?}");
-    assert_eq!(
-        (stats.webhook_sent_total(), stats.webhook_failed_total()),
-        (1, 0)
-    );
+    assert_eq!((stats.webhook_sent_total(), stats.webhook_failed_total()), (1, 0));
     let v: serde_json::Value = serde_json::from_str(&bodies[2]).unwrap();
     assert_eq!(v["source"], "agentmux");
     assert_eq!(v["change"], "raised");
     assert_eq!(v["alert"]["kind"], "traffic_drop");
     assert_eq!(v["alert"]["scope"], "global");
     assert_eq!(v["alert"]["severity"], "critical");
-    assert_eq!(
-        stats.raised_total(AlertKind::TrafficDrop, Severity::Critical),
-        1
-    );
+    assert_eq!(stats.raised_total(AlertKind::TrafficDrop, Severity::Critical), 1);
     assert_eq!(stats.active(Severity::Critical), 1);
 }
 
@@ -161,10 +150,7 @@ async fn server_errors_are_retried_until_delivered() {
 async fn a_client_error_is_not_retried() {
     let (bodies, stats) = plain(vec![400]).await;
     assert_eq!(bodies.len(), 1);
-    assert_eq!(
-        (stats.webhook_sent_total(), stats.webhook_failed_total()),
-        (0, 1)
-    );
+    assert_eq!((stats.webhook_sent_total(), stats.webhook_failed_total()), (0, 1));
 }
 
 #[tokio::test]
@@ -195,9 +181,6 @@ fn webhook_urls_are_checked() {
     assert!(WebhookParams::new("/relative", None).is_err());
     assert!(WebhookParams::new("https://hooks.example.com/a?b=c", None).is_ok());
     assert!(WebhookParams::new("http://user:pw@hooks.example.com/", None).is_err());
-    let err = WebhookParams::new(
-        "https://h/",
-        Some(std::path::Path::new("/nonexistent/ca.pem")),
-    );
+    let err = WebhookParams::new("https://h/", Some(std::path::Path::new("/nonexistent/ca.pem")));
     assert!(err.unwrap_err().to_string().contains("webhook TLS"));
 }

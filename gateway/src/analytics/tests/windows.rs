@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::support::{Sim, at};
 use crate::analytics::{
-    AnalyticsParams, Engine, Flow, Hist, LatencySeries, ScopeKey, ScopeSample, Tick, Window,
-    memory_bound,
+    AnalyticsParams, Engine, Flow, Hist, LatencySeries, ScopeKey, ScopeSample, Tick, Window, memory_bound,
 };
 
 /// Second `i` has 10 requests, all taking `i % 60 + 1` ms, and `i % 7`
@@ -69,10 +68,7 @@ fn seconds_roll_up_into_minutes_and_hours_with_merged_percentiles() {
     assert_eq!(s.hours.len(), 2);
     let h = s.hours.iter().next().unwrap();
     assert_eq!((h.secs, h.counts.req_started), (3600, 36_000));
-    assert!(
-        (f64::from(h.latency(LatencySeries::Request).p50) - all.quantile_ms(0.5).unwrap()).abs()
-            < 1e-3
-    );
+    assert!((f64::from(h.latency(LatencySeries::Request).p50) - all.quantile_ms(0.5).unwrap()).abs() < 1e-3);
     // The minute in progress is not closed yet.
     assert_eq!(s.mins.len(), 121);
     assert_eq!(s.window(Window::Hour).len(), 3600);
@@ -85,10 +81,7 @@ fn the_one_second_ring_is_bounded_and_allocates_no_more_than_its_cap() {
     let s = &e.scope(&ScopeKey::Global).unwrap().series;
     assert_eq!(s.secs.len(), 3600);
     assert!(s.secs.capacity() <= 3600, "{}", s.secs.capacity());
-    assert_eq!(
-        u64::from(s.secs.iter().next().unwrap().t),
-        super::support::T0 + 100
-    );
+    assert_eq!(u64::from(s.secs.iter().next().unwrap().t), super::support::T0 + 100);
     assert!(s.allocated_bytes() <= memory_bound(&AnalyticsParams::default()).windows_per_scope);
 }
 
@@ -116,10 +109,7 @@ fn two_ticks_in_one_second_merge_and_late_ticks_are_ignored() {
     let s = &e.scope(&ScopeKey::Global).unwrap().series;
     assert_eq!(s.secs.len(), 1);
     let p = s.latest().unwrap();
-    assert_eq!(
-        (p.counts.req_started, p.sessions_mean, p.secs),
-        (3, 20.0, 1)
-    );
+    assert_eq!((p.counts.req_started, p.sessions_mean, p.secs), (3, 20.0, 1));
 }
 
 #[test]
@@ -143,12 +133,7 @@ fn scopes_are_capped_and_absent_ones_evicted() {
     let mut sim = Sim::with_params(1, params);
     let routes = |prefix: &str| -> Vec<(ScopeKey, ScopeSample)> {
         let mut v = vec![(ScopeKey::Global, ScopeSample::default())];
-        v.extend((0..20).map(|i| {
-            (
-                ScopeKey::route(&format!("{prefix}{i}")),
-                ScopeSample::default(),
-            )
-        }));
+        v.extend((0..20).map(|i| (ScopeKey::route(&format!("{prefix}{i}")), ScopeSample::default())));
         v
     };
     sim.tick(routes("a"));
