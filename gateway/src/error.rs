@@ -63,6 +63,26 @@ pub enum Origin {
 }
 
 impl Cause {
+    /// Every cause.
+    pub const ALL: [Cause; 16] = [
+        Self::NoRoute,
+        Self::BadRequest,
+        Self::TooLarge,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::CircuitOpen,
+        Self::Overloaded,
+        Self::PoolExhausted,
+        Self::NoEndpoint,
+        Self::UpstreamConnect,
+        Self::UpstreamTimeout,
+        Self::UpstreamProtocol,
+        Self::UpgradeRefused,
+        Self::Draining,
+        Self::Internal,
+    ];
+
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
     pub fn mapping(self) -> (StatusCode, u16, Origin) {
         use Origin::*;

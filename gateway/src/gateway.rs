@@ -68,6 +68,7 @@ pub struct Gateway {
     filters: FilterStates,
     tracing: Option<Arc<crate::telemetry::Tracing>>,
     access_log: bool,
+    analytics: Option<crate::analytics::AnalyticsHandle>,
 }
 
 /// Where long-lived sessions (WebSocket relays) run: tracked so a drain
@@ -166,6 +167,11 @@ impl Gateway {
         self.filters.breakers()
     }
 
+    /// The analytics engine's handle, when analytics is on.
+    pub fn analytics(&self) -> Option<&crate::analytics::AnalyticsHandle> {
+        self.analytics.as_ref()
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -238,6 +244,13 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         None => None,
     };
     let access_log = config.access_log();
+    let (ticks, analytics) = match config.analytics() {
+        Some(a) => {
+            let (tx, handle) = crate::analytics::spawn(analytics_params(a), webhook(a)?);
+            (Some(tx), Some(handle))
+        }
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::new());
     let filters = FilterStates::new(metrics.clone());
     let sessions = Sessions {
@@ -261,7 +274,11 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         filters,
         tracing,
         access_log,
+        analytics,
     });
+    if let Some(tx) = ticks {
+        tokio::spawn(sample_every_second(Arc::downgrade(&gateway), tx, shutdown.clone()));
+    }
     let mut bound = Vec::new();
     for (index, l) in config.listeners().iter().enumerate() {
         let socket = listener::bind(l.addr).map_err(|source| StartError::Bind {
@@ -305,6 +322,57 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         drain_timeout: config.drain_timeout,
         _cert_watchers: watchers,
     })
+}
+
+fn analytics_params(a: &crate::config::AnalyticsConfig) -> crate::analytics::AnalyticsParams {
+    let mut p = crate::analytics::AnalyticsParams::default();
+    p.cost.cpu_core_second = a.cpu_core_second_cost;
+    p.cost.connection_hour = a.connection_hour_cost;
+    p.cost.currency = a.currency.clone();
+    p
+}
+
+fn webhook(a: &crate::config::AnalyticsConfig) -> Result<Option<crate::analytics::WebhookParams>, StartError> {
+    a.webhook
+        .as_deref()
+        .map(|url| crate::analytics::WebhookParams::new(url, a.webhook_ca.as_deref()))
+        .transpose()
+        .map_err(|e| StartError::Cluster(format!("analytics.webhook: {e}")))
+}
+
+/// Feeds the analytics engine one tick a second and applies its pool-size
+/// forecasts to pools that allow it.
+async fn sample_every_second(
+    gateway: std::sync::Weak<Gateway>,
+    ticks: tokio::sync::mpsc::Sender<crate::analytics::Tick>,
+    shutdown: CancellationToken,
+) {
+    let mut sampler = crate::analytics::sampler::Sampler::default();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(gw) = gateway.upgrade() else { return };
+        let rt = gw.runtime();
+        // A full queue means the engine is behind: skip a second rather
+        // than wait (the engine tolerates gaps).
+        let _ = ticks.try_send(sampler.tick(&rt));
+        let Some(handle) = gw.analytics() else { continue };
+        for (cluster, per_endpoint) in crate::analytics::sampler::pool_targets(&handle.latest()) {
+            let Some(c) = rt.cluster(&cluster) else { continue };
+            if !c.config().pool().predictive() {
+                continue;
+            }
+            for ep in c.endpoints() {
+                for p in ep.pools() {
+                    p.set_target_hint(per_endpoint);
+                }
+            }
+        }
+    }
 }
 
 fn tls_acceptor(

@@ -89,6 +89,11 @@ impl Runtime {
         }
     }
 
+    /// Every route's stack, in config order.
+    pub(crate) fn stacks(&self) -> &[RouteStack] {
+        &self.stacks
+    }
+
     /// The stack of the route at `index` in the config.
     pub(crate) fn stack(&self, index: usize) -> Option<&RouteStack> {
         self.stacks.get(index)

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
+pub mod browser;
 pub mod client;
 pub mod upstream;
 pub mod ws;

@@ -19,6 +19,8 @@ use crate::body::{Body, full};
 use crate::gateway::Gateway;
 use crate::pool::LifeState;
 
+mod dashboard;
+
 /// Serves the admin API until shutdown.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -52,8 +54,25 @@ async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -
     if path == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
+    // The dashboard's static files hold no data; the page itself sends the
+    // token on its data requests.
+    if let Some(asset) = path.strip_prefix("/dashboard").map(|p| p.trim_start_matches('/'))
+        && let Some((content_type, body)) = crate::analytics::assets::asset(asset)
+    {
+        let mut r = Response::new(full(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        return r;
+    }
+    // EventSource cannot set headers: the dashboard's data also takes `?token=`.
+    let query_token_ok = |expected: &str| {
+        path.starts_with("/dashboard/")
+            && query_param(req.uri().query().unwrap_or(""), "token")
+                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes())))
+    };
     if let Some(expected) = token
         && !bearer_matches(&req, expected)
+        && !query_token_ok(expected)
     {
         let mut r = json_response(
             StatusCode::UNAUTHORIZED,
@@ -66,6 +85,9 @@ async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -
     match (req.method(), path.as_str()) {
         (&Method::GET, "/readyz") => readyz(gateway),
         (&Method::GET, "/metrics") => {
+            if let Some(a) = gateway.analytics() {
+                gateway.metrics().set_alert_stats(&a.stats());
+            }
             let text = gateway.metrics().encode(&gateway.runtime());
             let mut r = Response::new(full(text));
             r.headers_mut().insert(
@@ -76,6 +98,10 @@ async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -
         }
         (&Method::GET, "/api/circuits") => json_response(StatusCode::OK, &circuits(gateway)),
         (&Method::GET, "/api/sessions") => sessions(gateway, req.uri().query().unwrap_or("")),
+        (&Method::GET, "/dashboard/feed") => dashboard::feed(gateway),
+        (&Method::GET, "/dashboard/history") => dashboard::history(gateway, req.uri().query().unwrap_or("")).await,
+        (&Method::GET, "/api/alerts") => dashboard::alerts(gateway),
+        (&Method::GET, "/api/recommendations") => dashboard::recommendations(gateway),
         (&Method::POST, "/api/reload") => match gateway.reload().await {
             Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": true, "report": report })),
             Err(e) => {
@@ -206,7 +232,7 @@ fn drain(gateway: &Gateway, path: &str) -> Response<Body> {
     )
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -258,7 +284,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(full(format!("{v:#}\n")));
     *r.status_mut() = status;
     r.headers_mut()

@@ -137,6 +137,7 @@ mod hist;
 mod memory;
 mod point;
 pub mod recommend;
+pub mod sampler;
 mod series;
 mod tally;
 mod task;

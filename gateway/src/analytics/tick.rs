@@ -265,6 +265,12 @@ impl LatencySample {
     pub fn count(&self) -> u64 {
         self.buckets.total()
     }
+
+    /// Adds another sample's observations (scopes that sum routes).
+    pub fn merge(&mut self, other: &LatencySample) {
+        self.buckets.merge(&other.buckets);
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
 }
 
 /// A pool's state for one interval (cluster scopes: summed over the

@@ -119,6 +119,7 @@ pub struct PoolParams {
     pub(crate) acquire_timeout: Duration,
     pub(crate) health_check_interval: Duration,
     pub(crate) max_streams_per_connection: u32,
+    pub(crate) predictive: bool,
 }
 
 impl Default for PoolParams {
@@ -131,6 +132,7 @@ impl Default for PoolParams {
             acquire_timeout: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(30),
             max_streams_per_connection: 100,
+            predictive: true,
         }
     }
 }
@@ -407,6 +409,7 @@ impl PoolParams {
             acquire_timeout: acquire?,
             health_check_interval: hc?,
             max_streams_per_connection: streams,
+            predictive: spec.predictive.unwrap_or(d.predictive),
         })
     }
 
@@ -418,6 +421,11 @@ impl PoolParams {
     /// Connections per endpoint at most.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// Whether forecasts may raise the pool above its minimum.
+    pub fn predictive(&self) -> bool {
+        self.predictive
     }
 }
 

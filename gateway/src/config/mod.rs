@@ -53,6 +53,7 @@ pub struct Config {
     pub(crate) filters: BTreeMap<Arc<str>, FilterConfig>,
     pub(crate) log: LogConfig,
     pub(crate) telemetry: Option<TelemetryConfig>,
+    pub(crate) analytics: Option<AnalyticsConfig>,
     pub(crate) drain_timeout: Duration,
 }
 
@@ -69,6 +70,16 @@ pub struct LogConfig {
     pub(crate) level: String,
     pub(crate) json: bool,
     pub(crate) access_log: bool,
+}
+
+/// Analytics settings; `None` in [`Config`] when off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyticsConfig {
+    pub(crate) webhook: Option<String>,
+    pub(crate) webhook_ca: Option<std::path::PathBuf>,
+    pub(crate) cpu_core_second_cost: f64,
+    pub(crate) connection_hour_cost: f64,
+    pub(crate) currency: String,
 }
 
 /// OpenTelemetry tracing; `None` in [`Config`] when off.
@@ -141,6 +152,7 @@ impl Config {
             .collect();
         let log = validate_log(&spec.log, &mut errs);
         let telemetry = validate_telemetry(&spec.telemetry, &mut errs);
+        let analytics = validate_analytics(&spec.analytics, &mut errs);
         let drain_timeout = spec
             .shutdown
             .drain_timeout
@@ -157,6 +169,7 @@ impl Config {
                 filters,
                 log,
                 telemetry,
+                analytics,
                 drain_timeout,
             }),
             _ => Err(errs.into_vec()),
@@ -224,6 +237,11 @@ impl Config {
         self.log.access_log
     }
 
+    /// Analytics settings, when on.
+    pub fn analytics(&self) -> Option<&AnalyticsConfig> {
+        self.analytics.as_ref()
+    }
+
     /// Tracing settings, when on.
     pub fn telemetry(&self) -> Option<&TelemetryConfig> {
         self.telemetry.as_ref()
@@ -286,6 +304,37 @@ fn validate_log(spec: &spec::LogSpec, errs: &mut Errors) -> Option<LogConfig> {
         level,
         json,
         access_log: spec.access_log,
+    })
+}
+
+fn validate_analytics(spec: &spec::AnalyticsSpec, errs: &mut Errors) -> Option<AnalyticsConfig> {
+    if spec.enabled == Some(false) {
+        return None;
+    }
+    if let Some(url) = &spec.webhook {
+        let ok = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            errs.push(
+                "analytics.webhook",
+                format!("must be an http:// or https:// URL, got {url:?}"),
+            );
+        }
+    }
+    let mut cost = |key: &str, v: Option<f64>| {
+        let v = v.unwrap_or(0.0);
+        if !v.is_finite() || v < 0.0 {
+            errs.push(format!("analytics.{key}"), format!("must be a number >= 0, got {v}"));
+        }
+        v
+    };
+    Some(AnalyticsConfig {
+        webhook: spec.webhook.clone(),
+        webhook_ca: spec.webhook_ca.as_ref().map(std::path::PathBuf::from),
+        cpu_core_second_cost: cost("cpu_core_second_cost", spec.cpu_core_second_cost),
+        connection_hour_cost: cost("connection_hour_cost", spec.connection_hour_cost),
+        currency: spec.currency.clone().unwrap_or_default(),
     })
 }
 

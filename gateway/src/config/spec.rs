@@ -33,6 +33,9 @@ pub struct ConfigSpec {
     /// OpenTelemetry tracing.
     #[serde(default)]
     pub telemetry: TelemetrySpec,
+    /// Live analytics, alerts and the dashboard.
+    #[serde(default)]
+    pub analytics: AnalyticsSpec,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
@@ -277,6 +280,9 @@ pub struct PoolSpec {
     pub health_check_interval: Option<String>,
     /// Streams per HTTP/2 connection before another is opened. Default 100.
     pub max_streams_per_connection: Option<u32>,
+    /// Open connections ahead of a forecast ramp (analytics must be on),
+    /// between min and max. Default `true`.
+    pub predictive: Option<bool>,
 }
 
 /// `clusters.NAME.health_check`
@@ -309,6 +315,25 @@ pub struct LogSpec {
     /// status, durations, bytes) on the `access` target. Default `false`.
     #[serde(default)]
     pub access_log: bool,
+}
+
+/// `[analytics]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSpec {
+    /// Run the analytics engine (windows, anomaly alerts, recommendations,
+    /// predictive pool sizing, the dashboard's data). Default `true`.
+    pub enabled: Option<bool>,
+    /// URL alerts are POSTed to as JSON (http or https). Default: none.
+    pub webhook: Option<String>,
+    /// PEM CA bundle for an https webhook; default: the Mozilla roots.
+    pub webhook_ca: Option<String>,
+    /// Cost of one CPU core busy for one second, for cost per task. Default 0.
+    pub cpu_core_second_cost: Option<f64>,
+    /// Cost of one pooled connection held for an hour. Default 0.
+    pub connection_hour_cost: Option<f64>,
+    /// Currency label shown with costs. Default `""`.
+    pub currency: Option<String>,
 }
 
 /// `[telemetry]`

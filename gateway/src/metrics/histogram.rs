@@ -12,17 +12,16 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Bucket upper bounds in seconds (the last bucket is +Inf): 100 µs to a
-/// minute, dense where relay and acquire latencies live.
-pub const BOUNDS: [f64; 18] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+/// Bucket upper bounds in seconds (the last bucket is +Inf): the analytics
+/// engine's layout (50 µs to 60 s), so a per-second delta of a scrape is
+/// exactly what the engine ingests.
+pub const BOUNDS: [f64; crate::analytics::BUCKETS - 1] = crate::analytics::LATENCY_BOUNDS_SECONDS;
 
-const BOUNDS_NS: [u64; 18] = {
-    let mut out = [0u64; 18];
+const BOUNDS_NS: [u64; crate::analytics::BUCKETS - 1] = {
+    let mut out = [0u64; crate::analytics::BUCKETS - 1];
     let mut i = 0;
-    while i < 18 {
-        out[i] = (BOUNDS[i] * 1e9) as u64;
+    while i < out.len() {
+        out[i] = crate::analytics::BOUNDS_US[i] * 1000;
         i += 1;
     }
     out
@@ -136,13 +135,14 @@ mod tests {
     #[test]
     fn observations_land_in_their_buckets() {
         let h = LatencyHistogram::default();
-        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(40));
         h.observe(Duration::from_micros(100));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(120));
         let s = h.snapshot();
-        assert_eq!(s.buckets[0], 2);
-        assert_eq!(s.buckets[5], 1);
+        assert_eq!(s.buckets[0], 1);
+        assert_eq!(s.buckets[1], 1);
+        assert_eq!(s.buckets[6], 1);
         assert_eq!(s.buckets[BUCKETS - 1], 1);
         assert_eq!(s.count(), 4);
         assert_eq!(s.quantile(0.5), Some(Duration::from_micros(100)));

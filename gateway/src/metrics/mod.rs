@@ -94,6 +94,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    kind: &'static str,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabels {
+    severity: &'static str,
+}
+
 /// Every metric family of the gateway.
 #[derive(Debug)]
 pub struct Metrics {
@@ -115,6 +126,9 @@ pub struct Metrics {
     pub(crate) circuit_state: Family<CircuitLabels, Gauge>,
     pub(crate) rate_limit_keys: Family<RouteLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    alerts_raised: Family<AlertLabels, Counter>,
+    alerts_active: Family<SeverityLabels, Gauge>,
+    webhooks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,6 +159,9 @@ impl Metrics {
             circuit_state: Family::default(),
             rate_limit_keys: Family::default(),
             reloads: Family::default(),
+            alerts_raised: Family::default(),
+            alerts_active: Family::default(),
+            webhooks: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -228,6 +245,21 @@ impl Metrics {
             m.rate_limit_keys.clone(),
         );
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        r.register(
+            "alerts_raised",
+            "Anomaly alerts raised, by kind and severity",
+            m.alerts_raised.clone(),
+        );
+        r.register(
+            "alerts_active",
+            "Anomaly alerts open now, by severity",
+            m.alerts_active.clone(),
+        );
+        r.register(
+            "alert_webhooks",
+            "Alert webhook deliveries by result",
+            m.webhooks.clone(),
+        );
         Self { registry: r, ..m }
     }
 
@@ -286,6 +318,42 @@ impl Metrics {
             .inc();
     }
 
+    /// Copies the analytics engine's alert counts into their metrics.
+    pub fn set_alert_stats(&self, stats: &crate::analytics::AlertStats) {
+        use crate::analytics::{AlertKind, Severity};
+        let bump = |c: &Counter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        for kind in AlertKind::ALL {
+            for severity in [Severity::Warning, Severity::Critical] {
+                let l = AlertLabels {
+                    kind: kind.as_str(),
+                    severity: severity.as_str(),
+                };
+                bump(
+                    &self.alerts_raised.get_or_create(&l),
+                    stats.raised_total(kind, severity),
+                );
+            }
+        }
+        for severity in [Severity::Warning, Severity::Critical] {
+            let g = self.alerts_active.get_or_create(&SeverityLabels {
+                severity: severity.as_str(),
+            });
+            g.set(i64::try_from(stats.active(severity)).unwrap_or(i64::MAX));
+        }
+        for (result, total) in [
+            ("sent", stats.webhook_sent_total()),
+            ("failed", stats.webhook_failed_total()),
+            ("dropped", stats.webhook_dropped_total()),
+        ] {
+            bump(&self.webhooks.get_or_create(&ResultLabels { result }), total);
+        }
+    }
+
     /// Refreshes state gauges from `rt` and renders the exposition in the
     /// Prometheus text format (0.0.4), which every scraper and `promtool
     /// check metrics` read.
@@ -329,6 +397,14 @@ impl Metrics {
                 self.pool_waiters.get_or_create(&el).set(waiters as i64);
             }
         }
+    }
+}
+
+fn origin_label(cause: Cause) -> &'static str {
+    match cause.mapping().2 {
+        Origin::Upstream => "upstream",
+        Origin::Downstream => "downstream",
+        Origin::Internal => "internal",
     }
 }
 
@@ -397,13 +473,47 @@ impl RouteMetrics {
         self.status[i].inc();
     }
 
+    /// Requests answered so far, by status class 1xx..5xx.
+    pub fn answered(&self) -> [u64; 5] {
+        self.status.each_ref().map(Counter::get)
+    }
+
+    /// Failures of one cause so far (0 when none happened).
+    pub fn errors_of(&self, cause: Cause) -> u64 {
+        let origin = origin_label(cause);
+        self.errors
+            .get(&ErrorLabels {
+                route: self.name.to_string(),
+                cause: cause.as_str(),
+                origin,
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Sessions ended so far: `(closed cleanly, ended otherwise)`.
+    pub fn sessions_ended(&self) -> (u64, u64) {
+        let mut ok = 0;
+        let mut failed = 0;
+        for end in crate::ws::relay::EndReason::LABELS {
+            let n = self
+                .ended
+                .get(&EndLabels {
+                    route: self.name.to_string(),
+                    end,
+                })
+                .map_or(0, |c| c.get());
+            if end == "closed" || end == "agent_gone" {
+                ok += n
+            } else {
+                failed += n
+            }
+        }
+        (ok, failed)
+    }
+
     /// Counts a failure (rare: looks the label set up).
     pub fn error(&self, cause: Cause) {
-        let origin = match cause.mapping().2 {
-            Origin::Upstream => "upstream",
-            Origin::Downstream => "downstream",
-            Origin::Internal => "internal",
-        };
+        let origin = origin_label(cause);
         self.errors
             .get_or_create(&ErrorLabels {
                 route: self.name.to_string(),

@@ -14,6 +14,7 @@ fn params() -> PoolParams {
         acquire_timeout: Duration::from_secs(5),
         health_check_interval: Duration::from_secs(30),
         max_streams_per_connection: 100,
+        predictive: false,
     }
 }
 

@@ -53,6 +53,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every label value [`EndReason::as_str`] gives.
+    pub const LABELS: [&'static str; 8] = [
+        "closed",
+        "agent_gone",
+        "upstream_gone",
+        "agent_violation",
+        "upstream_violation",
+        "keepalive_timeout",
+        "draining",
+        "rate_limited",
+    ];
+
     /// Label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
