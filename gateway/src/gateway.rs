@@ -361,14 +361,15 @@ async fn sample_every_second(
         // than wait (the engine tolerates gaps).
         let _ = ticks.try_send(sampler.tick(&rt));
         let Some(handle) = gw.analytics() else { continue };
-        for (cluster, per_endpoint) in crate::analytics::sampler::pool_targets(&handle.latest()) {
-            let Some(c) = rt.cluster(&cluster) else { continue };
+        for hint in crate::analytics::sampler::pool_targets(&handle.latest()) {
+            let Some(c) = rt.cluster(&hint.cluster) else { continue };
             if !c.config().pool().predictive() {
                 continue;
             }
+            let endpoints = c.endpoints().len();
             for ep in c.endpoints() {
                 for p in ep.pools() {
-                    p.set_target_hint(per_endpoint);
+                    p.set_target_hint(crate::analytics::sampler::hint_for(p, &hint, endpoints));
                 }
             }
         }

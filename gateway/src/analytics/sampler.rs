@@ -201,12 +201,41 @@ fn process_cpu_us() -> Option<u64> {
     Some((utime + stime) * 10_000)
 }
 
+/// A cluster's forecast, as the pools of its endpoints use it.
+#[derive(Clone, Debug)]
+pub struct PoolHint {
+    /// The cluster.
+    pub cluster: Arc<str>,
+    /// Connections each endpoint's HTTP pool should hold in all.
+    pub per_endpoint: usize,
+    /// Forecast acquires per second over the cluster.
+    pub rate: f64,
+}
+
 /// Pool sizing hints, per cluster, from the engine's latest output.
-pub fn pool_targets(published: &super::Published) -> Vec<(Arc<str>, usize)> {
+pub fn pool_targets(published: &super::Published) -> Vec<PoolHint> {
     published
         .update
         .pool_targets
         .iter()
-        .map(|t| (Arc::from(t.cluster.as_str()), t.per_endpoint))
+        .map(|t| PoolHint {
+            cluster: Arc::from(t.cluster.as_str()),
+            per_endpoint: t.per_endpoint,
+            rate: t.forecast_rate,
+        })
         .collect()
+}
+
+/// The hint for one pool. HTTP connections come back, so the forecast
+/// demand is the total to hold. A WebSocket pool's transports leave with
+/// their sessions; what it needs is spares for the sessions that arrive
+/// while replacements connect: the forecast arrival rate times twice the
+/// connect time.
+pub fn hint_for(pool: &crate::pool::Pool, hint: &PoolHint, endpoints: usize) -> usize {
+    if pool.is_raw() {
+        let per_endpoint_rate = hint.rate / endpoints.max(1) as f64;
+        (per_endpoint_rate * pool.connect_time().as_secs_f64() * 2.0).ceil() as usize
+    } else {
+        hint.per_endpoint
+    }
 }

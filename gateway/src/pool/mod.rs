@@ -102,6 +102,9 @@ struct Shared {
     shutdown: CancellationToken,
     /// Connections the predictor wants open; 0 when prediction is off.
     target_hint: AtomicUsize,
+    /// Smoothed time to open a connection, in nanoseconds (sizes a raw
+    /// pool's spares from the forecast arrival rate).
+    connect_ns: std::sync::atomic::AtomicU64,
     /// False while the endpoint is ejected by health checks.
     enabled: AtomicBool,
 }
@@ -152,6 +155,7 @@ impl Pool {
             wake: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
             target_hint: AtomicUsize::new(0),
+            connect_ns: std::sync::atomic::AtomicU64::new(0),
             enabled: AtomicBool::new(true),
         });
         tokio::spawn(maintain::run(Arc::downgrade(&shared), shared.shutdown.clone()));
@@ -218,6 +222,18 @@ impl Pool {
         if old != hint {
             self.shared.wake.notify_one();
         }
+    }
+
+    /// How long opening a connection takes, smoothed (zero before the
+    /// first connect).
+    pub fn connect_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.connect_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether the pool lends transports that sessions keep (WebSocket),
+    /// rather than HTTP connections that come back.
+    pub fn is_raw(&self) -> bool {
+        self.shared.flavor == Flavor::Raw
     }
 
     /// Marks the endpoint healthy or ejected. While ejected the pool keeps
