@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) clusters: BTreeMap<Arc<str>, ClusterConfig>,
     pub(crate) log: LogConfig,
     pub(crate) drain_timeout: Duration,
+    pub(crate) worker_threads: Option<usize>,
 }
 
 /// The admin listener.
@@ -139,6 +140,10 @@ impl Config {
             .map_or(Some(Duration::from_secs(30)), |s| {
                 errs.check("shutdown.drain_timeout", parse_duration(s))
             });
+        let worker_threads = spec.runtime.worker_threads;
+        if worker_threads == Some(0) {
+            errs.push("runtime.worker_threads", "must be at least 1, got 0");
+        }
         match (admin, log, drain_timeout) {
             (Some(admin), Some(log), Some(drain_timeout)) if errs.is_empty() => Ok(Self {
                 admin,
@@ -147,6 +152,7 @@ impl Config {
                 clusters,
                 log,
                 drain_timeout,
+                worker_threads,
             }),
             _ => Err(errs.into_vec()),
         }
@@ -195,6 +201,12 @@ impl Config {
     /// Grace period for in-flight work at shutdown.
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
+    }
+
+    /// Runtime worker threads, when the file sets them (`None`: one per
+    /// CPU the process may use).
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.worker_threads
     }
 
     /// The `tracing` filter directive.
