@@ -300,6 +300,13 @@ impl Shared {
         while let Some(idle) = inner.idle.pop() {
             if let Some(conn) = idle.into_usable() {
                 inner.leased += 1;
+                if self.flavor == Flavor::Raw {
+                    // A raw transport never comes back: have the
+                    // maintenance task open its replacement now rather
+                    // than at the next tick, so the next session finds a
+                    // warm one too.
+                    self.wake.notify_one();
+                }
                 return Some(Parts::Exclusive(conn));
             }
         }
