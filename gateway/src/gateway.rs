@@ -16,6 +16,7 @@ use crate::body::Body;
 use crate::config::{Config, ListenerConfig};
 use crate::listener::{self, ConnInfo};
 use crate::runtime::Runtime;
+use crate::ws::drain::Drain;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,7 @@ pub struct Gateway {
 #[derive(Clone, Debug)]
 pub(crate) struct Sessions {
     pub(crate) tracker: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) drain: Arc<Drain>,
 }
 
 impl Gateway {
@@ -144,7 +145,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         sessions: Sessions {
             tracker: tracker.clone(),
-            shutdown: shutdown.clone(),
+            drain: Arc::new(Drain::default()),
         },
     });
     let mut bound = Vec::new();
@@ -252,6 +253,7 @@ impl Running {
     /// and reports whether they all did.
     pub async fn shutdown(self) -> Drained {
         self.shutdown.cancel();
+        self.gateway.sessions.drain.start();
         self.tracker.close();
         let drained = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await;
         for c in self.gateway.runtime().clusters().values() {

@@ -21,6 +21,7 @@
 //! payloads through a per-thread scratch buffer instead; fastwebsockets
 //! still serves the built-in echo upstream and the load generator.
 
+pub(crate) mod drain;
 mod frame;
 pub(crate) mod handshake;
 mod lane;
@@ -32,13 +33,12 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::{Cause, ProxyError};
 use crate::gateway::Sessions;
-use crate::listener::ConnInfo;
+use crate::listener::{ConnInfo, take_agent_io};
 use crate::upstream::Cluster;
 use handshake::{HandshakeError, Origin, UpstreamUpgrade};
 use relay::{Relay, RelayParams};
@@ -101,17 +101,25 @@ pub(crate) async fn session(
         read_size: route.websocket.max_buffered_bytes.min(16 * 1024),
         keepalive: route.websocket.keepalive_interval,
     };
-    let shutdown = sessions.shutdown.clone().cancelled_owned();
+    let drain = sessions.drain.watch();
     let route_name = route.name.clone();
+    // Only the bytes that came with the `101` outlive the handshake; the
+    // headers were copied into the agent's response.
+    let upstream_early = accepted.leftover;
     sessions.tracker.spawn(async move {
-        let agent = match on_upgrade.await {
-            Ok(u) => TokioIo::new(u),
+        let (agent, agent_early) = match on_upgrade.await {
+            Ok(u) => take_agent_io(u),
             Err(e) => {
                 tracing::debug!(error = %e, "agent upgrade did not complete");
                 return;
             }
         };
-        let summary = Relay::new(agent, io, params, &accepted.leftover, shutdown).await;
+        let early = (&agent_early[..], &upstream_early[..]);
+        let relay = Relay::new(agent, io, params, early, drain);
+        // The lanes copied what they need; `agent_early` may share hyper's
+        // whole read buffer, which an idle session must not keep.
+        drop((agent_early, upstream_early));
+        let summary = relay.await;
         tracing::debug!(
             route = %route_name,
             end = summary.end.as_str(),
