@@ -168,6 +168,32 @@ impl Pool {
         Self { shared }
     }
 
+    /// A pool of plaintext TCP connections to `addr`, outside any cluster:
+    /// default settings except `min_connections` (kept warm) and
+    /// `max_connections` (raised to at least `min_connections` and 1). For
+    /// benchmarks and tools (`agentmux-bench pool` times its acquires); the
+    /// gateway builds its pools from the config file. Call it inside a
+    /// tokio runtime: warming starts at once.
+    #[doc(hidden)]
+    pub fn for_tcp(
+        addr: std::net::SocketAddr,
+        flavor: Flavor,
+        min_connections: usize,
+        max_connections: usize,
+    ) -> Self {
+        let params = PoolParams {
+            min_connections,
+            max_connections: max_connections.max(min_connections).max(1),
+            ..PoolParams::default()
+        };
+        let connector = Connector::Net {
+            addr: crate::config::EndpointAddr::Ip(addr),
+            tls: None,
+            timeout: Duration::from_secs(5),
+        };
+        Self::new(addr.to_string().into(), flavor, connector, params)
+    }
+
     /// Lends an HTTP connection (HTTP pools only).
     pub async fn acquire_http(&self) -> Result<HttpLease, AcquireError> {
         HttpLease::new(self.acquire(false).await?).ok_or(AcquireError::Closed)
