@@ -323,7 +323,16 @@ impl Shared {
         if let Some(e) = inner.h2.iter_mut().find(|e| e.has_capacity(cap)) {
             return Some(Parts::Stream(e.take_stream(Instant::now())));
         }
-        while let Some(idle) = inner.idle.pop() {
+        loop {
+            // HTTP connections come back, so the most recently used goes
+            // out first (the rest can idle out). A raw transport never
+            // comes back: the oldest spare goes first, which keeps every
+            // spare's age bounded (no spare sits until a middlebox's idle
+            // timeout cuts it) and hands out connections long established.
+            let idle = match self.flavor {
+                Flavor::Raw if !inner.idle.is_empty() => inner.idle.remove(0),
+                _ => inner.idle.pop()?,
+            };
             if let Some(conn) = idle.into_usable() {
                 inner.leased += 1;
                 if self.flavor == Flavor::Raw {
@@ -336,7 +345,6 @@ impl Shared {
                 return Some(Parts::Exclusive(conn));
             }
         }
-        None
     }
 
     /// Hands free connections to waiters in FIFO order and opens new ones
