@@ -2,7 +2,9 @@
 //! it finds the `agentmux` binary, writes a config of the shape in
 //! DESIGN.md (one plaintext listener, one catch-all route in `websocket` or
 //! `http` mode, one cluster with the upstream as its only endpoint, the
-//! admin listener on the next port) and runs it like nginx and haproxy.
+//! admin listener on the next port, one worker thread like the peers, and in
+//! `websocket` mode a pool sized for one upstream connection per session)
+//! and runs it like nginx and haproxy.
 //! If the binary is missing or does not come up, compare says so and goes
 //! on with the other targets.
 
