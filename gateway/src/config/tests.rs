@@ -216,3 +216,15 @@ fn echo_cluster_takes_no_endpoints() {
         "clusters.backend.endpoints: an echo cluster"
     ));
 }
+
+#[test]
+fn runtime_worker_threads_is_optional_and_positive() {
+    assert_eq!(Config::parse(BASE, "t").unwrap().worker_threads(), None);
+    let one = format!("[runtime]\nworker_threads = 1\n{BASE}");
+    assert_eq!(Config::parse(&one, "t").unwrap().worker_threads(), Some(1));
+    let zero = format!("[runtime]\nworker_threads = 0\n{BASE}");
+    assert!(has(
+        &errors(&zero),
+        "runtime.worker_threads: must be at least 1"
+    ));
+}
