@@ -389,3 +389,57 @@ async fn a_thousand_concurrent_sessions_through_tls() {
         c.close(None).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_relayed_first() {
+    // One worker thread (the current-thread runtime) on purpose: the
+    // benchmark configuration.
+    let gw = Gateway::start(&format!(
+        "[runtime]\nworker_threads = 1\n{}",
+        config("echo", false, "", "")
+    ));
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    // The request and two frames in one write: hyper reads the frames
+    // along with the head, and the gateway must relay them before
+    // anything it reads from the socket later.
+    let mut bytes = b"GET /ws HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    bytes.extend(encode(true, 1, b"early one", Some([1, 2, 3, 4])));
+    bytes.extend(encode(true, 2, b"early two", Some([5, 6, 7, 8])));
+    tcp.write_all(&bytes).await.unwrap();
+    let head = ws::read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp.write_all(&encode(true, 1, b"later", Some([9, 9, 9, 9])))
+        .await
+        .unwrap();
+    for (opcode, payload) in [(1, &b"early one"[..]), (2, b"early two"), (1, b"later")] {
+        let f = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut tcp))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.opcode, f.masked, &f.payload[..]), (opcode, false, payload));
+    }
+}
+
+#[tokio::test]
+async fn a_draining_gateway_closes_sessions_with_1001() {
+    let (up, log) = ws::spawn_upstream(Script::Echo).await;
+    let mut gw = Gateway::start(&config(&up.to_string(), false, "", ""));
+    let (mut tcp, head) = ws::raw_client(gw.addr(), "/ws", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    gw.signal("TERM");
+    assert_eq!(read_close(&mut tcp).await.unwrap().0, 1001);
+    let code = eventually(Duration::from_secs(10), || async {
+        let frames = log.lock().unwrap().frames.clone();
+        frames
+            .iter()
+            .find(|f| f.opcode == 8)
+            .map(|f| u16::from_be_bytes([f.payload[0], f.payload[1]]))
+    })
+    .await;
+    assert_eq!(code, 1001);
+    // Both sides answer the close, so the drain ends well before its timeout.
+    tcp.write_all(&encode(true, 8, &1001u16.to_be_bytes(), Some([1, 2, 3, 4])))
+        .await
+        .unwrap();
+    assert!(gw.wait(Duration::from_secs(20)).is_some());
+}

@@ -1,4 +1,4 @@
-//! Command line: three subcommands (`load`, `upstream`, `compare`) and the
+//! Command line: four subcommands (`load`, `upstream`, `compare`, `pool`) and the
 //! parsers for human durations ("250ms", "10s", "2m") and sizes ("64",
 //! "4k", "1MiB"). Flags are validated into runtime plans by each
 //! subcommand's module, never used raw deeper down.
@@ -26,6 +26,8 @@ pub(crate) enum Command {
     Upstream(UpstreamArgs),
     /// Run one scenario directly and through agentmux, nginx and haproxy, side by side.
     Compare(CompareArgs),
+    /// Time acquires from agentmux's warm upstream pool, in process.
+    Pool(PoolArgs),
 }
 
 /// Wire protocol of a load run.
@@ -338,4 +340,39 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// What `agentmux-bench pool` lends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PoolKind {
+    /// Connected transports a WebSocket session takes for good.
+    Raw,
+    /// HTTP/1.1 connections lent per request and given back.
+    Http,
+}
+
+/// Flags of `agentmux-bench pool`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PoolArgs {
+    /// Which pool: `raw` (WebSocket) or `http` (HTTP/1.1).
+    #[arg(long, value_enum, default_value = "raw")]
+    pub(crate) kind: PoolKind,
+    /// Connections kept warm (`min_connections`).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) warm: usize,
+    /// Acquires to time.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) acquires: u64,
+    /// Pause between acquires (time for a raw pool to replace what was taken).
+    #[arg(long, value_parser = parse_duration, default_value = "1ms")]
+    pub(crate) interval: Duration,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, short = 'o')]
+    pub(crate) output: Option<PathBuf>,
+    /// Runtime worker threads (1 = single-threaded, like the benchmark gateway).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
 }

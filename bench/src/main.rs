@@ -3,9 +3,10 @@
 //! side-by-side comparison of a direct connection, agentmux, nginx and
 //! haproxy.
 //!
-//! Nothing here depends on the gateway crate: the bench must be usable
-//! against any gateway, so it only speaks the wire protocols and drives
-//! proxies as external processes.
+//! The load generator, the simulator and `compare` do not depend on the
+//! gateway crate: the bench must be usable against any gateway, so they
+//! only speak the wire protocols and drive proxies as external processes.
+//! Only `pool` links the gateway library, to time its warm pool in process.
 
 mod cli;
 mod compare;
@@ -14,6 +15,7 @@ mod limits;
 mod load;
 mod payload;
 mod plot;
+mod pool;
 mod progress;
 mod report;
 mod tls;
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Load(args) => runtime(args.threads).and_then(|rt| rt.block_on(load::main(args, nofile))),
         Command::Upstream(args) => runtime(args.threads).and_then(|rt| rt.block_on(upstream::main(args))),
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
+        Command::Pool(args) => runtime(Some(args.threads)).and_then(|rt| rt.block_on(pool::main(args))),
     };
     match result {
         Ok(code) => code,

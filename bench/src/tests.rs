@@ -329,3 +329,35 @@ async fn wss_and_https_with_ca_insecure_and_untrusted() {
     assert!(err(&r, "tls") >= 1, "{:?}", r.errors);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn pool_acquires_are_timed_from_a_warm_pool() {
+    let out = std::env::temp_dir().join(format!("agentmux-bench-pool-{}.json", std::process::id()));
+    for kind in ["raw", "http"] {
+        let argv = [
+            "agentmux-bench",
+            "pool",
+            "--kind",
+            kind,
+            "--warm",
+            "2",
+            "--acquires",
+            "20",
+            "--interval",
+            "5ms",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        let Command::Pool(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        crate::pool::main(args).await.unwrap();
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(report["schema"], "agentmux-bench.pool.v1");
+        assert_eq!(report["kind"], kind);
+        assert_eq!(report["errors"], 0);
+        assert_eq!(report["acquire_us"]["count"], 20);
+        assert!(report["acquire_us"]["p50"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_file(&out);
+}

@@ -18,6 +18,7 @@ use crate::listener::{self, ConnInfo};
 use crate::metrics::Metrics;
 use crate::runtime::{BuildCtx, Runtime};
 use crate::stack::FilterStates;
+use crate::ws::drain::Drain;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +77,7 @@ pub struct Gateway {
 #[derive(Clone, Debug)]
 pub(crate) struct Sessions {
     pub(crate) tracker: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) drain: Arc<Drain>,
     pub(crate) registry: Arc<crate::sessions::Registry>,
 }
 
@@ -255,7 +256,7 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
     let filters = FilterStates::new(metrics.clone());
     let sessions = Sessions {
         tracker: tracker.clone(),
-        shutdown: shutdown.clone(),
+        drain: Arc::new(Drain::default()),
         registry: Arc::default(),
     };
     let ctx = BuildCtx {
@@ -429,6 +430,7 @@ impl Running {
     /// and reports whether they all did.
     pub async fn shutdown(self) -> Drained {
         self.shutdown.cancel();
+        self.gateway.sessions.drain.start();
         self.tracker.close();
         let drained = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await;
         for c in self.gateway.runtime().clusters().values() {

@@ -95,7 +95,18 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     agentmux::telemetry::init_logging(config.log_level(), config.log_json(), config.access_log());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker: a current-thread runtime (no work stealing, no cross-thread
+    // wake-ups), like one nginx worker. More: the work-stealing scheduler.
+    let mut builder = match config.worker_threads() {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

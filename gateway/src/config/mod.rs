@@ -55,6 +55,7 @@ pub struct Config {
     pub(crate) telemetry: Option<TelemetryConfig>,
     pub(crate) analytics: Option<AnalyticsConfig>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) worker_threads: Option<usize>,
 }
 
 /// The admin listener.
@@ -160,6 +161,10 @@ impl Config {
             .map_or(Some(Duration::from_secs(30)), |s| {
                 errs.check("shutdown.drain_timeout", parse_duration(s))
             });
+        let worker_threads = spec.runtime.worker_threads;
+        if worker_threads == Some(0) {
+            errs.push("runtime.worker_threads", "must be at least 1, got 0");
+        }
         match (admin, log, drain_timeout) {
             (Some(admin), Some(log), Some(drain_timeout)) if errs.is_empty() => Ok(Self {
                 admin,
@@ -171,6 +176,7 @@ impl Config {
                 telemetry,
                 analytics,
                 drain_timeout,
+                worker_threads,
             }),
             _ => Err(errs.into_vec()),
         }
@@ -220,6 +226,12 @@ impl Config {
     /// Grace period for in-flight work at shutdown.
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
+    }
+
+    /// Runtime worker threads, when the file sets them (`None`: one per
+    /// CPU the process may use).
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.worker_threads
     }
 
     /// The `tracing` filter directive.

@@ -39,6 +39,9 @@ pub struct ConfigSpec {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
+    /// The async runtime the gateway runs on.
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
 }
 
 /// `[admin]`
@@ -358,4 +361,15 @@ pub struct ShutdownSpec {
     /// How long in-flight requests and sessions may finish after SIGTERM
     /// or SIGINT before the process exits. Default `"30s"`.
     pub drain_timeout: Option<String>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    /// Threads that run connections and sessions. `1` runs everything on
+    /// one thread with no work stealing (the cheapest per message, like one
+    /// nginx worker); more spread sessions over that many threads. Default:
+    /// the number of CPUs the process may run on. Read at start only.
+    pub worker_threads: Option<usize>,
 }

@@ -261,3 +261,12 @@ fn misconfigured_filters_name_the_key() {
     let errs = errors(&FILTERED.replace("sha256:8d1c", "md5:8d1c"));
     assert!(has(&errs, "filters.keys.api_keys"), "{errs:?}");
 }
+
+#[test]
+fn runtime_worker_threads_is_optional_and_positive() {
+    assert_eq!(Config::parse(BASE, "t").unwrap().worker_threads(), None);
+    let one = format!("[runtime]\nworker_threads = 1\n{BASE}");
+    assert_eq!(Config::parse(&one, "t").unwrap().worker_threads(), Some(1));
+    let zero = format!("[runtime]\nworker_threads = 0\n{BASE}");
+    assert!(has(&errors(&zero), "runtime.worker_threads: must be at least 1"));
+}

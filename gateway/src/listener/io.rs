@@ -65,6 +65,12 @@ impl<T> HeaderTimeoutIo<T> {
             seen: Vec::new(),
         }
     }
+
+    /// The transport, without the guard (after an upgrade, when the first
+    /// request is long done).
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderTimeoutIo<T> {

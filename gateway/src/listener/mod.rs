@@ -10,6 +10,7 @@
 //! accept queue rather than exhaust file descriptors).
 
 mod io;
+mod upgraded;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ListenerConfig;
 use crate::gateway::Gateway;
 use io::HeaderTimeoutIo;
+pub(crate) use upgraded::take_agent_io;
 
 /// What the request path knows about the agent's connection.
 #[derive(Debug)]

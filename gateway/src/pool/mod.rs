@@ -162,6 +162,27 @@ impl Pool {
         Self { shared }
     }
 
+    /// A pool of plaintext TCP connections to `addr`, outside any cluster:
+    /// default settings except `min_connections` (kept warm) and
+    /// `max_connections` (raised to at least `min_connections` and 1). For
+    /// benchmarks and tools (`agentmux-bench pool` times its acquires); the
+    /// gateway builds its pools from the config file. Call it inside a
+    /// tokio runtime: warming starts at once.
+    #[doc(hidden)]
+    pub fn for_tcp(addr: std::net::SocketAddr, flavor: Flavor, min_connections: usize, max_connections: usize) -> Self {
+        let params = PoolParams {
+            min_connections,
+            max_connections: max_connections.max(min_connections).max(1),
+            ..PoolParams::default()
+        };
+        let connector = Connector::Net {
+            addr: crate::config::EndpointAddr::Ip(addr),
+            tls: None,
+            timeout: Duration::from_secs(5),
+        };
+        Self::new(addr.to_string().into(), flavor, connector, params)
+    }
+
     /// Lends an HTTP connection (HTTP pools only).
     pub async fn acquire_http(&self) -> Result<HttpLease, AcquireError> {
         HttpLease::new(self.acquire(false).await?).ok_or(AcquireError::Closed)
@@ -298,13 +319,28 @@ impl Shared {
         if let Some(e) = inner.h2.iter_mut().find(|e| e.has_capacity(cap)) {
             return Some(Parts::Stream(e.take_stream(Instant::now())));
         }
-        while let Some(idle) = inner.idle.pop() {
+        loop {
+            // HTTP connections come back, so the most recently used goes
+            // out first (the rest can idle out). A raw transport never
+            // comes back: the oldest spare goes first, which keeps every
+            // spare's age bounded (no spare sits until a middlebox's idle
+            // timeout cuts it) and hands out connections long established.
+            let idle = match self.flavor {
+                Flavor::Raw if !inner.idle.is_empty() => inner.idle.remove(0),
+                _ => inner.idle.pop()?,
+            };
             if let Some(conn) = idle.into_usable() {
                 inner.leased += 1;
+                if self.flavor == Flavor::Raw {
+                    // A raw transport never comes back: have the
+                    // maintenance task open its replacement now rather
+                    // than at the next tick, so the next session finds a
+                    // warm one too.
+                    self.wake.notify_one();
+                }
                 return Some(Parts::Exclusive(conn));
             }
         }
-        None
     }
 
     /// Hands free connections to waiters in FIFO order and opens new ones

@@ -21,6 +21,7 @@
 //! payloads through a per-thread scratch buffer instead; fastwebsockets
 //! still serves the built-in echo upstream and the load generator.
 
+pub(crate) mod drain;
 mod frame;
 pub(crate) mod handshake;
 mod lane;
@@ -31,11 +32,10 @@ mod tests;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
 use crate::error::{Cause, ProxyError};
-use crate::listener::ConnInfo;
+use crate::listener::{ConnInfo, take_agent_io};
 use crate::stack::{ProxyBody, RequestHost, Terminal};
 use handshake::{HandshakeError, Origin, UpstreamUpgrade};
 use lane::LaneCounters;
@@ -132,11 +132,14 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         read_size: t.route.websocket.max_buffered_bytes.min(16 * 1024),
         keepalive: t.route.websocket.keepalive_interval,
     };
-    let shutdown = t.sessions.shutdown.clone().cancelled_owned();
+    let drain = t.sessions.drain.watch();
+    // Only the bytes that came with the `101` outlive the handshake; the
+    // headers were copied into the agent's response.
+    let upstream_early = accepted.leftover;
     let t = t.clone();
     t.sessions.tracker.clone().spawn(async move {
-        let agent = match on_upgrade.await {
-            Ok(u) => TokioIo::new(u),
+        let (agent, agent_early) = match on_upgrade.await {
+            Ok(u) => take_agent_io(u),
             Err(e) => {
                 tracing::debug!(error = %e, "agent upgrade did not complete");
                 return;
@@ -161,9 +164,13 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             bytes: m.bytes_down.clone(),
             relay: Some(m.relay_seconds.clone()),
         };
-        let relay = Relay::new(agent, io, params, &accepted.leftover, shutdown)
+        let early = (&agent_early[..], &upstream_early[..]);
+        let relay = Relay::new(agent, io, params, early, drain)
             .with_messages(messages)
             .with_counters(up, down);
+        // The lanes copied what they need; `agent_early` may share hyper's
+        // whole read buffer, which an idle session must not keep.
+        drop((agent_early, upstream_early));
         let summary = relay.await;
         m.sessions_active.dec();
         m.session_ended(summary.end.as_str());

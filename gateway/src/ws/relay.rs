@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use agentmux_filters::rate_limit::SessionMessages;
 
+use super::drain::DrainWatch;
 use super::lane::{Dir, Lane, LaneCounters, Pumped};
 
 /// How long a side may take to answer a close (or to take our last bytes).
@@ -123,7 +123,7 @@ pub(crate) struct Relay<A, U> {
     phase: Phase,
     end: Option<EndReason>,
     deadline: Option<Pin<Box<Sleep>>>,
-    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    drain: Option<DrainWatch>,
     keepalive: Option<(Duration, Pin<Box<Sleep>>, u32)>,
     /// Holding the agent's next message back (message rate limit).
     throttle: Option<Pin<Box<Sleep>>>,
@@ -134,24 +134,24 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(crate) fn new(
-        agent: A,
-        upstream: U,
-        params: RelayParams,
-        leftover: &[u8],
-        shutdown: WaitForCancellationFutureOwned,
-    ) -> Self {
+    /// A relay between `agent` and `upstream`. `agent_early` and
+    /// `upstream_early` are WebSocket bytes each side sent right after its
+    /// handshake, read already by the HTTP layer: relayed first.
+    pub(crate) fn new(agent: A, upstream: U, params: RelayParams, early: (&[u8], &[u8]), drain: DrainWatch) -> Self {
+        let (agent_early, upstream_early) = early;
+        let mut up = Lane::new(Dir::Up, params.max_message, params.read_size);
+        up.preload(agent_early);
         let mut down = Lane::new(Dir::Down, params.max_message, params.read_size);
-        down.preload(leftover);
+        down.preload(upstream_early);
         Self {
             agent,
             upstream,
-            up: Lane::new(Dir::Up, params.max_message, params.read_size),
+            up,
             down,
             phase: Phase::Open,
             end: None,
             deadline: None,
-            shutdown: Some(Box::pin(shutdown)),
+            drain: Some(drain),
             keepalive: params.keepalive.map(|d| (d, Box::pin(tokio::time::sleep(d)), 0)),
             throttle: None,
         }
@@ -301,10 +301,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Summary> {
         let this = self.get_mut();
         loop {
-            if let Some(s) = this.shutdown.as_mut()
-                && s.as_mut().poll(cx).is_ready()
+            if let Some(d) = this.drain.as_mut()
+                && d.poll_started(cx)
             {
-                this.shutdown = None;
+                this.drain = None;
                 this.down.send_close(1001, "gateway shutting down");
                 this.up.send_close(1001, "gateway shutting down");
                 this.finish(EndReason::Draining, Phase::Closing);
