@@ -22,6 +22,7 @@ mod echo;
 pub mod error;
 pub mod gateway;
 pub mod listener;
+pub mod mux;
 pub mod pool;
 mod proxy;
 pub mod router;
