@@ -121,37 +121,32 @@ fn decode_frame(rest: &mut Bytes) -> Result<Frame, DecodeError> {
 
 fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
     let session = h.session;
-    // Types without a sequence number must carry 0 there.
-    let no_seq = || {
-        if h.seq == 0 {
-            Ok(())
-        } else {
-            Err(super::FrameError::BadSequence {
-                frame_type: h.frame_type,
-                seq: h.seq,
-            })
+    // Only DATA, CLOSE, ACK and RESUME use the sequence field.
+    let sequenced = matches!(
+        h.frame_type,
+        FrameType::Data | FrameType::Close | FrameType::Ack | FrameType::Resume
+    );
+    if !sequenced && h.seq != 0 {
+        return Err(super::FrameError::BadSequence {
+            frame_type: h.frame_type,
+            seq: h.seq,
         }
-    };
+        .into());
+    }
     let mut p = Fields::new(h.frame_type, payload);
     let frame = match h.frame_type {
-        FrameType::Data => {
-            return Ok(Frame::Data {
-                session,
-                seq: h.seq,
-                text: h.flags & FLAG_TEXT != 0,
-                fin: h.flags & FLAG_FIN != 0,
-                payload: p.rest,
-            });
-        }
-        FrameType::Open => {
-            no_seq()?;
-            Frame::Open {
-                session,
-                open: Box::new(parse_open(&mut p)?),
-            }
-        }
+        FrameType::Data => Frame::Data {
+            session,
+            seq: h.seq,
+            text: h.flags & FLAG_TEXT != 0,
+            fin: h.flags & FLAG_FIN != 0,
+            payload: std::mem::take(&mut p.rest),
+        },
+        FrameType::Open => Frame::Open {
+            session,
+            open: Box::new(parse_open(&mut p)?),
+        },
         FrameType::OpenOk => {
-            no_seq()?;
             let window = p.u32()?;
             let subprotocol = p.str16("subprotocol is not UTF-8")?;
             Frame::OpenOk {
@@ -164,13 +159,10 @@ fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
             session,
             seq: h.seq,
         },
-        FrameType::Window => {
-            no_seq()?;
-            Frame::Window {
-                session,
-                limit: p.u64()?,
-            }
-        }
+        FrameType::Window => Frame::Window {
+            session,
+            limit: p.u64()?,
+        },
         FrameType::Resume => Frame::Resume {
             session,
             last_seq: h.seq,
@@ -182,18 +174,19 @@ fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
             code: p.u16()?,
             reason: p.utf8_rest("close reason is not UTF-8")?,
         },
-        FrameType::Error => {
-            no_seq()?;
-            let raw = p.u16()?;
-            Frame::Error {
-                session,
-                code: ErrorCode::from_u16(raw).ok_or(DecodeError::UnknownErrorCode(raw))?,
-                message: p.utf8_rest("error message is not UTF-8")?,
-            }
-        }
+        FrameType::Error => parse_error(session, &mut p)?,
     };
     p.finish()?;
     Ok(frame)
+}
+
+fn parse_error(session: u64, p: &mut Fields) -> Result<Frame, DecodeError> {
+    let raw = p.u16()?;
+    Ok(Frame::Error {
+        session,
+        code: ErrorCode::from_u16(raw).ok_or(DecodeError::UnknownErrorCode(raw))?,
+        message: p.utf8_rest("error message is not UTF-8")?,
+    })
 }
 
 fn parse_open(p: &mut Fields) -> Result<Open, DecodeError> {
