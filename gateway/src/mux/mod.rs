@@ -22,6 +22,8 @@ mod frame;
 mod message;
 pub mod server;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use client::{
     ClientConfig, ConnectError, MuxClient, MuxClientConnection, OpenError, ResumeError,
