@@ -16,6 +16,8 @@
 //! writer pings and the reader gives up after three silent intervals.
 
 mod reader;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::collections::HashMap;
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
 use super::session::SessionHandle;
-use super::session::shared::{Shared, lock};
+use super::session::shared::{Shared, error_frame, lock};
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,15 +89,49 @@ pub(crate) trait Role: Send + Sync + 'static {
 /// What the writer task sends.
 pub(crate) enum Out {
     Frame(Frame),
-    Pong(Bytes),
+    /// Take what is waiting in [`ConnShared::control`].
+    Control,
     /// Write a WebSocket close with this code, then stop.
     Close(u16),
+}
+
+/// Most ERRORs for unknown sessions waiting to be written; beyond it they
+/// are dropped (the peer is confused, and answering every frame of a
+/// flood would only grow our memory).
+const MAX_PENDING_ERRORS: usize = 1024;
+
+/// Replies the reader owes the peer, coalesced so a peer that floods us
+/// without reading cannot grow them without bound: one ACK per session
+/// (the highest), the latest pong only (RFC 6455 allows that), and a
+/// capped list of ERRORs for unknown sessions.
+#[derive(Default)]
+pub(crate) struct Control {
+    acks: HashMap<u64, u64>,
+    pong: Option<Bytes>,
+    errors: Vec<Frame>,
+    /// An `Out::Control` is queued and not yet taken.
+    signalled: bool,
+}
+
+impl Control {
+    /// Takes the pending replies: frames to batch, and a pong to write.
+    pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
+        self.signalled = false;
+        let mut frames: Vec<Frame> = self
+            .acks
+            .drain()
+            .map(|(session, seq)| Frame::Ack { session, seq })
+            .collect();
+        frames.append(&mut self.errors);
+        (frames, self.pong.take())
+    }
 }
 
 /// The part of a connection that sessions and handles share.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
     tx: mpsc::UnboundedSender<Out>,
+    pub(crate) control: Mutex<Control>,
     /// Sessions on this connection; `None` once it has been torn down, so
     /// nothing can be added to a dead connection and then never detached.
     sessions: Mutex<Option<HashMap<u64, Arc<Shared>>>>,
@@ -111,6 +147,53 @@ impl ConnShared {
     /// session frames that matter are kept for replay by the session).
     pub(crate) fn send(&self, frame: Frame) {
         let _ = self.tx.send(Out::Frame(frame));
+    }
+
+    /// A connection with no tasks yet, and its writer's queue.
+    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(ConnShared {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            control: Mutex::default(),
+            sessions: Mutex::new(Some(HashMap::new())),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            end: watch::Sender::new(None),
+        });
+        (conn, rx)
+    }
+
+    /// Owes the peer replies: updates the control slot with `f` and wakes
+    /// the writer if it was not woken already.
+    pub(crate) fn reply(&self, f: impl FnOnce(&mut Control)) {
+        let mut control = lock(&self.control);
+        f(&mut control);
+        if !control.signalled {
+            control.signalled = true;
+            let _ = self.tx.send(Out::Control);
+        }
+    }
+
+    pub(crate) fn ack(&self, acks: impl IntoIterator<Item = (u64, u64)>) {
+        self.reply(|c| {
+            for (session, seq) in acks {
+                let at = c.acks.entry(session).or_insert(seq);
+                *at = (*at).max(seq);
+            }
+        });
+    }
+
+    pub(crate) fn pong(&self, payload: Bytes) {
+        self.reply(|c| c.pong = Some(payload));
+    }
+
+    pub(crate) fn unknown_session(&self, id: u64) {
+        self.reply(|c| {
+            if c.errors.len() < MAX_PENDING_ERRORS {
+                c.errors.push(error_frame(id, ErrorCode::UnknownSession));
+            }
+        });
     }
 
     pub(crate) fn session(&self, id: u64) -> Option<Arc<Shared>> {
@@ -202,15 +285,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     R: Role,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let conn = Arc::new(ConnShared {
-        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-        tx,
-        sessions: Mutex::new(Some(HashMap::new())),
-        cancel: CancellationToken::new(),
-        reason: Mutex::new(None),
-        end: watch::Sender::new(None),
-    });
+    let (conn, rx) = ConnShared::new();
     let mut ws = ws;
     // Control frames are handled here, not by the library: pongs go
     // through the writer queue and a close is answered explicitly.

@@ -11,7 +11,6 @@ use tokio::io::{AsyncRead, ReadHalf};
 use super::{ConnShared, EndReason, Out, Role};
 use crate::mux::codec::decode_message;
 use crate::mux::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
-use crate::mux::session::shared::error_frame;
 
 /// A reason to end the connection, with what to tell the peer.
 struct Fatal {
@@ -103,7 +102,7 @@ where
         let message = match opcode {
             OpCode::Close => return EndReason::PeerClosed,
             OpCode::Ping => {
-                let _ = conn.tx.send(Out::Pong(payload));
+                conn.pong(payload);
                 continue;
             }
             OpCode::Pong => continue,
@@ -229,14 +228,14 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
                             "frame for unknown mux session"
                         );
                         unknown.push(id);
-                        conn.send(error_frame(id, ErrorCode::UnknownSession));
+                        conn.unknown_session(id);
                     }
                 }
             }
         }
     }
-    for (session, seq) in acks {
-        conn.send(Frame::Ack { session, seq });
+    if !acks.is_empty() {
+        conn.ack(acks);
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{ConnShared, EndReason, Out};
 use crate::mux::codec::Batch;
+use crate::mux::frame::Frame;
+use crate::mux::session::shared::lock;
 
 /// How long the final close may take to write before the transport is
 /// dropped anyway.
@@ -41,7 +43,7 @@ pub(super) async fn run<S>(
         // replayed by their sessions after a resume).
         biased;
         () = conn.cancel.cancelled() => Ok(()),
-        r = write_loop(&mut wr, &mut rx, &mut ticker) => r,
+        r = write_loop(&mut wr, &conn, &mut rx, &mut ticker) => r,
     };
     if let Err(e) = result {
         conn.set_reason(EndReason::Io(e.to_string()));
@@ -60,6 +62,7 @@ async fn tick(ticker: &mut Option<Interval>) {
 
 async fn write_loop<S>(
     wr: &mut Writer<S>,
+    conn: &ConnShared,
     rx: &mut mpsc::UnboundedReceiver<Out>,
     ticker: &mut Option<Interval>,
 ) -> Result<(), WebSocketError>
@@ -79,10 +82,10 @@ where
         let Some(first) = first else {
             return Ok(());
         };
-        let mut closing = stage(wr, &mut batch, first).await?;
+        let mut closing = stage(wr, &mut batch, conn, first).await?;
         while closing.is_none() {
             match rx.try_recv() {
-                Ok(item) => closing = stage(wr, &mut batch, item).await?,
+                Ok(item) => closing = stage(wr, &mut batch, conn, item).await?,
                 Err(_) => break,
             }
         }
@@ -104,31 +107,44 @@ where
 async fn stage<S>(
     wr: &mut Writer<S>,
     batch: &mut Batch,
+    conn: &ConnShared,
     item: Out,
 ) -> Result<Option<u16>, WebSocketError>
 where
     S: AsyncWrite + Send + Unpin + 'static,
 {
     match item {
-        Out::Frame(frame) => {
-            if !batch.fits(&frame) {
+        Out::Frame(frame) => push(wr, batch, &frame).await?,
+        Out::Control => {
+            let (frames, pong) = lock(&conn.control).take();
+            for frame in &frames {
+                push(wr, batch, frame).await?;
+            }
+            if let Some(payload) = pong {
                 write_batch(wr, batch).await?;
+                let pong = WsFrame::pong(Payload::Owned(payload.to_vec()));
+                wr.write_frame(pong).await?;
             }
-            if let Err(e) = batch.push(&frame) {
-                // Sessions only build valid frames; a bug here must not take
-                // the connection down with it.
-                tracing::error!(error = %e, "dropped an invalid outgoing mux frame");
-            }
-            Ok(None)
         }
-        Out::Pong(payload) => {
-            write_batch(wr, batch).await?;
-            let pong = WsFrame::pong(Payload::Owned(payload.to_vec()));
-            wr.write_frame(pong).await?;
-            Ok(None)
-        }
-        Out::Close(code) => Ok(Some(code)),
+        Out::Close(code) => return Ok(Some(code)),
     }
+    Ok(None)
+}
+
+/// Adds a frame to the batch, writing the batch first if it is full.
+async fn push<S>(wr: &mut Writer<S>, batch: &mut Batch, frame: &Frame) -> Result<(), WebSocketError>
+where
+    S: AsyncWrite + Send + Unpin + 'static,
+{
+    if !batch.fits(frame) {
+        write_batch(wr, batch).await?;
+    }
+    if let Err(e) = batch.push(frame) {
+        // Sessions only build valid frames; a bug here must not take the
+        // connection down with it.
+        tracing::error!(error = %e, "dropped an invalid outgoing mux frame");
+    }
+    Ok(())
 }
 
 async fn write_batch<S>(wr: &mut Writer<S>, batch: &mut Batch) -> Result<(), WebSocketError>
