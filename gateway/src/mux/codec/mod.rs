@@ -5,7 +5,7 @@
 //! walks a received message (a `Bytes`) frame by frame and hands out DATA
 //! payloads as slices of it, so decoding copies no payload bytes.
 //!
-//! Validation is strict and shared ([`check`]): unknown types, unknown flag
+//! Validation is strict and shared by both directions: unknown types, unknown flag
 //! bits, session 0 outside a connection-wide ERROR, a sequence number where
 //! none belongs, oversized fields, invalid UTF-8 and truncated frames are
 //! typed [`DecodeError`]s, each with the [`ErrorCode`] the receiver sends
