@@ -24,6 +24,7 @@ pub mod error;
 pub mod gateway;
 pub mod listener;
 pub mod metrics;
+pub mod mux;
 pub mod pool;
 mod proxy;
 pub mod router;

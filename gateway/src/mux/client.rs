@@ -1,0 +1,358 @@
+//! The gateway side of a mux connection: open sessions on an upstream's
+//! mux WebSocket, and resume them on another connection when this one dies.
+//!
+//! This is the protocol half only. The session table, the choice of
+//! connection (least loaded), the pool and the agents' sockets belong to
+//! the gateway's mux mode, which drives these calls:
+//!
+//! - [`MuxClient::connect`] upgrades a transport (offering `agentmux.v1`,
+//!   refusing an upstream that does not select it);
+//! - [`MuxClientConnection::open`] sends OPEN and returns the session once
+//!   OPEN_OK arrives (or why not);
+//! - [`MuxClientConnection::closed`] reports the end of a connection with
+//!   the sessions it left detached; for each, [`MuxClientConnection::resume`]
+//!   on another connection replays what the upstream lacks and continues.
+//!
+//! How it fails: typed errors per call ([`ConnectError`], [`OpenError`],
+//! [`ResumeError`]); a connection ends on malformed input (its sessions
+//! detach), a session fails alone on violations within it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+
+use super::conn::{ConnShared, ConnectionEnd, Role};
+use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
+use super::message::{SessionEnd, SessionError};
+use super::session::shared::{Registry, Shared, error_frame};
+use super::session::state::{Answer, SessionParams};
+use super::session::{MuxSession, SessionHandle};
+
+/// Settings of a [`MuxClient`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Unacknowledged bytes kept per session for replay; sending waits at
+    /// the bound (default 1 MiB).
+    pub replay_limit: usize,
+    /// Largest message `recv` reassembles (default 16 MiB).
+    pub max_message: usize,
+    /// WebSocket ping interval; three silent intervals end the connection
+    /// (default 15 s; `None`: no keepalive).
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            replay_limit: 1 << 20,
+            max_message: 16 << 20,
+            keepalive: Some(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// Why [`MuxClient::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The WebSocket handshake failed (transport, HTTP status, headers).
+    #[error("mux WebSocket handshake failed: {0}")]
+    Handshake(#[from] fastwebsockets::WebSocketError),
+    /// The upstream did not select `agentmux.v1`.
+    #[error("upstream selected subprotocol {selected:?}, not {PROTOCOL}")]
+    Version {
+        /// What it selected, if anything.
+        selected: Option<String>,
+    },
+    /// The request could not be built (bad host or path).
+    #[error("bad upgrade request: {0}")]
+    Request(#[from] http::Error),
+}
+
+/// Why [`MuxClientConnection::open`] gave no session.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Session id 0 is reserved for the connection.
+    #[error("session id 0 is reserved")]
+    ZeroId,
+    /// The id is already open on a connection of this client.
+    #[error("session id {0} is already in use")]
+    InUse(u64),
+    /// The upstream refused with a CLOSE.
+    #[error("upstream refused the session: {code} {reason}")]
+    Refused {
+        /// Its close code.
+        code: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// The upstream answered ERROR (e.g. `TOO_MANY_SESSIONS`: try another
+    /// connection).
+    #[error(transparent)]
+    Failed(SessionError),
+    /// The connection ended before OPEN_OK: send OPEN again, with the same
+    /// id, on another connection.
+    #[error("connection lost before the session was accepted")]
+    ConnectionLost,
+}
+
+/// Why [`MuxClientConnection::resume`] did not re-attach the session.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The session has ended, or is already on (or resuming to) this
+    /// connection.
+    #[error("session cannot be resumed: {0}")]
+    NotResumable(SessionError),
+    /// The upstream could not resume it; the session has failed with this
+    /// error (close the agent with its close code, 1011).
+    #[error("upstream could not resume the session: {0}")]
+    Failed(SessionError),
+    /// This connection ended too before the answer: try another.
+    #[error("connection lost before the resume was answered")]
+    ConnectionLost,
+}
+
+/// Connects to mux upstreams. Its connections share one session
+/// registry, so a session can move between them. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MuxClient {
+    config: ClientConfig,
+    registry: Arc<Registry>,
+}
+
+impl MuxClient {
+    /// A client with `config`.
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            config,
+            registry: Arc::default(),
+        }
+    }
+
+    /// Sessions open now, attached or detached, on all connections.
+    pub fn session_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Upgrades `io` (already connected, TLS done) to a mux connection:
+    /// `GET path` with `Host: authority`, offering `agentmux.v1`.
+    pub async fn connect<IO>(&self, io: IO, authority: &str, path: &str) -> Result<MuxClientConnection, ConnectError>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let req = Request::get(path)
+            .header(header::HOST, authority)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "upgrade")
+            .header(header::SEC_WEBSOCKET_KEY, fastwebsockets::handshake::generate_key())
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
+            .body(Empty::<Bytes>::new())?;
+        let (ws, resp) = fastwebsockets::handshake::client(&TokioExecutor::new(), req, io).await?;
+        let selected = resp.headers().get(header::SEC_WEBSOCKET_PROTOCOL);
+        if selected != Some(&HeaderValue::from_static(PROTOCOL)) {
+            return Err(ConnectError::Version {
+                selected: selected.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            });
+        }
+        let role = ClientRole {
+            registry: self.registry.clone(),
+        };
+        let conn = super::conn::spawn(ws, role, self.config.keepalive);
+        Ok(MuxClientConnection {
+            conn,
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+        })
+    }
+}
+
+/// One mux connection to an upstream. Cheap to clone.
+#[derive(Clone)]
+pub struct MuxClientConnection {
+    conn: Arc<ConnShared>,
+    config: ClientConfig,
+    registry: Arc<Registry>,
+}
+
+impl MuxClientConnection {
+    /// Opens session `id` (unique on the upstream: the gateway combines an
+    /// instance prefix with a counter) and waits for OPEN_OK. `open.window`
+    /// is the credit granted to the upstream.
+    pub async fn open(&self, id: u64, open: Open) -> Result<MuxSession, OpenError> {
+        if id == 0 {
+            return Err(OpenError::ZeroId);
+        }
+        let params = SessionParams {
+            window: open.window.max(1),
+            replay_limit: self.config.replay_limit.max(1),
+            max_message: self.config.max_message,
+        };
+        let frame = Frame::Open {
+            session: id,
+            open: Box::new(open.clone()),
+        };
+        let registry = Some(Arc::downgrade(&self.registry));
+        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
+        let (tx, rx) = oneshot::channel();
+        shared.lock().waiter = Some(tx);
+        if self.registry.insert(shared.clone()).is_err() {
+            return Err(OpenError::InUse(id));
+        }
+        // Created before waiting: if this call is cancelled, dropping it
+        // closes the session upstream.
+        let session = MuxSession::new(shared.clone());
+        if !self.conn.insert(shared.clone()) {
+            shared.fail(SessionError::Aborted("connection closed".into()));
+            return Err(OpenError::ConnectionLost);
+        }
+        self.conn.send(frame);
+        let outcome = rx.await;
+        match outcome {
+            Ok(Ok(())) => Ok(session),
+            // The upstream's CLOSE is answered by dropping the session.
+            Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
+            Ok(Err(SessionEnd::Failed(e))) => Err(OpenError::Failed(e)),
+            Err(_) => {
+                // Forget it here so OPEN can be repeated with the same id.
+                shared.fail(SessionError::Aborted("connection lost while opening".into()));
+                Err(OpenError::ConnectionLost)
+            }
+        }
+    }
+
+    /// Re-attaches a session to this connection: sends RESUME with the
+    /// last sequence received, waits for the upstream's RESUME, then
+    /// replays what it lacks. The session's handles carry on. Usually the
+    /// session is detached (its connection died); a session still attached
+    /// elsewhere is moved (rebalancing, draining a connection).
+    pub async fn resume(&self, session: &SessionHandle) -> Result<(), ResumeError> {
+        let (tx, rx) = oneshot::channel();
+        let frame = session
+            .shared
+            .begin_resume(&self.conn, tx)
+            .map_err(ResumeError::NotResumable)?;
+        // Undoes the pending state if this call is cancelled or fails early.
+        let guard = CancelResume {
+            shared: &session.shared,
+            conn_id: self.conn.id,
+        };
+        if !self.conn.insert(session.shared.clone()) {
+            return Err(ResumeError::ConnectionLost);
+        }
+        self.conn.send(frame);
+        let outcome = rx.await;
+        std::mem::forget(guard);
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(SessionEnd::Failed(e))) => Err(ResumeError::Failed(e)),
+            Ok(Err(SessionEnd::Closed { .. })) => Ok(()),
+            Err(_) => Err(ResumeError::ConnectionLost),
+        }
+    }
+
+    /// A process-unique id of this connection.
+    pub fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// Sessions the connection carries now (for least-loaded placement).
+    pub fn session_count(&self) -> usize {
+        self.conn.session_count()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Waits for the end of the connection; the result lists the sessions
+    /// left detached, to resume elsewhere.
+    pub async fn closed(&self) -> ConnectionEnd {
+        self.conn.closed().await
+    }
+
+    /// Drops the connection at once; its sessions detach.
+    pub fn abort(&self) {
+        self.conn.abort();
+    }
+}
+
+impl std::fmt::Debug for MuxClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxClient")
+            .field("sessions", &self.registry.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MuxClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxClientConnection")
+            .field("id", &self.conn.id)
+            .finish()
+    }
+}
+
+/// Gives up a pending RESUME when `resume` does not finish.
+struct CancelResume<'a> {
+    shared: &'a Shared,
+    conn_id: u64,
+}
+
+impl Drop for CancelResume<'_> {
+    fn drop(&mut self) {
+        self.shared.cancel_resume(self.conn_id);
+    }
+}
+
+/// The gateway's role: OPEN_OK and RESUME answers.
+struct ClientRole {
+    registry: Arc<Registry>,
+}
+
+impl Role for ClientRole {
+    fn on_frame(&self, conn: &Arc<ConnShared>, frame: Frame) -> Result<(), ErrorCode> {
+        let (id, result) = match frame {
+            Frame::OpenOk {
+                session,
+                window,
+                subprotocol,
+            } => match conn.session(session) {
+                Some(s) => (session, s.on_open_ok(window, subprotocol)),
+                None => (session, Err(ErrorCode::UnknownSession)),
+            },
+            Frame::Resume {
+                session,
+                last_seq,
+                limit,
+            } => match conn.session(session) {
+                Some(s) if s.is_resuming_on(conn.id) => (session, s.attach(conn, last_seq, limit, Answer::None)),
+                Some(_) => (session, Err(ErrorCode::InvalidState)),
+                None => (session, Err(ErrorCode::UnknownSession)),
+            },
+            // OPEN travels only towards the upstream.
+            _ => return Err(ErrorCode::Protocol),
+        };
+        if let Err(code) = result {
+            conn.send(error_frame(id, code));
+            if let Some(s) = conn.session(id) {
+                s.fail(SessionError::Protocol(code));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_known(&self, id: u64) -> bool {
+        self.registry.contains(id)
+    }
+
+    fn on_detached(&self, _sessions: Vec<(Arc<Shared>, u64)>) {
+        // The gateway decides where (and whether) to resume: see closed().
+    }
+}

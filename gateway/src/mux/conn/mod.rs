@@ -1,0 +1,300 @@
+//! One mux connection: a WebSocket carrying many sessions, driven by a
+//! reader task and a writer task, for either role.
+//!
+//! The reader decodes each binary message, applies its frames to the
+//! sessions (acknowledging received DATA once per session per message) and
+//! hands OPEN, OPEN_OK and RESUME to the role (server or client). The
+//! writer drains a queue that sessions fill without ever blocking and packs
+//! whatever is queued into as few WebSocket messages as the limits allow.
+//!
+//! How it fails: a bad message (any [`DecodeError`](super::DecodeError)),
+//! a text message, a broken WebSocket fragment sequence or a connection-wide
+//! ERROR from the peer ends the connection: ERROR with session 0 and a
+//! WebSocket close are sent, and every session on it is *detached*, not
+//! failed, so it can be resumed on another connection. Session-level
+//! violations fail that session only. Keepalive: with an interval set, the
+//! writer pings and the reader gives up after three silent intervals.
+
+mod reader;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::WebSocket;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
+use super::session::SessionHandle;
+use super::session::shared::{Shared, error_frame, lock};
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The peer closed the WebSocket (or the stream ended cleanly).
+    PeerClosed,
+    /// The peer sent a connection-wide ERROR.
+    PeerError {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// The peer broke the protocol; this side sent ERROR and closed.
+    Protocol {
+        /// The code sent.
+        code: ErrorCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// Reading or writing the transport failed.
+    Io(String),
+    /// Nothing arrived for three keepalive intervals.
+    Timeout,
+    /// This side aborted it.
+    Aborted,
+}
+
+/// The end of a connection: why, and which sessions it left detached
+/// (still alive, waiting to be resumed elsewhere).
+#[derive(Clone, Debug)]
+pub struct ConnectionEnd {
+    /// Why the connection ended.
+    pub reason: EndReason,
+    /// Sessions it carried that are now detached.
+    pub detached: Vec<SessionHandle>,
+}
+
+/// What the role (server or client) does with the frames and events that
+/// are not plain session traffic.
+pub(crate) trait Role: Send + Sync + 'static {
+    /// OPEN, OPEN_OK or RESUME arrived. An error is fatal to the
+    /// connection (a frame the role never receives).
+    fn on_frame(&self, conn: &Arc<ConnShared>, frame: Frame) -> Result<(), ErrorCode>;
+    /// Whether this side knows session `id` (on any connection): frames
+    /// for it that reach a connection it has left are stale, not unknown.
+    fn is_known(&self, id: u64) -> bool;
+    /// The connection ended; these sessions (with their detach epochs)
+    /// were on it.
+    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>);
+}
+
+/// What the writer task sends.
+pub(crate) enum Out {
+    Frame(Frame),
+    /// Take what is waiting in [`ConnShared::control`].
+    Control,
+    /// Write a WebSocket close with this code, then stop.
+    Close(u16),
+}
+
+/// Most ERRORs for unknown sessions waiting to be written; beyond it they
+/// are dropped (the peer is confused, and answering every frame of a
+/// flood would only grow our memory).
+const MAX_PENDING_ERRORS: usize = 1024;
+
+/// Replies the reader owes the peer, coalesced so a peer that floods us
+/// without reading cannot grow them without bound: one ACK per session
+/// (the highest), the latest pong only (RFC 6455 allows that), and a
+/// capped list of ERRORs for unknown sessions.
+#[derive(Default)]
+pub(crate) struct Control {
+    acks: HashMap<u64, u64>,
+    pong: Option<Bytes>,
+    errors: Vec<Frame>,
+    /// An `Out::Control` is queued and not yet taken.
+    signalled: bool,
+}
+
+impl Control {
+    /// Takes the pending replies: frames to batch, and a pong to write.
+    pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
+        self.signalled = false;
+        let mut frames: Vec<Frame> = self
+            .acks
+            .drain()
+            .map(|(session, seq)| Frame::Ack { session, seq })
+            .collect();
+        frames.append(&mut self.errors);
+        (frames, self.pong.take())
+    }
+}
+
+/// The part of a connection that sessions and handles share.
+pub(crate) struct ConnShared {
+    pub(crate) id: u64,
+    tx: mpsc::UnboundedSender<Out>,
+    pub(crate) control: Mutex<Control>,
+    /// Sessions on this connection; `None` once it has been torn down, so
+    /// nothing can be added to a dead connection and then never detached.
+    sessions: Mutex<Option<HashMap<u64, Arc<Shared>>>>,
+    cancel: CancellationToken,
+    reason: Mutex<Option<EndReason>>,
+    end: watch::Sender<Option<ConnectionEnd>>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnShared {
+    /// Queues a frame for the writer (dropped if the connection is gone:
+    /// session frames that matter are kept for replay by the session).
+    pub(crate) fn send(&self, frame: Frame) {
+        let _ = self.tx.send(Out::Frame(frame));
+    }
+
+    /// A connection with no tasks yet, and its writer's queue.
+    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(ConnShared {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            control: Mutex::default(),
+            sessions: Mutex::new(Some(HashMap::new())),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            end: watch::Sender::new(None),
+        });
+        (conn, rx)
+    }
+
+    /// Owes the peer replies: updates the control slot with `f` and wakes
+    /// the writer if it was not woken already.
+    pub(crate) fn reply(&self, f: impl FnOnce(&mut Control)) {
+        let mut control = lock(&self.control);
+        f(&mut control);
+        if !control.signalled {
+            control.signalled = true;
+            let _ = self.tx.send(Out::Control);
+        }
+    }
+
+    pub(crate) fn ack(&self, acks: impl IntoIterator<Item = (u64, u64)>) {
+        self.reply(|c| {
+            for (session, seq) in acks {
+                let at = c.acks.entry(session).or_insert(seq);
+                *at = (*at).max(seq);
+            }
+        });
+    }
+
+    pub(crate) fn pong(&self, payload: Bytes) {
+        self.reply(|c| c.pong = Some(payload));
+    }
+
+    pub(crate) fn unknown_session(&self, id: u64) {
+        self.reply(|c| {
+            if c.errors.len() < MAX_PENDING_ERRORS {
+                c.errors.push(error_frame(id, ErrorCode::UnknownSession));
+            }
+        });
+    }
+
+    pub(crate) fn session(&self, id: u64) -> Option<Arc<Shared>> {
+        lock(&self.sessions).as_ref()?.get(&id).cloned()
+    }
+
+    /// Adds a session; false if the connection is already gone.
+    #[must_use]
+    pub(crate) fn insert(&self, shared: Arc<Shared>) -> bool {
+        match lock(&self.sessions).as_mut() {
+            Some(map) => {
+                map.insert(shared.id, shared);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a session that ended or moved to another connection.
+    pub(crate) fn forget(&self, id: u64) {
+        if let Some(map) = lock(&self.sessions).as_mut() {
+            map.remove(&id);
+        }
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        lock(&self.sessions).as_ref().map_or(0, HashMap::len)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.end.borrow().is_some()
+    }
+
+    /// Records why the connection ends; the first reason wins.
+    fn set_reason(&self, reason: EndReason) {
+        lock(&self.reason).get_or_insert(reason);
+    }
+
+    /// Ends the connection now, without a close handshake (its sessions
+    /// detach).
+    pub(crate) fn abort(&self) {
+        self.set_reason(EndReason::Aborted);
+        self.cancel.cancel();
+    }
+
+    /// Waits until the connection has ended and its sessions detached.
+    pub(crate) async fn closed(&self) -> ConnectionEnd {
+        let mut rx = self.end.subscribe();
+        loop {
+            if let Some(end) = rx.borrow_and_update().clone() {
+                return end;
+            }
+            if rx.changed().await.is_err() {
+                return ConnectionEnd {
+                    reason: EndReason::Aborted,
+                    detached: Vec::new(),
+                };
+            }
+        }
+    }
+
+    /// Detaches every session and publishes the end.
+    fn teardown(&self, role: &dyn Role) {
+        let sessions: Vec<_> = lock(&self.sessions)
+            .take()
+            .map(|map| map.into_values().collect())
+            .unwrap_or_default();
+        let detached: Vec<_> = sessions
+            .into_iter()
+            .filter_map(|s| s.detach(self.id).map(|epoch| (s, epoch)))
+            .collect();
+        let handles = detached
+            .iter()
+            .map(|(s, _)| SessionHandle { shared: s.clone() })
+            .collect();
+        role.on_detached(detached);
+        let reason = lock(&self.reason).clone().unwrap_or(EndReason::PeerClosed);
+        self.end.send_replace(Some(ConnectionEnd {
+            reason,
+            detached: handles,
+        }));
+    }
+}
+
+/// Starts the reader and writer tasks of a connection over an upgraded
+/// WebSocket.
+pub(crate) fn spawn<S, R>(ws: WebSocket<S>, role: R, keepalive: Option<Duration>) -> Arc<ConnShared>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    R: Role,
+{
+    let (conn, rx) = ConnShared::new();
+    let mut ws = ws;
+    // Control frames are handled here, not by the library: pongs go
+    // through the writer queue and a close is answered explicitly.
+    ws.set_auto_close(false);
+    ws.set_auto_pong(false);
+    ws.set_max_message_size(MAX_MESSAGE_LEN + 1);
+    let (rd, wr) = ws.split(tokio::io::split);
+    tokio::spawn(writer::run(wr, rx, conn.clone(), keepalive));
+    let idle = keepalive.map(|k| k * 3);
+    tokio::spawn(reader::run(rd, conn.clone(), role, idle));
+    conn
+}

@@ -1,0 +1,136 @@
+//! The upstream's side of OPEN and RESUME, and the grace period of
+//! detached sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::ServerInner;
+use crate::mux::conn::{ConnShared, Role};
+use crate::mux::frame::{ErrorCode, Frame, Open};
+use crate::mux::session::MuxSession;
+use crate::mux::session::shared::{Shared, error_frame};
+use crate::mux::session::state::Answer;
+
+/// The server role of one accepted connection.
+pub(super) struct ServerRole {
+    pub(super) server: Arc<ServerInner>,
+    /// New sessions for [`MuxConnection::next_session`](super::MuxConnection::next_session).
+    /// Unbounded, but never longer than the per-connection session limit.
+    pub(super) sessions: mpsc::UnboundedSender<MuxSession>,
+}
+
+impl Role for ServerRole {
+    fn on_frame(&self, conn: &Arc<ConnShared>, frame: Frame) -> Result<(), ErrorCode> {
+        match frame {
+            Frame::Open { session, open } => {
+                self.on_open(conn, session, *open);
+                Ok(())
+            }
+            Frame::Resume {
+                session,
+                last_seq,
+                limit,
+            } => {
+                self.on_resume(conn, session, last_seq, limit);
+                Ok(())
+            }
+            // OPEN_OK travels only towards the gateway.
+            _ => Err(ErrorCode::Protocol),
+        }
+    }
+
+    fn is_known(&self, id: u64) -> bool {
+        self.server.registry.contains(id)
+    }
+
+    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
+        if sessions.is_empty() {
+            return;
+        }
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(server.config.resume_grace).await;
+            for (session, epoch) in sessions {
+                if session.expire_if(epoch) {
+                    server.stats.expired.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+impl ServerRole {
+    /// Whether `conn` may take one more session.
+    fn has_room(&self, conn: &ConnShared, id: u64) -> bool {
+        let room = conn.session_count() < self.server.config.max_sessions_per_connection;
+        room || conn.session(id).is_some()
+    }
+
+    fn on_open(&self, conn: &Arc<ConnShared>, id: u64, open: Open) {
+        if !self.has_room(conn, id) {
+            conn.send(error_frame(id, ErrorCode::TooManySessions));
+            return;
+        }
+        let subprotocol = self.server.config.choose_subprotocol(&open.subprotocols);
+        let window = u64::from(open.window);
+        let shared = Shared::new(
+            open,
+            id,
+            self.server.config.session_params(),
+            conn.clone(),
+            Some(Arc::downgrade(&self.server.registry)),
+        );
+        {
+            let mut st = shared.lock();
+            st.on_window(window);
+            st.subprotocol = subprotocol.clone();
+        }
+        if let Err(known) = self.server.registry.insert(shared.clone()) {
+            // The gateway repeats OPEN when the connection died before
+            // OPEN_OK reached it: a re-attachment, answered with OPEN_OK.
+            // (The unused new session is dropped before anyone holds it.)
+            shared.lock().link = None;
+            self.reattach(conn, &known, 0, window, Answer::OpenOk);
+            return;
+        }
+        // The reader of this connection is running: it is not torn down.
+        let _ = conn.insert(shared.clone());
+        // OPEN_OK is queued before the application can send anything.
+        conn.send(Frame::OpenOk {
+            session: id,
+            window: self.server.config.window,
+            subprotocol,
+        });
+        self.server.stats.opened.fetch_add(1, Ordering::Relaxed);
+        let _ = self.sessions.send(MuxSession::new(shared));
+    }
+
+    fn on_resume(&self, conn: &Arc<ConnShared>, id: u64, last_seq: u64, limit: u64) {
+        let Some(known) = self.server.registry.get(id) else {
+            conn.send(error_frame(id, ErrorCode::UnknownSession));
+            return;
+        };
+        if !self.has_room(conn, id) {
+            conn.send(error_frame(id, ErrorCode::TooManySessions));
+            return;
+        }
+        self.reattach(conn, &known, last_seq, limit, Answer::Resume);
+    }
+
+    fn reattach(&self, conn: &Arc<ConnShared>, session: &Arc<Shared>, last: u64, limit: u64, answer: Answer) {
+        // In the map first: frames that follow in this message find it.
+        // (This connection's reader runs this: it is not torn down.)
+        let _ = conn.insert(session.clone());
+        match session.attach(conn, last, limit, answer) {
+            Ok(()) => {
+                self.server.stats.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(code) => {
+                conn.forget(session.id);
+                conn.send(error_frame(session.id, code));
+            }
+        }
+    }
+}

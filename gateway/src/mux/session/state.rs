@@ -1,0 +1,398 @@
+//! The state of one session: both directions of its stream, credit,
+//! replay buffer and attachment. Pure bookkeeping under the session lock;
+//! frames it produces go to the attached connection's writer queue, which
+//! never blocks, so the lock is never held across I/O.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::mux::conn::ConnShared;
+use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD};
+use crate::mux::message::{Chunk, SessionEnd, SessionError};
+
+/// Most frames a sender keeps unacknowledged, whatever their size: a bound
+/// on empty DATA frames, which cost no credit.
+const MAX_UNACKED_FRAMES: usize = 4096;
+
+/// Per-session settings, fixed when the session starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionParams {
+    /// Credit this side grants the peer (bytes of DATA beyond what it has
+    /// consumed).
+    pub(crate) window: u32,
+    /// Most unacknowledged payload bytes this side keeps for replay; a
+    /// sender at the bound waits for ACKs.
+    pub(crate) replay_limit: usize,
+    /// Largest message `recv` reassembles.
+    pub(crate) max_message: usize,
+}
+
+/// What a client-side open or resume waits for.
+pub(crate) type Waiter = oneshot::Sender<Result<(), SessionEnd>>;
+
+/// How a (re-)attachment is answered on the new connection before replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Nothing (the client, on the upstream's RESUME answer).
+    None,
+    /// OPEN_OK (the upstream, on a repeated OPEN).
+    OpenOk,
+    /// RESUME (the upstream, on the gateway's RESUME).
+    Resume,
+}
+
+/// Room for the next DATA frame.
+pub(crate) struct Room {
+    /// Payload bytes the next frame may carry (credit, replay room, frame
+    /// limit).
+    pub(crate) bytes: usize,
+    /// Whether another frame may be kept for replay at all.
+    pub(crate) frame: bool,
+}
+
+/// Both directions of one session.
+pub(crate) struct State {
+    pub(crate) id: u64,
+    pub(crate) params: SessionParams,
+    pub(crate) subprotocol: Option<String>,
+    // Outbound: what this side sends.
+    send_next: u64,
+    sent_bytes: u64,
+    peer_limit: u64,
+    unacked: VecDeque<Frame>,
+    unacked_bytes: usize,
+    pub(crate) close_sent: bool,
+    pub(crate) out_text: Option<bool>,
+    // Inbound: what the peer sends.
+    recv_next: u64,
+    received_bytes: u64,
+    consumed_bytes: u64,
+    granted: u64,
+    inbox: VecDeque<Chunk>,
+    in_text: Option<bool>,
+    pub(crate) peer_close: Option<(u16, String)>,
+    // Life: failure, attachment, waiters.
+    pub(crate) failure: Option<SessionError>,
+    pub(crate) link: Option<Arc<ConnShared>>,
+    /// Connection a RESUME was sent on and not yet answered (client).
+    pub(crate) pending: Option<Arc<ConnShared>>,
+    pub(crate) waiter: Option<Waiter>,
+    /// Bumped on every attach and detach, so a grace timer set at one
+    /// detach does not expire a session re-attached since.
+    pub(crate) epoch: u64,
+    /// Forgotten by the connection and registry (finished or failed).
+    pub(crate) removed: bool,
+}
+
+impl State {
+    pub(crate) fn new(id: u64, params: SessionParams, peer_limit: u64) -> Self {
+        Self {
+            id,
+            params,
+            subprotocol: None,
+            send_next: 1,
+            sent_bytes: 0,
+            peer_limit,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            close_sent: false,
+            out_text: None,
+            recv_next: 1,
+            received_bytes: 0,
+            consumed_bytes: 0,
+            granted: u64::from(params.window),
+            inbox: VecDeque::new(),
+            in_text: None,
+            peer_close: None,
+            failure: None,
+            link: None,
+            pending: None,
+            waiter: None,
+            epoch: 0,
+            removed: false,
+        }
+    }
+
+    /// Sends `frame` on the attached connection; detached, it is dropped
+    /// (DATA and CLOSE stay in the replay buffer, the rest is restated by
+    /// RESUME).
+    pub(crate) fn emit(&self, frame: Frame) {
+        if let Some(link) = &self.link {
+            link.send(frame);
+        }
+    }
+
+    /// Highest peer sequence received with nothing missing.
+    pub(crate) fn ack_seq(&self) -> u64 {
+        self.recv_next - 1
+    }
+
+    /// Current credit limit granted to the peer.
+    pub(crate) fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    /// Whether a frame with this sequence is new (true), a duplicate
+    /// (false) or skips ahead (error).
+    fn admit(&self, seq: u64) -> Result<bool, ErrorCode> {
+        if seq < self.recv_next {
+            return Ok(false);
+        }
+        if seq > self.recv_next {
+            return Err(ErrorCode::Sequence);
+        }
+        if self.peer_close.is_some() {
+            return Err(ErrorCode::InvalidState);
+        }
+        Ok(true)
+    }
+
+    /// A DATA frame from the peer. Ok(false): duplicate, dropped.
+    pub(crate) fn on_data(&mut self, seq: u64, chunk: Chunk) -> Result<bool, ErrorCode> {
+        if !self.admit(seq)? {
+            return Ok(false);
+        }
+        if self.in_text.is_some_and(|t| t != chunk.text) {
+            return Err(ErrorCode::InvalidState);
+        }
+        let len = chunk.payload.len() as u64;
+        if self.received_bytes + len > self.granted {
+            return Err(ErrorCode::FlowControl);
+        }
+        self.received_bytes += len;
+        self.recv_next += 1;
+        self.in_text = (!chunk.fin).then_some(chunk.text);
+        self.inbox.push_back(chunk);
+        Ok(true)
+    }
+
+    /// A CLOSE frame from the peer. Ok(false): duplicate, dropped.
+    pub(crate) fn on_close(&mut self, seq: u64, code: u16, reason: String) -> Result<bool, ErrorCode> {
+        if !self.admit(seq)? {
+            return Ok(false);
+        }
+        self.recv_next += 1;
+        self.peer_close = Some((code, reason));
+        Ok(true)
+    }
+
+    /// An ACK from the peer: drops what it has from the replay buffer.
+    pub(crate) fn on_ack(&mut self, seq: u64) -> Result<(), ErrorCode> {
+        if seq >= self.send_next {
+            return Err(ErrorCode::Sequence);
+        }
+        self.drop_acked(seq);
+        Ok(())
+    }
+
+    /// A WINDOW from the peer: limits only grow (a stale one is ignored).
+    pub(crate) fn on_window(&mut self, limit: u64) {
+        self.peer_limit = self.peer_limit.max(limit);
+    }
+
+    fn drop_acked(&mut self, seq: u64) {
+        while let Some(front) = self.unacked.front() {
+            if frame_seq(front) > seq {
+                break;
+            }
+            self.unacked_bytes -= data_len(front);
+            self.unacked.pop_front();
+        }
+    }
+
+    /// The next received fragment, granting the peer more credit once half
+    /// the window has been consumed (so WINDOW frames stay rare).
+    pub(crate) fn take_chunk(&mut self) -> Option<Chunk> {
+        let chunk = self.inbox.pop_front()?;
+        self.consumed_bytes += chunk.payload.len() as u64;
+        let window = u64::from(self.params.window);
+        if self.granted - self.consumed_bytes <= window / 2 {
+            self.granted = self.consumed_bytes + window;
+            self.emit(Frame::Window {
+                session: self.id,
+                limit: self.granted,
+            });
+        }
+        Some(chunk)
+    }
+
+    /// Whether `recv` has nothing more to give: the peer closed (and all it
+    /// sent before was taken) or the session failed.
+    pub(crate) fn recv_done(&self) -> bool {
+        self.failure.is_some() || (self.inbox.is_empty() && self.peer_close.is_some())
+    }
+
+    /// Room for sending, or why nothing may be sent any more.
+    pub(crate) fn room(&self) -> Result<Room, SessionError> {
+        if let Some(e) = &self.failure {
+            return Err(e.clone());
+        }
+        if self.close_sent {
+            return Err(SessionError::Closed);
+        }
+        let credit = self.peer_limit.saturating_sub(self.sent_bytes);
+        let replay = self.params.replay_limit.saturating_sub(self.unacked_bytes);
+        let bytes = usize::try_from(credit)
+            .unwrap_or(usize::MAX)
+            .min(replay)
+            .min(MAX_FRAME_PAYLOAD);
+        Ok(Room {
+            bytes,
+            frame: self.unacked.len() < MAX_UNACKED_FRAMES,
+        })
+    }
+
+    /// Numbers, keeps and sends one DATA frame; the caller checked
+    /// [`State::room`].
+    pub(crate) fn push_data(&mut self, text: bool, fin: bool, payload: Bytes) {
+        let len = payload.len();
+        let frame = Frame::Data {
+            session: self.id,
+            seq: self.send_next,
+            text,
+            fin,
+            payload,
+        };
+        self.send_next += 1;
+        self.sent_bytes += len as u64;
+        self.unacked_bytes += len;
+        self.out_text = (!fin).then_some(text);
+        self.keep_and_emit(frame);
+    }
+
+    /// Numbers, keeps and sends this side's CLOSE.
+    pub(crate) fn push_close(&mut self, code: u16, reason: String) {
+        let frame = Frame::Close {
+            session: self.id,
+            seq: self.send_next,
+            code,
+            reason,
+        };
+        self.send_next += 1;
+        self.close_sent = true;
+        self.keep_and_emit(frame);
+    }
+
+    fn keep_and_emit(&mut self, frame: Frame) {
+        self.emit(frame.clone());
+        self.unacked.push_back(frame);
+    }
+
+    /// Attaches to `link` after the peer said it has our stream up to
+    /// `peer_last` and grants `peer_limit`: drops what it has, answers as
+    /// the role requires, then replays the rest in order.
+    pub(crate) fn attach(
+        &mut self,
+        link: Arc<ConnShared>,
+        peer_last: u64,
+        peer_limit: u64,
+        answer: Answer,
+    ) -> Result<(), ErrorCode> {
+        if peer_last >= self.send_next {
+            return Err(ErrorCode::Sequence);
+        }
+        let oldest = self.unacked.front().map_or(self.send_next, frame_seq);
+        if peer_last + 1 < oldest {
+            return Err(ErrorCode::ReplayUnavailable);
+        }
+        self.drop_acked(peer_last);
+        self.on_window(peer_limit);
+        if let Some(old) = self.link.take().filter(|old| old.id != link.id) {
+            old.forget(self.id);
+        }
+        self.link = Some(link);
+        self.pending = None;
+        self.epoch += 1;
+        self.emit_answer(answer);
+        for frame in &self.unacked {
+            self.emit(frame.clone());
+        }
+        if answer == Answer::None {
+            // Credit granted while the RESUME was pending went nowhere
+            // (no connection): restate the limit (WINDOW is idempotent).
+            self.emit(Frame::Window {
+                session: self.id,
+                limit: self.granted,
+            });
+        }
+        Ok(())
+    }
+
+    fn emit_answer(&self, answer: Answer) {
+        let frame = match answer {
+            Answer::None => return,
+            Answer::OpenOk => Frame::OpenOk {
+                session: self.id,
+                window: u32::try_from(self.granted - self.received_bytes).unwrap_or(u32::MAX),
+                subprotocol: self.subprotocol.clone(),
+            },
+            Answer::Resume => Frame::Resume {
+                session: self.id,
+                last_seq: self.ack_seq(),
+                limit: self.granted,
+            },
+        };
+        self.emit(frame);
+    }
+
+    /// Detaches from connection `conn_id` if attached (or resuming) there;
+    /// returns the epoch a grace timer should check.
+    pub(crate) fn detach(&mut self, conn_id: u64) -> Option<u64> {
+        if self.link.as_ref().is_some_and(|l| l.id == conn_id) {
+            self.link = None;
+        } else if self.pending.as_ref().is_some_and(|p| p.id == conn_id) {
+            self.pending = None;
+        } else {
+            return None;
+        }
+        // An open or resume in flight on the dead connection fails.
+        self.waiter = None;
+        self.epoch += 1;
+        Some(self.epoch)
+    }
+
+    /// Ends the session with `error` (the first failure wins).
+    pub(crate) fn fail(&mut self, error: SessionError) {
+        if self.failure.is_none() {
+            if let Some(w) = self.waiter.take() {
+                let _ = w.send(Err(SessionEnd::Failed(error.clone())));
+            }
+            self.failure = Some(error);
+            self.inbox.clear();
+        }
+    }
+
+    /// Both directions closed and this side's CLOSE acknowledged: nothing
+    /// more will travel, the session can be forgotten.
+    pub(crate) fn finished(&self) -> bool {
+        self.close_sent && self.unacked.is_empty() && self.peer_close.is_some()
+    }
+
+    /// The peer forgot a session whose CLOSEs were both exchanged: the
+    /// only thing it never confirmed is our CLOSE, which it evidently had.
+    pub(crate) fn complete_without_ack(&mut self) -> bool {
+        if self.close_sent && self.peer_close.is_some() {
+            self.unacked.clear();
+            self.unacked_bytes = 0;
+            return true;
+        }
+        false
+    }
+}
+
+fn frame_seq(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Data { seq, .. } | Frame::Close { seq, .. } => *seq,
+        _ => 0,
+    }
+}
+
+fn data_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Data { payload, .. } => payload.len(),
+        _ => 0,
+    }
+}

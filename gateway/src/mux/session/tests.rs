@@ -1,0 +1,106 @@
+//! Unit tests of the session state machine, without connections.
+
+use bytes::Bytes;
+
+use super::state::{SessionParams, State};
+use crate::mux::frame::{ErrorCode, MAX_FRAME_PAYLOAD};
+use crate::mux::message::{Chunk, SessionError};
+
+fn state(window: u32, replay_limit: usize, peer_limit: u64) -> State {
+    let params = SessionParams {
+        window,
+        replay_limit,
+        max_message: 1 << 20,
+    };
+    State::new(7, params, peer_limit)
+}
+
+fn chunk(len: usize) -> Chunk {
+    Chunk {
+        text: false,
+        fin: true,
+        payload: Bytes::from(vec![0; len]),
+    }
+}
+
+#[test]
+fn credit_counts_payload_bytes_and_limits_only_grow() {
+    let mut st = state(100, 4 << 20, 250);
+    assert_eq!(st.room().unwrap().bytes, 250);
+    st.push_data(false, true, Bytes::from(vec![0; 200]));
+    assert_eq!(st.room().unwrap().bytes, 50);
+    st.on_window(270);
+    assert_eq!(st.room().unwrap().bytes, 70);
+    st.on_window(260); // stale: ignored
+    assert_eq!(st.room().unwrap().bytes, 70);
+    // Out of credit, an empty frame may still go (it costs nothing).
+    st.push_data(false, true, Bytes::from(vec![0; 70]));
+    let room = st.room().unwrap();
+    assert_eq!((room.bytes, room.frame), (0, true));
+    // The frame limit caps room even with plenty of credit.
+    st.on_window(u64::MAX);
+    assert_eq!(st.room().unwrap().bytes, MAX_FRAME_PAYLOAD);
+}
+
+#[test]
+fn receiver_enforces_its_grant_and_regrants_at_half() {
+    let mut st = state(100, 1 << 20, 0);
+    assert_eq!(st.on_data(1, chunk(60)), Ok(true));
+    assert_eq!(st.on_data(2, chunk(41)), Err(ErrorCode::FlowControl));
+    assert_eq!(st.on_data(2, chunk(40)), Ok(true));
+    assert_eq!(st.granted(), 100);
+    st.take_chunk().unwrap(); // 60 consumed: 40 left <= 50, grant again
+    assert_eq!(st.granted(), 160);
+    st.take_chunk().unwrap();
+    assert_eq!(st.granted(), 160, "100 consumed, 60 left: no grant yet");
+}
+
+#[test]
+fn duplicates_are_dropped_and_gaps_refused() {
+    let mut st = state(1000, 1 << 20, 0);
+    assert_eq!(st.on_data(1, chunk(1)), Ok(true));
+    assert_eq!(st.on_data(1, chunk(1)), Ok(false));
+    assert_eq!(st.on_data(3, chunk(1)), Err(ErrorCode::Sequence));
+    assert_eq!(st.ack_seq(), 1);
+    assert_eq!(st.on_close(2, 1000, String::new()), Ok(true));
+    assert_eq!(st.on_close(2, 1000, String::new()), Ok(false));
+    assert_eq!(st.on_data(3, chunk(1)), Err(ErrorCode::InvalidState));
+    let text = Chunk {
+        text: true,
+        fin: false,
+        payload: Bytes::new(),
+    };
+    let mut st = state(1000, 1 << 20, 0);
+    assert_eq!(st.on_data(1, text), Ok(true));
+    assert_eq!(
+        st.on_data(2, chunk(1)),
+        Err(ErrorCode::InvalidState),
+        "text flag changed"
+    );
+}
+
+#[test]
+fn acks_trim_the_replay_buffer_and_free_room() {
+    let mut st = state(1000, 250, u64::MAX);
+    st.push_data(false, true, Bytes::from(vec![0; 100]));
+    st.push_data(false, true, Bytes::from(vec![0; 100]));
+    assert_eq!(st.room().unwrap().bytes, 50, "replay bound");
+    assert_eq!(st.on_ack(3), Err(ErrorCode::Sequence), "never sent");
+    assert_eq!(st.on_ack(1), Ok(()));
+    assert_eq!(st.room().unwrap().bytes, 150);
+    st.push_close(1000, String::new());
+    assert_eq!(st.room().err(), Some(SessionError::Closed));
+    assert!(!st.finished());
+    st.on_ack(3).unwrap();
+    st.on_close(1, 1000, String::new()).unwrap();
+    assert!(st.finished());
+}
+
+#[test]
+fn failure_is_sticky_and_first_wins() {
+    let mut st = state(1000, 1000, 1000);
+    st.fail(SessionError::Expired);
+    st.fail(SessionError::Protocol(ErrorCode::Sequence));
+    assert_eq!(st.room().err(), Some(SessionError::Expired));
+    assert!(st.recv_done());
+}
