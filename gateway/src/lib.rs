@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod listener;
 pub mod metrics;
 pub mod mux;
+mod muxmode;
 pub mod pool;
 mod proxy;
 pub mod router;

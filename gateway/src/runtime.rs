@@ -40,7 +40,11 @@ impl Runtime {
             let n = needs.entry(r.cluster()).or_default();
             match r.mode() {
                 Mode::Http => n.http = true,
-                Mode::WebSocket | Mode::Mux => n.raw = true,
+                Mode::WebSocket => n.raw = true,
+                Mode::Mux => {
+                    n.raw = true;
+                    n.mux = true;
+                }
             }
         }
         let mut clusters = BTreeMap::new();
@@ -52,7 +56,9 @@ impl Runtime {
                 .cloned();
             let cluster = match reused {
                 Some(c) => c,
-                None => Arc::new(Cluster::start(cc, need).map_err(|e| format!("clusters.{name}: {e}"))?),
+                None => Arc::new(
+                    Cluster::start(cc, need, &ctx.metrics.mux(name)).map_err(|e| format!("clusters.{name}: {e}"))?,
+                ),
             };
             clusters.insert(name.clone(), cluster);
         }

@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 
 use super::error::Errors;
 use super::parse_duration;
-use super::spec::{ClusterSpec, EndpointSpec, HealthCheckSpec, PoolSpec, UpstreamTlsSpec};
+use super::spec::{ClusterSpec, EndpointSpec, HealthCheckSpec, MuxSpec, PoolSpec, UpstreamTlsSpec};
 
 /// A validated `[clusters.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,60 @@ pub struct ClusterConfig {
     pub(crate) tls: Option<UpstreamTls>,
     pub(crate) pool: PoolParams,
     pub(crate) health: HealthCheckConfig,
+    pub(crate) mux: MuxParams,
+}
+
+/// Mux connection settings of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MuxParams {
+    pub(crate) connections: usize,
+    pub(crate) path: String,
+    pub(crate) window_bytes: u32,
+    pub(crate) replay_bytes: usize,
+    pub(crate) resume_timeout: Duration,
+}
+
+impl MuxParams {
+    fn from_spec(at: &str, spec: &MuxSpec, errs: &mut Errors) -> Option<Self> {
+        let connections = spec.connections.unwrap_or(2);
+        if connections == 0 || connections > 64 {
+            errs.push(
+                format!("{at}.connections"),
+                format!("must be within 1..=64, got {connections}"),
+            );
+        }
+        let path = spec.path.clone().unwrap_or_else(|| "/agentmux".to_owned());
+        if !path.starts_with('/') {
+            errs.push(format!("{at}.path"), format!("must start with '/', got {path:?}"));
+        }
+        let window_bytes = spec.window_bytes.unwrap_or(256 * 1024);
+        if window_bytes < 1024 {
+            errs.push(
+                format!("{at}.window_bytes"),
+                format!("must be at least 1024, got {window_bytes}"),
+            );
+        }
+        let replay_bytes = spec.replay_bytes.unwrap_or(1 << 20);
+        if replay_bytes < 1024 {
+            errs.push(
+                format!("{at}.replay_bytes"),
+                format!("must be at least 1024, got {replay_bytes}"),
+            );
+        }
+        let resume_timeout = duration(
+            errs,
+            format!("{at}.resume_timeout"),
+            &spec.resume_timeout,
+            Duration::from_secs(10),
+        );
+        Some(Self {
+            connections,
+            path,
+            window_bytes,
+            replay_bytes,
+            resume_timeout: resume_timeout?,
+        })
+    }
 }
 
 /// Where a cluster's endpoints come from.
@@ -216,6 +270,7 @@ impl ClusterConfig {
         };
         let pool = PoolParams::from_spec(&at("pool"), &spec.pool, errs);
         let health = HealthCheckConfig::from_spec(&at("health_check"), &spec.health_check, errs);
+        let mux = MuxParams::from_spec(&at("mux"), &spec.mux, errs);
         Some(Self {
             name: name.into(),
             kind: kind?,
@@ -225,6 +280,7 @@ impl ClusterConfig {
             tls: tls?,
             pool: pool?,
             health: health?,
+            mux: mux?,
         })
     }
 

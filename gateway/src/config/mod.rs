@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cluster::{
-    ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, PoolParams,
-    Strategy, UpstreamProtocol, UpstreamTls,
+    ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, MuxParams,
+    PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
 };
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};

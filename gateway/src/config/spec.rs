@@ -209,6 +209,27 @@ pub struct ClusterSpec {
     /// Active and passive health checking of each endpoint.
     #[serde(default)]
     pub health_check: HealthCheckSpec,
+    /// Mux connections (routes in `mode = "mux"`).
+    #[serde(default)]
+    pub mux: MuxSpec,
+}
+
+/// `clusters.NAME.mux`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuxSpec {
+    /// Mux connections kept open per endpoint. Default 2.
+    pub connections: Option<usize>,
+    /// Path of the upstream's mux WebSocket. Default `"/agentmux"`.
+    pub path: Option<String>,
+    /// Credit each session grants the upstream, in bytes. Default 262144.
+    pub window_bytes: Option<u32>,
+    /// Unacknowledged bytes each session keeps for replay after a lost
+    /// connection; sending waits at the bound. Default 1048576.
+    pub replay_bytes: Option<usize>,
+    /// How long a session whose connection died may take to be resumed on
+    /// another before its agent is closed with 1011. Default `"10s"`.
+    pub resume_timeout: Option<String>,
 }
 
 /// One endpoint: a string address or a table with a weight.

@@ -126,6 +126,9 @@ pub struct Metrics {
     pub(crate) circuit_state: Family<CircuitLabels, Gauge>,
     pub(crate) rate_limit_keys: Family<RouteLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    mux_resumes: Family<ClusterLabels, Counter>,
+    mux_lost: Family<ClusterLabels, Counter>,
+    mux_connections: Family<ClusterLabels, Gauge>,
     alerts_raised: Family<AlertLabels, Counter>,
     alerts_active: Family<SeverityLabels, Gauge>,
     webhooks: Family<ResultLabels, Counter>,
@@ -159,6 +162,9 @@ impl Metrics {
             circuit_state: Family::default(),
             rate_limit_keys: Family::default(),
             reloads: Family::default(),
+            mux_resumes: Family::default(),
+            mux_lost: Family::default(),
+            mux_connections: Family::default(),
             alerts_raised: Family::default(),
             alerts_active: Family::default(),
             webhooks: Family::default(),
@@ -246,6 +252,21 @@ impl Metrics {
         );
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
         r.register(
+            "mux_resumes",
+            "Mux sessions resumed on another connection",
+            m.mux_resumes.clone(),
+        );
+        r.register(
+            "mux_sessions_lost",
+            "Mux sessions closed with 1011 because they could not be resumed",
+            m.mux_lost.clone(),
+        );
+        r.register(
+            "mux_connections",
+            "Live mux connections to upstreams",
+            m.mux_connections.clone(),
+        );
+        r.register(
             "alerts_raised",
             "Anomaly alerts raised, by kind and severity",
             m.alerts_raised.clone(),
@@ -299,6 +320,18 @@ impl Metrics {
             relay_seconds: self.relay_seconds.get_or_create_owned(&labels),
             errors: self.errors.clone(),
             ended: self.sessions_ended.clone(),
+        }
+    }
+
+    /// Cached mux counters of a cluster.
+    pub(crate) fn mux(&self, cluster: &str) -> crate::muxmode::MuxCounters {
+        let l = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        crate::muxmode::MuxCounters {
+            resumed: self.mux_resumes.get_or_create_owned(&l),
+            lost: self.mux_lost.get_or_create_owned(&l),
+            connections: self.mux_connections.get_or_create_owned(&l),
         }
     }
 

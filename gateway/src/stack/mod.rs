@@ -145,10 +145,7 @@ fn mode_service(t: Arc<Terminal>) -> Svc {
             let result = match t.route.mode() {
                 Mode::Http => crate::proxy::forward(&t, req).await,
                 Mode::WebSocket => crate::ws::session(&t, req).await,
-                Mode::Mux => Err(crate::error::ProxyError::new(
-                    crate::error::Cause::BadRequest,
-                    format!("route {:?}: mux mode is not available yet", t.route.name()),
-                )),
+                Mode::Mux => crate::muxmode::session(&t, req).await,
             };
             result.map_err(BoxError::from)
         }

@@ -27,6 +27,8 @@ pub struct PoolNeeds {
     pub http: bool,
     /// Some route in `websocket` or `mux` mode uses the cluster.
     pub raw: bool,
+    /// Some route in `mux` mode uses the cluster.
+    pub mux: bool,
 }
 
 /// A running cluster.
@@ -37,6 +39,7 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
     shutdown: CancellationToken,
+    mux: Option<crate::muxmode::MuxCluster>,
 }
 
 /// No endpoint could take the request.
@@ -49,7 +52,11 @@ pub struct NoEndpoint {
 
 impl Cluster {
     /// Builds the cluster, starts its pools warming and its health checks.
-    pub(crate) fn start(config: &ClusterConfig, needs: PoolNeeds) -> Result<Self, String> {
+    pub(crate) fn start(
+        config: &ClusterConfig,
+        needs: PoolNeeds,
+        mux_counters: &crate::muxmode::MuxCounters,
+    ) -> Result<Self, String> {
         let shutdown = CancellationToken::new();
         let mut endpoints = Vec::new();
         let targets: Vec<(Arc<str>, u32, Option<EndpointAddr>)> = match &config.kind {
@@ -111,12 +118,16 @@ impl Cluster {
             endpoints.push(ep);
         }
         let balancer = Balancer::new(&config.strategy, &endpoints);
+        let mux = needs
+            .mux
+            .then(|| crate::muxmode::MuxCluster::start(&endpoints, &config.mux, mux_counters));
         Ok(Self {
             config: config.clone(),
             needs,
             endpoints,
             balancer,
             shutdown,
+            mux,
         })
     }
 
@@ -179,9 +190,17 @@ impl Cluster {
         total
     }
 
+    /// The mux connections, when a mux route uses the cluster.
+    pub(crate) fn mux(&self) -> Option<&crate::muxmode::MuxCluster> {
+        self.mux.as_ref()
+    }
+
     /// Stops health checks and closes every pool (cluster removed).
     pub fn close(&self) {
         self.shutdown.cancel();
+        if let Some(m) = &self.mux {
+            m.close();
+        }
         for ep in &self.endpoints {
             for p in ep.pools() {
                 p.close();

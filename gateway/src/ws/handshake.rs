@@ -309,6 +309,22 @@ fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, Hand
     })
 }
 
+/// A bare `101` for the agent (mux mode: no upstream headers to copy).
+pub(crate) fn switching_protocols_to(agent_key: &HeaderValue, protocol: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(crate::body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept_key(agent_key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    r
+}
+
 /// The `101` for the agent.
 pub(crate) fn switching_protocols(agent_key: &HeaderValue, accepted: &Accepted) -> Response<Body> {
     let mut r = Response::new(crate::body::empty());

@@ -22,7 +22,7 @@
 //! still serves the built-in echo upstream and the load generator.
 
 pub(crate) mod drain;
-mod frame;
+pub(crate) mod frame;
 pub(crate) mod handshake;
 mod lane;
 pub mod relay;
@@ -41,40 +41,80 @@ use handshake::{HandshakeError, Origin, UpstreamUpgrade};
 use lane::LaneCounters;
 use relay::{Relay, RelayParams};
 
+/// What every session mode learns from an agent's upgrade request before
+/// touching an upstream: its key, connection, host and identity, and the
+/// per-key limits it is under.
+pub(crate) struct Prelude {
+    pub(crate) agent_key: http::HeaderValue,
+    pub(crate) conn: Arc<ConnInfo>,
+    pub(crate) host: Option<String>,
+    pub(crate) agent_name: String,
+    pub(crate) session_permit: Option<agentmux_filters::rate_limit::SessionPermit>,
+    pub(crate) messages: Option<agentmux_filters::rate_limit::SessionMessages>,
+    pub(crate) span: Option<crate::telemetry::RequestSpan>,
+}
+
+impl Prelude {
+    /// Checks the upgrade (`Ok(Err(response))`: answer the agent with it)
+    /// and applies the concurrent-session limit.
+    pub(crate) fn take(t: &Terminal, req: &Request<ProxyBody>) -> Result<Result<Self, Response<Body>>, ProxyError> {
+        let agent_key = match handshake::check_agent(req) {
+            Ok(k) => k,
+            Err(reject) => return Ok(Err(reject.into_response())),
+        };
+        let conn = req
+            .extensions()
+            .get::<Arc<ConnInfo>>()
+            .cloned()
+            .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
+        let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
+        // Concurrent sessions per key: refused before any upstream work.
+        let session_permit = match &t.ws.sessions {
+            Some((source, limiter)) => {
+                let key = source.key_from(req.headers(), req.extensions());
+                Some(limiter.try_acquire(key).map_err(|e| {
+                    ProxyError::new(Cause::RateLimited, "too many concurrent sessions for this agent").with_source(e)
+                })?)
+            }
+            None => None,
+        };
+        // Who the agent is, for the session list: its authenticated name,
+        // else its address.
+        let agent_name = req
+            .extensions()
+            .get::<agentmux_filters::AgentIdentity>()
+            .map_or_else(|| conn.client.ip().to_string(), |a| a.as_str().to_owned());
+        let messages =
+            t.ws.messages
+                .as_ref()
+                .map(|(source, limiter)| limiter.session(source.key_from(req.headers(), req.extensions())));
+        Ok(Ok(Self {
+            agent_key,
+            conn,
+            host,
+            agent_name,
+            session_permit,
+            messages,
+            span: req.extensions().get::<crate::telemetry::RequestSpan>().cloned(),
+        }))
+    }
+}
+
 /// Handles an agent's upgrade on a websocket route (the bottom of the
 /// route's stack: filters have already passed the upgrade request).
 pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
-    let agent_key = match handshake::check_agent(&req) {
-        Ok(k) => k,
-        Err(reject) => return Ok(reject.into_response()),
+    let Prelude {
+        agent_key,
+        conn,
+        host,
+        agent_name,
+        session_permit,
+        messages,
+        span,
+    } = match Prelude::take(t, &req)? {
+        Ok(p) => p,
+        Err(response) => return Ok(response),
     };
-    let conn = req
-        .extensions()
-        .get::<Arc<ConnInfo>>()
-        .cloned()
-        .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
-    let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
-    // Concurrent sessions per key: refused before any upstream work.
-    let session_permit = match &t.ws.sessions {
-        Some((source, limiter)) => {
-            let key = source.key_from(req.headers(), req.extensions());
-            Some(limiter.try_acquire(key).map_err(|e| {
-                ProxyError::new(Cause::RateLimited, "too many concurrent sessions for this agent").with_source(e)
-            })?)
-        }
-        None => None,
-    };
-    // Who the agent is, for the session list: its authenticated name,
-    // else its address.
-    let span = req.extensions().get::<crate::telemetry::RequestSpan>().cloned();
-    let agent_name = req
-        .extensions()
-        .get::<agentmux_filters::AgentIdentity>()
-        .map_or_else(|| conn.client.ip().to_string(), |a| a.as_str().to_owned());
-    let messages =
-        t.ws.messages
-            .as_ref()
-            .map(|(source, limiter)| limiter.session(source.key_from(req.headers(), req.extensions())));
     let cluster = &t.cluster;
     let key = cluster
         .hash_key()

@@ -1,0 +1,314 @@
+//! The agent's side of a mux-mode session: a server-role WebSocket that
+//! turns the agent's frames into mux chunks and mux chunks back into
+//! frames, enforcing RFC 6455 as the websocket mode's relay does.
+//!
+//! Frames are not reassembled: each frame's payload becomes one or more
+//! chunks as it arrives (a large frame is passed on in pieces, so memory
+//! per session stays at one read), with the message's FIN on the last.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::mux::Chunk;
+use crate::ws::frame::{self, Utf8Stream, Violation, op};
+
+/// Passing on part of a frame is worth it from this many bytes.
+const PIECE: usize = 16 * 1024;
+
+/// What the agent sent.
+#[derive(Debug)]
+pub(crate) enum AgentEvent {
+    /// Part of a message.
+    Data(Chunk),
+    /// A ping to answer.
+    Ping(Bytes),
+    /// A close frame: its code and reason, if any.
+    Close(Option<(u16, String)>),
+}
+
+/// Reads and checks the agent's frames. `next` is cancel-safe: all state
+/// lives in the struct and a read only ever appends to the buffer.
+pub(crate) struct AgentReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_message: u64,
+    /// The data frame being passed on: bytes left, mask and its phase, FIN.
+    frame: Option<(u64, [u8; 4], usize, bool)>,
+    /// The message being passed on: text?, bytes so far, UTF-8 state.
+    msg: Option<(bool, u64, Utf8Stream)>,
+}
+
+impl<R: AsyncRead + Unpin> AgentReader<R> {
+    pub(crate) fn new(io: R, early: &[u8], max_message: usize) -> Self {
+        Self {
+            io,
+            buf: BytesMut::from(early),
+            max_message: max_message as u64,
+            frame: None,
+            msg: None,
+        }
+    }
+
+    /// The next event; `Ok(None)` when the agent closed the stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<AgentEvent>, Violation> {
+        loop {
+            if let Some(ev) = self.parse()? {
+                return Ok(Some(ev));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(8192);
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<AgentEvent>, Violation> {
+        // A loop, not recursion: a buffer full of pongs must not grow the stack.
+        loop {
+            match self.step()? {
+                Step::Event(ev) => return Ok(Some(ev)),
+                Step::NeedMore => return Ok(None),
+                Step::Again => {}
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Step, Violation> {
+        if let Some((left, key, phase, fin)) = self.frame {
+            let avail = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            // Wait for a worthwhile piece unless the frame ends here.
+            if avail == 0 || (avail < PIECE && (avail as u64) < left) {
+                return Ok(Step::NeedMore);
+            }
+            let mut piece = self.buf.split_to(avail);
+            frame::apply_mask(&mut piece, key, phase);
+            let left = left - avail as u64;
+            let last = left == 0;
+            let text = self.msg.as_ref().is_some_and(|m| m.0);
+            if let Some((true, _, utf8)) = self.msg.as_mut() {
+                utf8.feed(&piece)?;
+            }
+            self.frame = (!last).then_some((left, key, (phase + avail) % 4, fin));
+            let end_of_message = last && fin;
+            if end_of_message && let Some((true, _, mut utf8)) = self.msg.take() {
+                utf8.finish()?;
+            }
+            if end_of_message {
+                self.msg = None;
+            }
+            return Ok(Step::Event(AgentEvent::Data(Chunk {
+                text,
+                fin: end_of_message,
+                payload: piece.freeze(),
+            })));
+        }
+        let Some(h) = frame::parse_head(&self.buf, true)? else {
+            return Ok(Step::NeedMore);
+        };
+        if h.is_control() {
+            let total = h.header_len + h.len as usize;
+            if self.buf.len() < total {
+                return Ok(Step::NeedMore);
+            }
+            self.buf.advance(h.header_len);
+            let mut payload = self.buf.split_to(h.len as usize);
+            if let Some(k) = h.mask {
+                frame::apply_mask(&mut payload, k, 0);
+            }
+            return Ok(match h.opcode {
+                op::PING => Step::Event(AgentEvent::Ping(payload.freeze())),
+                op::CLOSE => {
+                    let code = frame::check_close(&payload)?;
+                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
+                    Step::Event(AgentEvent::Close(code.map(|c| (c, reason))))
+                }
+                // Unsolicited pongs are allowed and mean nothing here.
+                _ => Step::Again,
+            });
+        }
+        match (h.opcode, &self.msg) {
+            (op::CONTINUATION, None) | (op::TEXT | op::BINARY, Some(_)) => return Err(Violation::BadFragmentation),
+            _ => {}
+        }
+        let msg = self.msg.get_or_insert((h.opcode == op::TEXT, 0, Utf8Stream::default()));
+        msg.1 = msg.1.saturating_add(h.len);
+        if msg.1 > self.max_message {
+            return Err(Violation::TooLarge);
+        }
+        self.buf.advance(h.header_len);
+        let key = h.mask.unwrap_or_default();
+        if h.len == 0 {
+            // An empty frame still carries the message's FIN.
+            let text = msg.0;
+            if h.fin {
+                if let Some((true, _, mut utf8)) = self.msg.take() {
+                    utf8.finish()?;
+                }
+                self.msg = None;
+            }
+            return Ok(Step::Event(AgentEvent::Data(Chunk {
+                text,
+                fin: h.fin,
+                payload: Bytes::new(),
+            })));
+        }
+        self.frame = Some((h.len, key, 0, h.fin));
+        Ok(Step::Again)
+    }
+}
+
+enum Step {
+    Event(AgentEvent),
+    NeedMore,
+    Again,
+}
+
+/// Writes frames to the agent (as a server: unmasked).
+pub(crate) struct AgentWriter<W> {
+    io: W,
+    in_message: bool,
+    out: Vec<u8>,
+    pub(crate) closed: bool,
+}
+
+impl<W: AsyncWrite + Unpin> AgentWriter<W> {
+    pub(crate) fn new(io: W) -> Self {
+        Self {
+            io,
+            in_message: false,
+            out: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Writes one chunk as a frame: the first of a message as text or
+    /// binary, the rest as continuations.
+    pub(crate) async fn chunk(&mut self, c: &Chunk) -> std::io::Result<()> {
+        let opcode = match (self.in_message, c.text) {
+            (true, _) => op::CONTINUATION,
+            (false, true) => op::TEXT,
+            (false, false) => op::BINARY,
+        };
+        self.in_message = !c.fin;
+        self.out.clear();
+        frame::write_head(&mut self.out, c.fin, opcode, c.payload.len(), None);
+        self.io.write_all(&self.out).await?;
+        self.io.write_all(&c.payload).await?;
+        self.io.flush().await
+    }
+
+    /// Writes a control frame.
+    pub(crate) async fn control(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        self.out.clear();
+        frame::write_control(&mut self.out, opcode, payload, None);
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await
+    }
+
+    /// Sends a close frame (once) and shuts the stream down.
+    pub(crate) async fn close(&mut self, code: u16, reason: &str) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // 1014 is valid but some clients reject it.
+        let code = if code == 1014 { 1011 } else { code };
+        let payload = frame::close_payload(code, reason);
+        let _ = self.control(op::CLOSE, &payload).await;
+        let _ = self.io.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let key = [7, 8, 9, 10];
+        frame::write_head(&mut out, fin, opcode, payload.len(), Some(key));
+        let start = out.len();
+        out.extend_from_slice(payload);
+        frame::apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    async fn events(bytes: Vec<u8>) -> Vec<Result<Option<AgentEvent>, Violation>> {
+        let mut r = AgentReader::new(&bytes[..], &[], 1 << 20);
+        let mut out = Vec::new();
+        loop {
+            let e = r.next().await;
+            let stop = !matches!(e, Ok(Some(_)));
+            out.push(e);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fragments_become_chunks_with_the_message_fin() {
+        let mut input = masked(false, op::TEXT, "hé".as_bytes());
+        input.extend(masked(true, op::PING, b"p"));
+        input.extend(masked(true, op::CONTINUATION, b"llo"));
+        let ev = events(input).await;
+        let data: Vec<(bool, bool, Vec<u8>)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Ok(Some(AgentEvent::Data(c))) => Some((c.text, c.fin, c.payload.to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            data,
+            vec![(true, false, "hé".as_bytes().to_vec()), (true, true, b"llo".to_vec())]
+        );
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Ok(Some(AgentEvent::Ping(p))) if &p[..] == b"p"))
+        );
+    }
+
+    #[tokio::test]
+    async fn violations_are_reported() {
+        let unmasked = {
+            let mut v = Vec::new();
+            frame::write_head(&mut v, true, op::BINARY, 1, None);
+            v.push(0);
+            v
+        };
+        assert!(matches!(events(unmasked).await[0], Err(Violation::Masking)));
+        assert!(matches!(
+            events(masked(true, op::TEXT, &[0xFF])).await[0],
+            Err(Violation::InvalidUtf8)
+        ));
+        assert!(matches!(
+            events(masked(true, op::CONTINUATION, b"x")).await[0],
+            Err(Violation::BadFragmentation)
+        ));
+    }
+
+    #[tokio::test]
+    async fn writer_frames_chunks_as_a_message() {
+        let mut out = Vec::new();
+        let mut w = AgentWriter::new(&mut out);
+        w.chunk(&Chunk {
+            text: true,
+            fin: false,
+            payload: Bytes::from_static(b"ab"),
+        })
+        .await
+        .unwrap();
+        w.chunk(&Chunk {
+            text: true,
+            fin: true,
+            payload: Bytes::from_static(b"c"),
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, [0x01, 2, b'a', b'b', 0x80, 1, b'c']);
+    }
+}

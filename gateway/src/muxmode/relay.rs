@@ -1,0 +1,171 @@
+//! One agent's mux-mode session: its WebSocket on one side, its mux
+//! session on the other, both directions concurrently.
+//!
+//! Agent → upstream awaits the session's credit before reading further, so
+//! an agent the upstream cannot keep up with is slowed by TCP backpressure
+//! alone while its neighbours on the same connection flow. Upstream → agent
+//! takes chunks only as fast as the agent's socket accepts them, which in
+//! turn holds back the upstream's credit for this session only.
+
+use std::time::Duration;
+
+use agentmux_filters::rate_limit::SessionMessages;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::agent::{AgentEvent, AgentReader, AgentWriter};
+use crate::metrics::RouteMetrics;
+use crate::mux::{MuxSession, SessionEnd};
+use crate::ws::frame::op;
+use crate::ws::relay::EndReason;
+
+/// How long the upstream may take to answer an agent's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the agent-reading half asks the writing half to send.
+enum Control {
+    Pong(bytes::Bytes),
+    Close(u16, String),
+}
+
+/// Runs the session until either side ends it; returns how it ended.
+pub(crate) async fn run<A>(
+    agent: A,
+    early: &[u8],
+    session: MuxSession,
+    max_message: usize,
+    mut gate: Option<SessionMessages>,
+    metrics: RouteMetrics,
+    drain: crate::ws::drain::DrainWatch,
+) -> EndReason
+where
+    A: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(agent);
+    let mut reader = AgentReader::new(rd, early, max_message);
+    let mut writer = AgentWriter::new(wr);
+    let (mut tx, mut rx) = session.split();
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
+    let drain_tx = ctl_tx.clone();
+    let m_up = metrics.clone();
+
+    // Agent → upstream.
+    let up = async move {
+        let mut first = true;
+        loop {
+            let ev = match reader.next().await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    let _ = tx.close(1001, "agent disconnected");
+                    return EndReason::AgentGone;
+                }
+                Err(v) => {
+                    let _ = ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
+                    let _ = tx.close(1001, "agent protocol error");
+                    return EndReason::AgentViolation(v.close_code());
+                }
+            };
+            match ev {
+                AgentEvent::Data(chunk) => {
+                    if first
+                        && let Some(g) = gate.as_mut()
+                        && g.admit().await.is_err()
+                    {
+                        let _ = ctl_tx.send(Control::Close(1008, "message rate exceeded".into())).await;
+                        let _ = tx.close(1001, "agent over its message rate");
+                        return EndReason::RateLimited;
+                    }
+                    first = chunk.fin;
+                    m_up.bytes_up.inc_by(chunk.payload.len() as u64);
+                    if chunk.fin {
+                        m_up.messages_up.inc();
+                    }
+                    if tx.send_chunk(chunk).await.is_err() {
+                        return EndReason::UpstreamGone;
+                    }
+                }
+                AgentEvent::Ping(p) => {
+                    let _ = ctl_tx.send(Control::Pong(p)).await;
+                }
+                AgentEvent::Close(c) => {
+                    // 1005 means "no code": the mux carries 1000 instead.
+                    let (code, reason) = c.unwrap_or((1000, String::new()));
+                    let _ = tx.close(code, &reason);
+                    return EndReason::Closed;
+                }
+            }
+        }
+    };
+
+    // Upstream → agent (and the control frames the reading half asks for).
+    let down = async move {
+        loop {
+            tokio::select! {
+                chunk = rx.recv_chunk() => match chunk {
+                    Some(c) => {
+                        metrics.bytes_down.inc_by(c.payload.len() as u64);
+                        if c.fin {
+                            metrics.messages_down.inc();
+                        }
+                        if writer.chunk(&c).await.is_err() {
+                            return (EndReason::AgentGone, writer);
+                        }
+                    }
+                    None => {
+                        let (code, reason, why) = match rx.end() {
+                            Some(SessionEnd::Closed { code, reason }) => (code, reason, EndReason::Closed),
+                            Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), EndReason::UpstreamGone),
+                            None => (1011, "upstream session ended".to_owned(), EndReason::UpstreamGone),
+                        };
+                        writer.close(code, &reason).await;
+                        return (why, writer);
+                    }
+                },
+                ctl = ctl_rx.recv() => match ctl {
+                    Some(Control::Pong(p)) => {
+                        let _ = writer.control(op::PONG, &p).await;
+                    }
+                    Some(Control::Close(code, reason)) => {
+                        writer.close(code, &reason).await;
+                        return (EndReason::AgentViolation(code), writer);
+                    }
+                    // The reading half is done; keep delivering until the
+                    // upstream closes its side.
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    };
+
+    let mut drain = drain;
+    let draining = std::future::poll_fn(|cx| {
+        if drain.poll_started(cx) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    tokio::pin!(up, down, draining);
+    let mut up_end = None;
+    let mut drained = false;
+    loop {
+        tokio::select! {
+            r = &mut up, if up_end.is_none() => {
+                up_end = Some(r);
+            }
+            (r, _writer) = &mut down => {
+                return if drained { EndReason::Draining } else { up_end.unwrap_or(r) };
+            }
+            _ = tokio::time::sleep(CLOSE_WAIT), if up_end.is_some() || drained => {
+                // The other side did not finish closing in time.
+                return if drained { EndReason::Draining } else { up_end.unwrap_or(EndReason::Closed) };
+            }
+            _ = &mut draining, if !drained => {
+                // Tell the agent; dropping the reading half (below, when
+                // this function returns) closes the mux session.
+                drained = true;
+                let _ = drain_tx.send(Control::Close(1001, "gateway shutting down".into())).await;
+            }
+        }
+    }
+}

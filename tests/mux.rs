@@ -1,0 +1,243 @@
+//! Mux mode end to end: many agent WebSocket sessions over a few upstream
+//! connections speaking `agentmux.v1`, resumed with nothing lost when those
+//! connections die. Tests about resuming have `resume` in their names, so
+//! `cargo test resume` runs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use agentmux_tests::mux::{spawn_mux_echo, spawn_poisoner};
+use agentmux_tests::{Gateway, ws};
+
+fn config(upstream: std::net::SocketAddr, connections: usize) -> String {
+    format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "mux"
+mode = "mux"
+cluster = "up"
+[clusters.up]
+endpoints = ["{upstream}"]
+[clusters.up.pool]
+min_connections = 1
+max_connections = 16
+[clusters.up.mux]
+connections = {connections}
+resume_timeout = "20s"
+"#
+    )
+}
+
+type Client = tokio_tungstenite::WebSocketStream<Box<dyn ws::Io>>;
+
+async fn recv_text(c: &mut Client) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Sends `n` numbered messages and checks each echo, in order.
+async fn exchange(c: &mut Client, session: usize, from: usize, n: usize) {
+    for m in from..from + n {
+        let payload = format!("s{session}-m{m}");
+        c.send(Message::text(payload.clone())).await.unwrap();
+        assert_eq!(recv_text(c).await, payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sessions_over_four_connections_in_order() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config(up.addr, 4));
+    let addr = gw.addr();
+    let mut tasks = Vec::new();
+    for s in 0..1000 {
+        tasks.push(tokio::spawn(async move {
+            let (mut c, _) = ws::connect(addr, None, "/", None).await.unwrap();
+            exchange(&mut c, s, 0, 10).await;
+            c
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    assert!(
+        up.accepted.load(Ordering::SeqCst) <= 4,
+        "{} upstream connections",
+        up.accepted.load(Ordering::SeqCst)
+    );
+    // Fragments keep their message framing across the mux.
+    let c = &mut clients[0];
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    c.send(Message::Frame(Frame::message("frag", OpCode::Data(Data::Text), false)))
+        .await
+        .unwrap();
+    c.send(Message::Frame(Frame::message(
+        "mented",
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(recv_text(c).await, "fragmented");
+    for mut c in clients {
+        c.close(None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_every_connection_dies_twice_loses_nothing() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config(up.addr, 2));
+    let addr = gw.addr();
+    let mut clients = Vec::new();
+    for s in 0..100 {
+        let (mut c, _) = ws::connect(addr, None, "/", None).await.unwrap();
+        exchange(&mut c, s, 0, 2).await;
+        clients.push(c);
+    }
+    // Every session streams while all upstream connections are killed,
+    // twice; each echo must come back exactly once, in order.
+    let streams: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(s, mut c)| {
+            tokio::spawn(async move {
+                exchange(&mut c, s, 2, 600).await;
+                c
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            streams.iter().any(|t| !t.is_finished()),
+            "streams ended before the kill"
+        );
+        up.kill_all();
+    }
+    for t in streams {
+        let mut c = t.await.unwrap();
+        c.close(None).await.unwrap();
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    let resumed: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("agentmux_mux_resumes_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(resumed > 0.0, "no session was resumed:\n{metrics}");
+    assert!(
+        !metrics.contains("agentmux_mux_sessions_lost_total{cluster=\"up\"} 1"),
+        "a session was lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_agent_does_not_slow_the_others() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config(up.addr, 1));
+    let addr = gw.addr();
+    // The staller sends far more than the windows and buffers hold and
+    // never reads its echoes.
+    let (mut staller, _) = ws::connect(addr, None, "/", None).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let stalled = tokio::spawn(async move {
+        let mut sent = 0;
+        for _ in 0..400 {
+            if tokio::time::timeout(Duration::from_secs(3), staller.send(Message::text(big.clone())))
+                .await
+                .is_err()
+            {
+                break; // its own backpressure stopped it
+            }
+            sent += 1;
+        }
+        (sent, staller)
+    });
+    // Meanwhile others on the same single connection complete all their
+    // round trips.
+    let mut others = Vec::new();
+    for s in 0..20 {
+        others.push(tokio::spawn(async move {
+            let (mut c, _) = ws::connect(addr, None, "/", None).await.unwrap();
+            exchange(&mut c, s, 0, 100).await;
+            100
+        }));
+    }
+    let mut done = 0;
+    for o in others {
+        done += o.await.unwrap();
+    }
+    assert_eq!(done, 2000);
+    let (sent, _staller) = stalled.await.unwrap();
+    assert!(sent < 400, "the stalled agent was never held back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_bad_frame_from_upstream() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let relay = spawn_poisoner(up.addr).await;
+    let gw = Gateway::start(&config(relay.addr, 2));
+    let addr = gw.addr();
+    let mut clients = Vec::new();
+    for s in 0..20 {
+        let (mut c, _) = ws::connect(addr, None, "/", None).await.unwrap();
+        exchange(&mut c, s, 0, 3).await;
+        clients.push(c);
+    }
+    // Quiet connections: the junk lands between frames.
+    relay.poison();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (s, c) in clients.iter_mut().enumerate() {
+        exchange(c, s, 3, 5).await;
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    let resumed = metrics
+        .lines()
+        .find(|l| l.starts_with("agentmux_mux_resumes_total{cluster=\"up\"}"))
+        .unwrap_or("");
+    assert!(!resumed.ends_with(" 0"), "{resumed}");
+}
+
+#[tokio::test]
+async fn mux_config_errors_name_the_key() {
+    let dir = agentmux_tests::TempDir::new("muxcfg");
+    let path = dir.write(
+        "bad.toml",
+        &config("127.0.0.1:1".parse().unwrap(), 0).replace("resume_timeout = \"20s\"", "resume_timeout = \"soon\""),
+    );
+    let out = std::process::Command::new(agentmux_tests::gateway_bin())
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clusters.up.mux.connections: must be within 1..=64, got 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("clusters.up.mux.resume_timeout: invalid duration \"soon\""),
+        "{err}"
+    );
+}

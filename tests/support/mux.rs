@@ -1,0 +1,123 @@
+//! A mux-speaking echo upstream for tests, built on the gateway library's
+//! upstream side (`agentmux::mux::MuxServer`), with a switch that drops
+//! every connection (the gateway must resume its sessions), and a relay
+//! that can inject garbage into one connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentmux::mux::{MuxServer, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// A running mux echo upstream.
+pub struct MuxEcho {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    kill: Arc<Notify>,
+}
+
+impl MuxEcho {
+    /// Drops every live connection now (sessions stay known, to resume).
+    pub fn kill_all(&self) {
+        self.kill.notify_waiters();
+    }
+}
+
+/// Echoes every chunk back as it came; `delay` before each echo.
+pub async fn spawn_mux_echo(delay: Duration) -> MuxEcho {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = MuxServer::new(ServerConfig::default());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let kill = Arc::new(Notify::new());
+    let (acc, k) = (accepted.clone(), kill.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (server, acc, kill) = (server.clone(), acc.clone(), k.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = server.accept(tcp).await else { return };
+                acc.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    tokio::select! {
+                        s = conn.next_session() => match s {
+                            Some(s) => { tokio::spawn(echo(s, delay)); }
+                            None => return,
+                        },
+                        _ = kill.notified() => {
+                            conn.abort();
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    MuxEcho { addr, accepted, kill }
+}
+
+async fn echo(mut s: agentmux::mux::MuxSession, delay: Duration) {
+    while let Some(chunk) = s.recv_chunk().await {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if s.send_chunk(chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = s.close(1000, "bye");
+}
+
+/// A TCP relay in front of `to`; `poison()` writes a garbage WebSocket
+/// frame toward the gateway on every connection open now.
+pub struct Poisoner {
+    pub addr: SocketAddr,
+    poison: Arc<Notify>,
+}
+
+impl Poisoner {
+    pub fn poison(&self) {
+        self.poison.notify_waiters();
+    }
+}
+
+pub async fn spawn_poisoner(to: SocketAddr) -> Poisoner {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let poison = Arc::new(Notify::new());
+    let p = poison.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((down, _)) = listener.accept().await else { return };
+            let Ok(up) = TcpStream::connect(to).await else { return };
+            let p = p.clone();
+            tokio::spawn(relay(down, up, p));
+        }
+    });
+    Poisoner { addr, poison }
+}
+
+async fn relay(down: TcpStream, up: TcpStream, poison: Arc<Notify>) {
+    let (mut dr, mut dw) = down.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let to_up = tokio::spawn(async move { tokio::io::copy(&mut dr, &mut uw).await });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            n = ur.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => if dw.write_all(&buf[..n]).await.is_err() { break },
+            },
+            _ = poison.notified() => {
+                // A binary WebSocket message holding a frame of unknown type.
+                let junk = [0x82u8, 6, 0xEE, 0, 0, 0, 0, 0];
+                let _ = dw.write_all(&junk).await;
+            }
+        }
+    }
+    to_up.abort();
+}
