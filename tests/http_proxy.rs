@@ -374,3 +374,36 @@ async fn request_bodies_stream_through() {
         assert_eq!(r.json()["body_bytes"], body.len());
     }
 }
+
+/// Certificate files rewritten on disk are served to new agents without a
+/// restart; connections verify against the new CA.
+#[tokio::test]
+async fn certificates_reload_when_the_files_change() {
+    let gw = Gateway::start(&echo_config(true));
+    assert_eq!(get_tls(gw.addr(), &gw.ca(), false, "/").await.status, 200);
+    // A new CA and server certificate, made elsewhere, then moved into place
+    // the way cert-manager does (write, then rename over).
+    let other = agentmux_tests::TempDir::new("newcerts");
+    let (cert, key) = (other.path().join("server.crt"), other.path().join("server.key"));
+    agentmux_certs::dev::ensure_dev_certs(&cert, &key).unwrap();
+    let live = gw.dir.path().join("certs/dev");
+    for (from, to) in [(&key, "server.key"), (&cert, "server.crt")] {
+        let tmp = live.join(format!("{to}.tmp"));
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, live.join(to)).unwrap();
+    }
+    let new_ca = other.path().join("ca.crt");
+    agentmux_tests::eventually(Duration::from_secs(20), || {
+        let new_ca = new_ca.clone();
+        let addr = gw.addr();
+        async move {
+            let config = agentmux_tests::client::tls_config(&new_ca, &[b"http/1.1"]);
+            let tcp = TcpStream::connect(addr).await.ok()?;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+            connector.connect(name, tcp).await.ok().map(|_| ())
+        }
+    })
+    .await;
+    assert_eq!(get_tls(gw.addr(), &new_ca, true, "/").await.status, 200);
+}

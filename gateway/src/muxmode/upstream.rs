@@ -222,14 +222,12 @@ async fn keep_one(me: Arc<MuxEndpoint>, shutdown: CancellationToken) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let cap = Duration::from_millis(100)
-                    .saturating_mul(1 << failures.min(8))
-                    .min(Duration::from_secs(10));
+                let wait = crate::pool::backoff(failures);
                 if failures == 1 {
                     tracing::warn!(endpoint = me.endpoint.label(), error = %e, "cannot open a mux connection; retrying");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(cap.mul_f64(rand::random::<f64>())) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                     _ = shutdown.cancelled() => return,
                 }
             }

@@ -543,12 +543,16 @@ impl Shared {
     }
 }
 
-/// Full-jitter exponential backoff for warm-up connects: uniform in
-/// [0, min(30 s, 100 ms · 2^failures)], so a fleet of gateways does not
+/// Delay before the next connect after `failures` in a row (warm-up
+/// connects and mux connections): the retry filter's full-jitter backoff,
+/// uniform in [0, min(30 s, 100 ms · 2^n)], so a fleet of gateways does not
 /// reconnect to a recovering upstream in lockstep.
-fn backoff(failures: u32) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1u32 << failures.min(16))
-        .min(Duration::from_secs(30));
-    cap.mul_f64(rand::random::<f64>())
+pub(crate) fn backoff(failures: u32) -> Duration {
+    const BASE: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(30);
+    match agentmux_filters::retry::Backoff::new(BASE, CAP) {
+        Ok(b) => b.delay(failures.saturating_sub(1)),
+        // The constants satisfy the constructor; this arm is never taken.
+        Err(_) => BASE,
+    }
 }
