@@ -54,6 +54,7 @@ pub struct Config {
     pub(crate) log: LogConfig,
     pub(crate) telemetry: Option<TelemetryConfig>,
     pub(crate) analytics: Option<AnalyticsConfig>,
+    pub(crate) message_metrics: bool,
     pub(crate) drain_timeout: Duration,
     pub(crate) worker_threads: Option<usize>,
 }
@@ -175,6 +176,7 @@ impl Config {
                 log,
                 telemetry,
                 analytics,
+                message_metrics: spec.telemetry.message_metrics.unwrap_or(true),
                 drain_timeout,
                 worker_threads,
             }),

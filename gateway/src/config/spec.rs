@@ -373,6 +373,10 @@ pub struct TelemetrySpec {
     /// Share of new traces recorded (0.0..=1.0); traces an agent started
     /// follow the agent's sampling decision. Default 0.01.
     pub sampling_ratio: Option<f64>,
+    /// Count WebSocket messages and bytes and time relay bursts as they
+    /// flow (a few atomic operations per read). `false` leaves only
+    /// per-session figures. Default `true`.
+    pub message_metrics: Option<bool>,
 }
 
 /// `[shutdown]`

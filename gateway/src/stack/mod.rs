@@ -59,6 +59,8 @@ pub(crate) struct Terminal {
     pub(crate) ws: WsLimits,
     pub(crate) sessions: Sessions,
     pub(crate) acquire: crate::metrics::LatencyHistogram,
+    /// Count WebSocket messages as they flow (`[telemetry] message_metrics`).
+    pub(crate) message_metrics: bool,
 }
 
 /// One route, ready to serve.
@@ -125,6 +127,7 @@ impl RouteStack {
             endpoint_circuits,
             ws,
             sessions: sessions.clone(),
+            message_metrics: config.message_metrics,
         });
         let mut service = mode_service(terminal.clone());
         for b in built.iter().rev() {

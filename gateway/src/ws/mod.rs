@@ -205,9 +205,10 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             relay: Some(m.relay_seconds.clone()),
         };
         let early = (&agent_early[..], &upstream_early[..]);
-        let relay = Relay::new(agent, io, params, early, drain)
-            .with_messages(messages)
-            .with_counters(up, down);
+        let mut relay = Relay::new(agent, io, params, early, drain).with_messages(messages);
+        if t.message_metrics {
+            relay = relay.with_counters(up, down);
+        }
         // The lanes copied what they need; `agent_early` may share hyper's
         // whole read buffer, which an idle session must not keep.
         drop((agent_early, upstream_early));
