@@ -443,6 +443,13 @@ impl Lane {
                     payload[..2].copy_from_slice(&1011u16.to_be_bytes());
                 }
                 self.source_closed = true;
+                if self.close_sent {
+                    // The gateway already sent this sink its own close (a
+                    // drain or an error); a second close frame would break
+                    // the sink's close handshake, so this one ends here.
+                    *r += total;
+                    return Ok(Some(Pumped::Closed));
+                }
                 self.close_sent = true;
                 event = Some(Pumped::Closed);
             }

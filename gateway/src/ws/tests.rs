@@ -292,3 +292,26 @@ proptest! {
         let _ = run(dir, &bytes, chunk, 1024);
     }
 }
+
+#[test]
+fn a_close_after_the_gateway_sent_its_own_is_not_forwarded() {
+    let mut lane = Lane::new(Dir::Down, 1024, 1024);
+    lane.send_close(1001, "gateway shutting down");
+    let mut src = Chunked {
+        data: plain(true, op::CLOSE, &frame::close_payload(1000, "bye")),
+        pos: 0,
+        chunk: 64,
+    };
+    let mut sink = Vec::new();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let end = loop {
+        match lane.pump(&mut cx, &mut src, &mut sink) {
+            Pumped::Yield => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Pumped::Closed), "{end:?}");
+    let frames = decode(&sink, false);
+    assert_eq!(frames.len(), 1, "one close frame only");
+    assert_eq!(frames[0].2, frame::close_payload(1001, "gateway shutting down"));
+}
