@@ -39,6 +39,9 @@ pub struct ConfigSpec {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownSpec,
+    /// State shared with other gateway instances through Redis; absent:
+    /// this instance keeps all its state to itself.
+    pub cluster_state: Option<super::cluster_state::ClusterStateSpec>,
 }
 
 /// `[admin]`
