@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod redis;
 pub mod upstream;
 pub mod ws;
 

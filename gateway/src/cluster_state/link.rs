@@ -10,7 +10,7 @@
 //! logged once each way and shown in `agentmux_cluster_state_connected`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -36,6 +36,8 @@ pub(crate) struct Link {
     up: AtomicBool,
     ever_up: AtomicBool,
     warned_unreachable: AtomicBool,
+    /// Times the link went from up to down.
+    outages: AtomicU64,
     pub(super) metrics: ClusterStateMetrics,
 }
 
@@ -73,6 +75,7 @@ impl Link {
             up: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
             warned_unreachable: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
             metrics,
         })
     }
@@ -80,6 +83,12 @@ impl Link {
     /// Whether Redis answered last time it was asked.
     pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// How many times the link went down so far: a connection opened
+    /// before the latest outage may be a dead one.
+    pub(crate) fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
     }
 
     /// The bound on one command.
@@ -146,6 +155,7 @@ impl Link {
     /// ever answered, the first failure).
     pub(crate) fn mark_down(&self, reason: &str) {
         if self.up.swap(false, Ordering::AcqRel) {
+            self.outages.fetch_add(1, Ordering::AcqRel);
             self.metrics.connected.set(0);
             tracing::warn!(
                 redis = %self.url,

@@ -284,7 +284,7 @@ async fn heartbeat(state: std::sync::Weak<ClusterState>, inbox: mpsc::Sender<Pee
         if s.connected() && !was_up {
             // Back (or up for the first time): catch up with what was
             // missed, and make the subscriber start afresh.
-            s.resubscribe.notify_one();
+            s.resubscribe.notify_waiters();
             s.refresh_sessions().await;
             next_refresh = Instant::now() + s.refresh_every();
             let _ = inbox.try_send(PeerEvent::Resync);

@@ -132,6 +132,7 @@ pub(super) async fn subscribe(state: Weak<ClusterState>, inbox: mpsc::Sender<Pee
     loop {
         let Some(s) = state.upgrade() else { return };
         let (retry, resubscribe) = (s.config().heartbeat_interval, s.resubscribe.clone());
+        let outages = s.link().outages();
         if let Some(mut pubsub) = connect(&s).await {
             // Whatever was announced while we were not listening.
             let _ = inbox.try_send(PeerEvent::Resync);
@@ -152,7 +153,13 @@ pub(super) async fn subscribe(state: Weak<ClusterState>, inbox: mpsc::Sender<Pee
                             tracing::warn!("cluster-state inbox full; dropped a peer announcement");
                         }
                     }
-                    () = resubscribe.notified() => break,
+                    // The link came back after an outage: a connection
+                    // older than the outage may be dead without knowing it.
+                    () = resubscribe.notified() => {
+                        if link_outages(&state) != Some(outages) {
+                            break;
+                        }
+                    }
                     () = shutdown.cancelled() => return,
                 }
             }
@@ -165,6 +172,10 @@ pub(super) async fn subscribe(state: Weak<ClusterState>, inbox: mpsc::Sender<Pee
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+fn link_outages(state: &Weak<ClusterState>) -> Option<u64> {
+    state.upgrade().map(|s| s.link().outages())
 }
 
 /// A subscribed pub/sub connection, or `None` within the bounds.
