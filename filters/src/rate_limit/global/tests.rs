@@ -252,3 +252,38 @@ fn global_keys_agree_across_processes() {
     let by_header = KeySource::Header("x-agent".parse().unwrap()).global_key_from(req.headers(), req.extensions());
     assert_ne!(by_header, k, "header values and custom bytes live in separate domains");
 }
+
+/// The per-request cost of a global limit on a key holding a lease, next
+/// to a local limit's. Run: `cargo test --release -p agentmux-filters --
+/// --ignored --nocapture lease_hot_path_cost`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement, not a check"]
+async fn lease_hot_path_cost() {
+    let store = FakeStore::new(1);
+    *store.delay.lock().unwrap() = Duration::ZERO;
+    let (global, _) = limiter(&store, 1e9, 1_000_000);
+    let local = crate::rate_limit::RequestLimiter::new(
+        crate::rate_limit::RateLimitParams::new(KeySource::ClientIp, 1e9, 1_000_000).unwrap(),
+        Arc::new(CountingMetrics::default()),
+    );
+    let (g, l) = keys("agent");
+    let n = 1_000_000u32;
+    for _ in 0..1000 {
+        global.admit(g, l).await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        global.admit(g, l).await.unwrap();
+    }
+    let per_global = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        local.check_key(&l).unwrap();
+    }
+    let per_local = t.elapsed() / n;
+    let calls = store.calls.load(Ordering::Relaxed);
+    eprintln!(
+        "global (leased) {per_global:?}/request, local {per_local:?}/request; {calls} store calls for {} requests",
+        n + 1000
+    );
+}
