@@ -64,6 +64,12 @@ pub trait FilterMetrics: Send + Sync + std::fmt::Debug {
     fn auth_rejected(&self, reason: AuthRejection);
     /// A timeout fired.
     fn timed_out(&self, kind: TimeoutKind);
+    /// A global rate limit decided a request on its local share because
+    /// the shared store was unreachable or slow.
+    fn rate_limit_fallback(&self) {}
+    /// The circuit opened because another gateway instance reported that
+    /// its own circuit opened ([`crate::circuit_breaker::CircuitBreaker::trip`]).
+    fn circuit_opened_by_peer(&self) {}
 }
 
 /// Metrics that go nowhere.
@@ -108,6 +114,8 @@ pub struct CountingMetrics {
     auth_identity: AtomicU64,
     timed_out_request: AtomicU64,
     timed_out_idle: AtomicU64,
+    rate_limit_fallback: AtomicU64,
+    circuit_opened_by_peer: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -169,9 +177,23 @@ impl FilterMetrics for CountingMetrics {
             TimeoutKind::Idle => &self.timed_out_idle,
         });
     }
+    fn rate_limit_fallback(&self) {
+        bump(&self.rate_limit_fallback);
+    }
+    fn circuit_opened_by_peer(&self) {
+        bump(&self.circuit_opened_by_peer);
+    }
 }
 
 impl CountingMetrics {
+    /// Global-limit decisions made on the local share.
+    pub fn rate_limit_fallback_count(&self) -> u64 {
+        read(&self.rate_limit_fallback)
+    }
+    /// Times the circuit opened on a peer's report.
+    pub fn circuit_opened_by_peer_count(&self) -> u64 {
+        read(&self.circuit_opened_by_peer)
+    }
     /// Requests rejected with 429.
     pub fn rate_limited_count(&self) -> u64 {
         read(&self.rate_limited)

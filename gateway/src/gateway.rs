@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
-use crate::config::{Config, ListenerConfig};
+use crate::cluster_state::{ClusterState, PeerEvent};
+use crate::config::{Config, ConfigVersion, ListenerConfig};
 use crate::listener::{self, ConnInfo};
 use crate::metrics::Metrics;
 use crate::runtime::{BuildCtx, Runtime};
@@ -70,6 +71,11 @@ pub struct Gateway {
     tracing: Option<Arc<crate::telemetry::Tracing>>,
     access_log: bool,
     analytics: Option<crate::analytics::AnalyticsHandle>,
+    /// State shared with other instances, when `[cluster_state]` is set.
+    cluster: Option<Arc<ClusterState>>,
+    /// The version (file hash) of the config running now, when it came
+    /// from a file.
+    config_version: std::sync::Mutex<Option<ConfigVersion>>,
 }
 
 /// Where long-lived sessions (WebSocket relays) run: tracked so a drain
@@ -79,6 +85,8 @@ pub(crate) struct Sessions {
     pub(crate) tracker: TaskTracker,
     pub(crate) drain: Arc<Drain>,
     pub(crate) registry: Arc<crate::sessions::Registry>,
+    /// The cross-instance session registry, when `[cluster_state]` is set.
+    pub(crate) cluster: Option<Arc<ClusterState>>,
 }
 
 impl Gateway {
@@ -115,9 +123,19 @@ impl Gateway {
     /// Re-reads the config file and swaps it in: validated first (nothing
     /// changes when it fails, and the errors name the key paths), clusters
     /// with unchanged settings keep their warm pools, filters keep their
-    /// state, sessions under way continue. Listener and admin settings
-    /// need a restart; a reload that changes them is refused.
+    /// state, sessions under way continue. Listener, admin and
+    /// cluster-state settings need a restart; a reload that changes them
+    /// is refused. With `[cluster_state]`, a successful reload is announced
+    /// to the other instances, which reload their own copy of the file.
     pub async fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
+        let (report, version) = self.reload_file().await?;
+        if let Some(c) = &self.cluster {
+            c.announce_config(&version);
+        }
+        Ok(report)
+    }
+
+    async fn reload_file(&self) -> Result<(ReloadReport, ConfigVersion), crate::config::ConfigErrors> {
         let _one = self.reloading.lock().await;
         let Some(path) = self.config_path.clone() else {
             return Err(crate::config::ConfigErrors::single(
@@ -126,14 +144,84 @@ impl Gateway {
                 "the gateway was not started from a file",
             ));
         };
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
-        let config = match loaded {
+        let loaded = tokio::task::spawn_blocking(move || Config::load_versioned(&path)).await;
+        let loaded = match loaded {
             Ok(r) => r,
             Err(e) => Err(crate::config::ConfigErrors::single("<reload>", "", e.to_string())),
         };
-        let result = config.and_then(|c| self.apply(c));
+        let result = loaded.and_then(|(c, v)| self.apply(c).map(|r| (r, v)));
         self.metrics.reload(result.is_ok());
+        if let Ok((_, v)) = &result {
+            *self.version_slot() = Some(v.clone());
+        }
         result
+    }
+
+    fn version_slot(&self) -> std::sync::MutexGuard<'_, Option<ConfigVersion>> {
+        self.config_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The version (SHA-256 of the file) of the config running now, when it
+    /// came from a file.
+    pub fn config_version(&self) -> Option<ConfigVersion> {
+        self.version_slot().clone()
+    }
+
+    /// Moves to config `version`, announced by a peer: reloads when this
+    /// instance's file has that version, else reports that it does not
+    /// (yet: a ConfigMap update reaches each pod's volume in its own time).
+    async fn follow(&self, version: &str) -> Follow {
+        if self.config_version().is_some_and(|v| v.as_str() == version) {
+            return Follow::Done;
+        }
+        let Some(path) = self.config_path.clone() else {
+            return Follow::Done;
+        };
+        let file = tokio::task::spawn_blocking(move || ConfigVersion::of_file(&path)).await;
+        if !matches!(file, Ok(Ok(v)) if v.as_str() == version) {
+            return Follow::NotYet;
+        }
+        match self.reload_file().await {
+            Ok((r, v)) => {
+                tracing::info!(
+                    version = %v,
+                    kept = r.clusters_kept,
+                    started = r.clusters_started,
+                    "configuration reloaded to the version a peer announced"
+                );
+                if v.as_str() == version {
+                    Follow::Done
+                } else {
+                    Follow::NotYet
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "a peer announced a config version this instance refuses; the running configuration stays: {e}"
+                );
+                Follow::Done
+            }
+        }
+    }
+
+    /// Opens the circuit `scope` of breaker `filter` because a peer's
+    /// opened (circuits this instance does not have are left alone).
+    fn trip(&self, filter: &str, scope: &str) {
+        for (name, set) in self.filters.breakers() {
+            if &*name == filter
+                && let Some(c) = set.existing(scope)
+            {
+                tracing::debug!(filter, scope, "opening a circuit a peer opened");
+                c.trip();
+            }
+        }
+    }
+
+    /// State shared with other instances, when configured.
+    pub fn cluster_state(&self) -> Option<&Arc<ClusterState>> {
+        self.cluster.as_ref()
     }
 
     fn apply(&self, config: Config) -> Result<ReloadReport, crate::config::ConfigErrors> {
@@ -147,6 +235,13 @@ impl Gateway {
                 &origin,
                 "listeners",
                 "listener and admin settings apply at start; restart the gateway to change them",
+            ));
+        }
+        if config.cluster_state != old.config().cluster_state {
+            return Err(crate::config::ConfigErrors::single(
+                &origin,
+                "cluster_state",
+                "cluster_state settings apply at start; restart the gateway to change them",
             ));
         }
         let kept = config
@@ -252,12 +347,25 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         }
         None => (None, None),
     };
-    let metrics = Arc::new(Metrics::new());
-    let filters = FilterStates::new(metrics.clone());
+    let metrics = Arc::new(match config.cluster_state() {
+        Some(_) => Metrics::with_cluster_state(),
+        None => Metrics::new(),
+    });
+    let (cluster, inbox) = match config.cluster_state() {
+        Some(c) => {
+            let (state, inbox) = ClusterState::start(c, &metrics, shutdown.clone()).map_err(StartError::Cluster)?;
+            (Some(state), Some(inbox))
+        }
+        None => (None, None),
+    };
+    // The version of the file as it is now (main loaded it a moment ago).
+    let config_version = config_path.and_then(|p| ConfigVersion::of_file(p).ok());
+    let filters = FilterStates::new(metrics.clone(), cluster.clone());
     let sessions = Sessions {
         tracker: tracker.clone(),
         drain: Arc::new(Drain::default()),
         registry: Arc::default(),
+        cluster: cluster.clone(),
     };
     let ctx = BuildCtx {
         metrics: &metrics,
@@ -276,7 +384,12 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         tracing,
         access_log,
         analytics,
+        cluster,
+        config_version: std::sync::Mutex::new(config_version),
     });
+    if let Some(inbox) = inbox {
+        tokio::spawn(follow_peers(Arc::downgrade(&gateway), inbox, shutdown.clone()));
+    }
     if let Some(tx) = ticks {
         tokio::spawn(sample_every_second(Arc::downgrade(&gateway), tx, shutdown.clone()));
     }
@@ -339,6 +452,104 @@ fn webhook(a: &crate::config::AnalyticsConfig) -> Result<Option<crate::analytics
         .map(|url| crate::analytics::WebhookParams::new(url, a.webhook_ca.as_deref()))
         .transpose()
         .map_err(|e| StartError::Cluster(format!("analytics.webhook: {e}")))
+}
+
+/// What following a peer's config version came to.
+enum Follow {
+    /// Running that version now, or it cannot be followed (refused, no file).
+    Done,
+    /// This instance's file does not have that version yet.
+    NotYet,
+}
+
+/// How long an instance waits for its own copy of the config file to reach
+/// a version a peer announced (ConfigMap volumes update within about a
+/// minute) before giving up on it.
+const FOLLOW_WINDOW: Duration = Duration::from_secs(120);
+
+/// Acts on what peers announce: trips circuits, and follows config
+/// versions (one at a time, the newest wins, retried each second while
+/// this instance's file lags behind).
+async fn follow_peers(
+    gateway: std::sync::Weak<Gateway>,
+    mut inbox: tokio::sync::mpsc::Receiver<PeerEvent>,
+    shutdown: CancellationToken,
+) {
+    let (wanted_tx, wanted_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(follow_config(gateway.clone(), wanted_rx, shutdown.clone()));
+    loop {
+        let msg = tokio::select! {
+            m = inbox.recv() => m,
+            () = shutdown.cancelled() => return,
+        };
+        let (Some(msg), Some(gw)) = (msg, gateway.upgrade()) else {
+            return;
+        };
+        match msg {
+            PeerEvent::Config { version } => {
+                wanted_tx.send_replace(Some(version));
+            }
+            PeerEvent::CircuitOpen { filter, scope } => gw.trip(&filter, &scope),
+            PeerEvent::Resync => {
+                let Some(cluster) = gw.cluster.clone() else { continue };
+                match cluster.announced_config().await {
+                    Ok(Some(version)) => {
+                        wanted_tx.send_replace(Some(version));
+                    }
+                    Ok(None) => {
+                        if let Some(v) = gw.config_version() {
+                            let _ = cluster.record_config_if_unset(&v).await;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn follow_config(
+    gateway: std::sync::Weak<Gateway>,
+    mut wanted: tokio::sync::watch::Receiver<Option<String>>,
+    shutdown: CancellationToken,
+) {
+    let mut target: Option<(String, Instant)> = None;
+    loop {
+        let retry = async {
+            match &target {
+                Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = wanted.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if let Some(v) = wanted.borrow_and_update().clone() {
+                    target = Some((v, Instant::now() + FOLLOW_WINDOW));
+                }
+            }
+            () = retry => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some((version, deadline)) = target.clone() else {
+            continue;
+        };
+        let Some(gw) = gateway.upgrade() else { return };
+        match gw.follow(&version).await {
+            Follow::Done => target = None,
+            Follow::NotYet if Instant::now() >= deadline => {
+                tracing::warn!(
+                    announced = %&version[..version.len().min(12)],
+                    running = %gw.config_version().map(|v| v.to_string()).unwrap_or_default(),
+                    "this instance's config file never reached the version a peer announced; keeping the running configuration (do all instances load the same file?)"
+                );
+                target = None;
+            }
+            Follow::NotYet => {}
+        }
+    }
 }
 
 /// Feeds the analytics engine one tick a second and applies its pool-size
@@ -433,6 +644,9 @@ impl Running {
         self.gateway.sessions.drain.start();
         self.tracker.close();
         let drained = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await;
+        if let Some(c) = &self.gateway.cluster {
+            c.leave().await;
+        }
         for c in self.gateway.runtime().clusters().values() {
             c.close();
         }

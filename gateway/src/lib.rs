@@ -18,6 +18,7 @@
 mod admin;
 pub mod analytics;
 pub mod body;
+pub mod cluster_state;
 pub mod config;
 mod echo;
 pub mod error;

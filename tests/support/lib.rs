@@ -12,6 +12,7 @@
 pub mod browser;
 pub mod client;
 pub mod mux;
+pub mod redis;
 pub mod upstream;
 pub mod ws;
 

@@ -25,6 +25,9 @@ pub(super) enum Report {
     Failure,
     /// A probe permit was dropped without a result.
     ProbeCancelled,
+    /// Another gateway instance's circuit for the same target opened: open
+    /// too (on this breaker's own timers). Not tied to an epoch.
+    Trip,
 }
 
 /// One report, tagged with the epoch its permit was issued in: reports from
@@ -35,6 +38,14 @@ pub(super) struct Event {
     pub(super) epoch: u64,
     pub(super) probe: bool,
     pub(super) report: Report,
+}
+
+/// Who decided to open the circuit: this breaker's own outcomes, or a
+/// peer's report (which must not be announced again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opener {
+    Local,
+    Peer,
 }
 
 pub(super) struct Controller {
@@ -103,6 +114,13 @@ impl Controller {
     }
 
     fn on_event(&mut self, event: Event) {
+        if event.report == Report::Trip {
+            // Already open: keep the running timer rather than extend it.
+            if self.state != CircuitState::Open {
+                self.open(Opener::Peer);
+            }
+            return;
+        }
         if event.epoch != self.epoch {
             return;
         }
@@ -115,7 +133,7 @@ impl Controller {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.record_in_window(true);
                 if self.should_open() {
-                    self.open();
+                    self.open(Opener::Local);
                 }
             }
             (CircuitState::HalfOpen, true, Report::Success) => {
@@ -124,7 +142,7 @@ impl Controller {
                     self.close();
                 }
             }
-            (CircuitState::HalfOpen, true, Report::Failure) => self.open(),
+            (CircuitState::HalfOpen, true, Report::Failure) => self.open(Opener::Local),
             (CircuitState::HalfOpen, true, Report::ProbeCancelled) => {
                 self.gate.return_probes(self.epoch, 1);
             }
@@ -164,7 +182,7 @@ impl Controller {
         total >= rate.min_requests && f64::from(failures) >= rate.rate * f64::from(total)
     }
 
-    fn open(&mut self) {
+    fn open(&mut self, by: Opener) {
         // A failed probe reopens for longer; opening from closed starts over.
         if self.state == CircuitState::HalfOpen {
             self.reopens = self.reopens.saturating_add(1);
@@ -174,7 +192,10 @@ impl Controller {
         let duration = open_duration(&self.params, self.reopens, &mut rand::rng());
         self.transition(CircuitState::Open, 0);
         self.deadline = Some(Instant::now() + duration);
-        self.metrics.circuit_opened();
+        match by {
+            Opener::Local => self.metrics.circuit_opened(),
+            Opener::Peer => self.metrics.circuit_opened_by_peer(),
+        }
     }
 
     fn half_open(&mut self) {

@@ -91,6 +91,27 @@ impl CircuitBreaker {
         self.shared.state_rx.clone()
     }
 
+    /// Opens the circuit because the same target's circuit opened on
+    /// another gateway instance, so that all instances back off together.
+    /// The open duration, backoff and jitter are this breaker's own; an
+    /// open circuit is left as it is (its timer is not extended); a
+    /// half-open one reopens as after a failed probe. Reported through
+    /// [`crate::FilterMetrics::circuit_opened_by_peer`], not
+    /// `circuit_opened`, so a gateway that announces local opens does not
+    /// echo this one. Never blocks: dropped (and counted) when the
+    /// controller's channel is full.
+    pub fn trip(&self) {
+        let event = Event {
+            epoch: 0,
+            probe: false,
+            report: Report::Trip,
+        };
+        if self.shared.events.try_send(event).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.circuit_outcome_dropped();
+        }
+    }
+
     /// How many outcomes were dropped because the controller's channel was
     /// full.
     pub fn dropped_outcomes(&self) -> u64 {

@@ -322,3 +322,24 @@ fn params_errors_name_the_parameter() {
     let long = BreakerParams::new(1, Duration::from_secs(300)).unwrap();
     assert_eq!(long.max_open_duration(), Duration::from_secs(300));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_trip_opens_on_own_timers_and_is_not_announced() {
+    let (breaker, m) = breaker(consecutive(3));
+    breaker.trip();
+    wait_for(&breaker, CircuitState::Open).await;
+    assert_eq!(m.circuit_opened_by_peer_count(), 1);
+    assert_eq!(m.circuit_opened_count(), 0, "a peer's open is not a local open");
+    // A second trip while open does not extend the timer: half-open
+    // within this breaker's own open duration (1 s).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    breaker.trip();
+    settle().await;
+    assert_eq!(m.circuit_opened_by_peer_count(), 1);
+    tokio::time::sleep(Duration::from_millis(401)).await;
+    settle().await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    // A probe succeeds: closed again, as after a local open.
+    breaker.check().unwrap().record(Outcome::Success);
+    wait_for(&breaker, CircuitState::Closed).await;
+}

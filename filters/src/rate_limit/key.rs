@@ -42,15 +42,39 @@ impl KeySource {
     /// The key of a request given its headers and extensions (for callers
     /// holding `http::request::Parts`, e.g. before a WebSocket upgrade).
     pub fn key_from(&self, headers: &HeaderMap, extensions: &Extensions) -> LimitKey {
-        let found = match self {
-            Self::Header(name) => headers
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| LimitKey::hashed(Domain::Header, v.as_bytes())),
-            Self::ApiKey => api_key(headers, extensions),
-            Self::ClientIp => None,
-        };
-        found.unwrap_or_else(|| client_ip(extensions))
+        self.with_material(headers, extensions, LimitKey::hashed)
+    }
+
+    /// The key of a request as every gateway instance computes it, for
+    /// limits shared through a cluster store (see [`GlobalKey`]).
+    pub fn global_key_from(&self, headers: &HeaderMap, extensions: &Extensions) -> GlobalKey {
+        self.with_material(headers, extensions, GlobalKey::digest)
+    }
+
+    /// Hands `f` what identifies the agent: the configured key, else the
+    /// client IP, else the anonymous bucket.
+    fn with_material<R>(&self, headers: &HeaderMap, extensions: &Extensions, f: impl FnOnce(Domain, &[u8]) -> R) -> R {
+        match self {
+            Self::Header(name) => {
+                if let Some(v) = headers.get(name).filter(|v| !v.is_empty()) {
+                    return f(Domain::Header, v.as_bytes());
+                }
+            }
+            Self::ApiKey => {
+                if let Some(identity) = extensions.get::<AgentIdentity>() {
+                    return f(Domain::Identity, identity.as_str().as_bytes());
+                }
+                if let Some(k) = presented_api_key(headers) {
+                    return f(Domain::Secret, k);
+                }
+            }
+            Self::ClientIp => {}
+        }
+        match extensions.get::<ClientAddr>().map(|a| a.0.ip().to_canonical()) {
+            Some(IpAddr::V4(v4)) => f(Domain::Ip, &v4.octets()),
+            Some(IpAddr::V6(v6)) => f(Domain::Ip, &v6.octets()),
+            None => f(Domain::Anonymous, b""),
+        }
     }
 }
 
@@ -77,13 +101,6 @@ impl FromStr for KeySource {
     }
 }
 
-fn api_key(headers: &HeaderMap, extensions: &Extensions) -> Option<LimitKey> {
-    if let Some(identity) = extensions.get::<AgentIdentity>() {
-        return Some(LimitKey::hashed(Domain::Identity, identity.as_str().as_bytes()));
-    }
-    presented_api_key(headers).map(|k| LimitKey::hashed(Domain::Secret, k))
-}
-
 /// The API key a request presents: `Authorization: Bearer <k>` first, then
 /// `x-api-key: <k>`. Empty keys count as absent.
 pub(crate) fn presented_api_key(headers: &HeaderMap) -> Option<&[u8]> {
@@ -96,13 +113,6 @@ pub(crate) fn presented_api_key(headers: &HeaderMap) -> Option<&[u8]> {
         .filter(|k| !k.is_empty())
 }
 
-fn client_ip(extensions: &Extensions) -> LimitKey {
-    match extensions.get::<ClientAddr>() {
-        Some(ClientAddr(addr)) => LimitKey::ip(addr.ip()),
-        None => LimitKey::hashed(Domain::Anonymous, b""),
-    }
-}
-
 /// Separates key kinds so a header value can never collide with an IP or
 /// an identity of the same spelling.
 #[derive(Clone, Copy, Hash)]
@@ -113,6 +123,21 @@ enum Domain {
     Ip,
     Anonymous,
     Custom,
+}
+
+impl Domain {
+    /// A fixed byte per kind, for hashes that must agree across processes
+    /// and releases.
+    fn tag(self) -> u8 {
+        match self {
+            Self::Header => 1,
+            Self::Identity => 2,
+            Self::Secret => 3,
+            Self::Ip => 4,
+            Self::Anonymous => 5,
+            Self::Custom => 6,
+        }
+    }
 }
 
 /// One process-wide random hash key: the same input gives the same
@@ -165,6 +190,49 @@ impl Hash for LimitKey {
 impl fmt::Debug for LimitKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LimitKey({:016x}{:016x})", self.hi, self.lo)
+    }
+}
+
+/// A rate-limit key that every gateway instance computes alike: SHA-256
+/// of what identifies the agent (with no per-process seed), cut to 128
+/// bits. Limits shared through a cluster store (`scope = "global"`) name
+/// their buckets by it; only the digest leaves the process, never a raw
+/// API key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GlobalKey([u8; 16]);
+
+impl GlobalKey {
+    /// A key for arbitrary bytes (e.g. a mux session's agent id).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self::digest(Domain::Custom, bytes)
+    }
+
+    fn digest(domain: Domain, bytes: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"agentmux-rate-limit\0");
+        h.update([domain.tag()]);
+        h.update(bytes);
+        let full = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        Self(out)
+    }
+
+    /// A byte of the digest, to spread keys over shards.
+    pub(crate) fn shard_byte(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// Lowercase hex, 32 characters: the bucket's name in the store.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for GlobalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GlobalKey({})", self.to_hex())
     }
 }
 

@@ -42,6 +42,7 @@ use tower_service::Service;
 use crate::{BoxError, FilterMetrics};
 
 mod error;
+pub mod global;
 mod key;
 mod keyed;
 mod layer;
@@ -53,7 +54,7 @@ mod tests;
 
 pub use crate::future::ResponseFuture;
 pub use error::{MessageRateExceeded, MessageScope, RateLimited, TooManySessions};
-pub use key::{KeySource, LimitKey};
+pub use key::{GlobalKey, KeySource, LimitKey};
 pub(crate) use key::{X_API_KEY, presented_api_key};
 pub use layer::{RateLimitLayer, RateLimitParams};
 pub use message::{Admission, MessageLimitParams, MessageLimiter, SessionMessages};

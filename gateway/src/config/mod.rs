@@ -12,6 +12,7 @@
 //! `config/agentmux.toml`.
 
 mod cluster;
+mod cluster_state;
 mod duration;
 mod error;
 mod filter;
@@ -31,6 +32,7 @@ pub use cluster::{
     ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, MuxParams,
     PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
 };
+pub use cluster_state::{ClusterStateConfig, ClusterStateSpec, InstanceId, RedisUrl};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use filter::{BreakerConfig, FilterConfig, FilterSpec, RateLimitConfig, RetryConfig};
@@ -55,6 +57,7 @@ pub struct Config {
     pub(crate) telemetry: Option<TelemetryConfig>,
     pub(crate) analytics: Option<AnalyticsConfig>,
     pub(crate) message_metrics: bool,
+    pub(crate) cluster_state: Option<ClusterStateConfig>,
     pub(crate) drain_timeout: Duration,
     pub(crate) worker_threads: Option<usize>,
 }
@@ -92,16 +95,52 @@ pub struct TelemetryConfig {
     pub(crate) sampling_ratio: f64,
 }
 
+/// The version of a config file: the SHA-256 of its bytes, in hex. Two
+/// instances with equal versions loaded the same file contents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConfigVersion(Arc<str>);
+
+impl ConfigVersion {
+    /// The version of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(hex::encode(Sha256::digest(bytes)).into())
+    }
+
+    /// The version of the file at `path` as it is now.
+    pub fn of_file(path: &Path) -> std::io::Result<Self> {
+        std::fs::read(path).map(|b| Self::of(&b))
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConfigVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The first 12 digits are plenty to tell versions apart in logs.
+        f.write_str(self.0.get(..12).unwrap_or(&self.0))
+    }
+}
+
 impl Config {
     /// Reads and validates a file. File references inside it (certificates)
     /// are checked too, so a config that loads will start.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::load_versioned(path).map(|(c, _)| c)
+    }
+
+    /// Like [`Config::load`], also returning the version of exactly the
+    /// bytes that were loaded.
+    pub fn load_versioned(path: &Path) -> Result<(Self, ConfigVersion), ConfigErrors> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::new(&origin, vec![ConfigError::new("", format!("cannot read file: {e}"))]))?;
         let config = Self::parse(&text, &origin)?;
         config.check_files().map_err(|errs| ConfigErrors::new(&origin, errs))?;
-        Ok(config)
+        Ok((config, ConfigVersion::of(text.as_bytes())))
     }
 
     /// Parses and validates TOML text without touching the file system.
@@ -155,6 +194,8 @@ impl Config {
         let log = validate_log(&spec.log, &mut errs);
         let telemetry = validate_telemetry(&spec.telemetry, &mut errs);
         let analytics = validate_analytics(&spec.analytics, &mut errs);
+        let cluster_state = cluster_state::validate(spec.cluster_state.as_ref(), &mut errs);
+        check_global_limits(&filters, spec.cluster_state.is_some(), &mut errs);
         let drain_timeout = spec
             .shutdown
             .drain_timeout
@@ -177,6 +218,7 @@ impl Config {
                 telemetry,
                 analytics,
                 message_metrics: spec.telemetry.message_metrics.unwrap_or(true),
+                cluster_state,
                 drain_timeout,
                 worker_threads,
             }),
@@ -259,6 +301,34 @@ impl Config {
     /// Tracing settings, when on.
     pub fn telemetry(&self) -> Option<&TelemetryConfig> {
         self.telemetry.as_ref()
+    }
+
+    /// State shared with other instances, when configured.
+    pub fn cluster_state(&self) -> Option<&ClusterStateConfig> {
+        self.cluster_state.as_ref()
+    }
+}
+
+/// `scope = "global"` shares `requests_per_second` through
+/// `[cluster_state]`: both must be there.
+fn check_global_limits(filters: &BTreeMap<Arc<str>, FilterConfig>, shared: bool, errs: &mut Errors) {
+    for (name, f) in filters {
+        let FilterConfig::RateLimit(r) = f else { continue };
+        if !r.global {
+            continue;
+        }
+        if !shared {
+            errs.push(
+                format!("filters.{name}.scope"),
+                "\"global\" needs a [cluster_state] table with a redis URL",
+            );
+        }
+        if r.requests.is_none() {
+            errs.push(
+                format!("filters.{name}.scope"),
+                "\"global\" shares requests_per_second, which is not set (message and session limits stay per instance)",
+            );
+        }
     }
 }
 

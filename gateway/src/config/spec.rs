@@ -42,6 +42,9 @@ pub struct ConfigSpec {
     /// The async runtime the gateway runs on.
     #[serde(default)]
     pub runtime: RuntimeSpec,
+    /// State shared with other gateway instances through Redis; absent:
+    /// this instance keeps all its state to itself.
+    pub cluster_state: Option<super::cluster_state::ClusterStateSpec>,
 }
 
 /// `[admin]`

@@ -270,3 +270,77 @@ fn runtime_worker_threads_is_optional_and_positive() {
     let zero = format!("[runtime]\nworker_threads = 0\n{BASE}");
     assert!(has(&errors(&zero), "runtime.worker_threads: must be at least 1"));
 }
+
+#[test]
+fn cluster_state_is_off_by_default_and_takes_defaults() {
+    assert!(Config::parse(BASE, "test.toml").unwrap().cluster_state().is_none());
+    let c = Config::parse(
+        &format!("{BASE}\n[cluster_state]\nredis = \"redis://:s3cret@127.0.0.1:6379/2\"\n"),
+        "test.toml",
+    )
+    .unwrap();
+    let cs = c.cluster_state().unwrap();
+    assert_eq!(cs.key_prefix(), "agentmux:");
+    assert_eq!(cs.command_timeout(), Duration::from_millis(50));
+    assert_eq!(cs.expected_instances(), 1);
+    assert_eq!(cs.session_header().as_str(), "x-session-id");
+    assert_eq!(cs.instance_id(), &InstanceId::HostnamePid);
+    // The password never shows in logs or debug output.
+    assert_eq!(cs.redis().to_string(), "redis://:***@127.0.0.1:6379/2");
+    assert!(!format!("{cs:?}").contains("s3cret"));
+    let id = cs.instance_id().resolve();
+    assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+}
+
+#[test]
+fn cluster_state_errors_name_their_keys() {
+    let errs = errors(&format!(
+        "{BASE}\n[cluster_state]\ninstance_id = \"a b\"\ncommand_timeout = \"0ms\"\nexpected_instances = 0\nsession_header = \"bad header\"\n"
+    ));
+    assert!(has(&errs, "cluster_state.redis: required"), "{errs:?}");
+    assert!(has(&errs, "cluster_state.instance_id: must be"), "{errs:?}");
+    assert!(
+        has(
+            &errs,
+            "cluster_state.command_timeout: must be within 1ms..=10s (got 0s)"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "cluster_state.expected_instances: must be within 1..=1000 (got 0)"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "cluster_state.session_header: invalid header name"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{BASE}\n[cluster_state]\nredis = \"http://x\"\n"));
+    assert!(has(&errs, "cluster_state.redis: must be a redis://"), "{errs:?}");
+    let errs = errors(&format!("{BASE}\n[cluster_state]\nredis = \"rediss://x:6380\"\n"));
+    assert!(has(&errs, "cluster_state.redis: rediss://"), "{errs:?}");
+}
+
+#[test]
+fn global_limits_need_cluster_state_and_a_request_rate() {
+    let limit = "[filters.shared]\nkind = \"rate-limit\"\nscope = \"global\"\n";
+    let errs = errors(&format!("{BASE}\n{limit}requests_per_second = 5\n"));
+    assert!(
+        has(&errs, "filters.shared.scope: \"global\" needs a [cluster_state] table"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{BASE}\n{limit}max_sessions = 5\n[cluster_state]\nredis = \"redis://127.0.0.1:6379\"\n"
+    ));
+    assert!(
+        has(&errs, "filters.shared.scope: \"global\" shares requests_per_second"),
+        "{errs:?}"
+    );
+    Config::parse(
+        &format!("{BASE}\n{limit}requests_per_second = 5\n[cluster_state]\nredis = \"redis://127.0.0.1:6379\"\n"),
+        "test.toml",
+    )
+    .unwrap();
+}

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::{CircuitLabels, FilterLabels, Metrics, RouteLabels};
 
-const EVENTS: [&str; 16] = [
+const EVENTS: [&str; 18] = [
     "rate_limited",
     "message_delayed",
     "message_rejected",
@@ -27,6 +27,8 @@ const EVENTS: [&str; 16] = [
     "timeout_request",
     "timeout_idle",
     "circuit_closed",
+    "rate_limit_fallback",
+    "circuit_opened_by_peer",
 ];
 
 /// One filter's counters (and, for breakers, its circuit gauge).
@@ -35,6 +37,17 @@ pub struct FilterCounters {
     events: [Counter; EVENTS.len()],
     circuit: Gauge,
     keys: Gauge,
+    on_open: Option<OpenHook>,
+}
+
+/// Called when a circuit opens on its own outcomes (not on a peer's
+/// report): the gateway announces such opens to its peers.
+pub(crate) struct OpenHook(pub(crate) Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for OpenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenHook")
+    }
 }
 
 impl FilterCounters {
@@ -54,7 +67,18 @@ impl FilterCounters {
         let keys = metrics
             .rate_limit_keys
             .get_or_create_owned(&RouteLabels { route: name.to_owned() });
-        Self { events, circuit, keys }
+        Self {
+            events,
+            circuit,
+            keys,
+            on_open: None,
+        }
+    }
+
+    /// Runs `hook` each time the circuit opens on its own outcomes.
+    pub(crate) fn with_open_hook(mut self, hook: OpenHook) -> Self {
+        self.on_open = Some(hook);
+        self
     }
 
     fn bump(&self, event: &str) {
@@ -88,6 +112,9 @@ impl FilterMetrics for FilterCounters {
     }
     fn circuit_opened(&self) {
         self.events[6].inc();
+        if let Some(hook) = &self.on_open {
+            (hook.0)();
+        }
     }
     fn circuit_state(&self, state: CircuitState) {
         let v = match state {
@@ -123,5 +150,11 @@ impl FilterMetrics for FilterCounters {
             TimeoutKind::Idle => 14,
         };
         self.events[i].inc();
+    }
+    fn rate_limit_fallback(&self) {
+        self.events[16].inc();
+    }
+    fn circuit_opened_by_peer(&self) {
+        self.events[17].inc();
     }
 }

@@ -7,6 +7,7 @@
 //! endpoint health, circuit state) are filled from snapshots when
 //! `/metrics` is scraped rather than kept in step on every change.
 
+mod cluster;
 mod filter;
 mod histogram;
 
@@ -18,7 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use cluster::{ClusterStateMetrics, CommandResult};
 pub use filter::FilterCounters;
+pub(crate) use filter::OpenHook;
 pub use histogram::{BOUNDS, BUCKETS, HistogramSnapshot, LatencyHistogram};
 
 use crate::error::{Cause, Origin};
@@ -132,6 +135,7 @@ pub struct Metrics {
     alerts_raised: Family<AlertLabels, Counter>,
     alerts_active: Family<SeverityLabels, Gauge>,
     webhooks: Family<ResultLabels, Counter>,
+    cluster_state: Option<ClusterStateMetrics>,
 }
 
 impl Default for Metrics {
@@ -141,8 +145,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family.
+    /// Registers every family (those of `[cluster_state]` only with
+    /// [`Metrics::with_cluster_state`]).
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Like [`Metrics::new`], plus the `agentmux_cluster_state_*` families
+    /// of a gateway that shares state through Redis.
+    pub fn with_cluster_state() -> Self {
+        Self::build(true)
+    }
+
+    fn build(cluster_state: bool) -> Self {
         let mut r = Registry::with_prefix("agentmux");
         let m = Self {
             requests: Family::default(),
@@ -168,6 +183,7 @@ impl Metrics {
             alerts_raised: Family::default(),
             alerts_active: Family::default(),
             webhooks: Family::default(),
+            cluster_state: None,
             registry: Registry::default(),
         };
         r.register(
@@ -281,7 +297,17 @@ impl Metrics {
             "Alert webhook deliveries by result",
             m.webhooks.clone(),
         );
-        Self { registry: r, ..m }
+        let cluster_state = cluster_state.then(|| ClusterStateMetrics::register(&mut r));
+        Self {
+            registry: r,
+            cluster_state,
+            ..m
+        }
+    }
+
+    /// The `agentmux_cluster_state_*` handles, when registered.
+    pub fn cluster_state(&self) -> Option<&ClusterStateMetrics> {
+        self.cluster_state.as_ref()
     }
 
     /// Cached handles for one route.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use agentmux_filters::auth::AuthLayer;
 use agentmux_filters::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use agentmux_filters::rate_limit::global::GlobalRateLimitLayer;
 use agentmux_filters::rate_limit::{KeySource, MessageLimiter, RateLimitLayer, SessionLimiter};
 use agentmux_filters::timeout::{ResponseBodyTimeoutLayer, TimeoutLayer};
 use http::{Request, Response};
@@ -159,9 +160,10 @@ fn mode_service(t: Arc<Terminal>) -> Svc {
 /// Puts one filter around `svc`.
 fn wrap(svc: Svc, built: &Built, cluster: &str) -> Svc {
     match built {
-        Built::RateLimit(r) => match &r.requests {
-            Some(l) => BoxCloneSyncService::new(RateLimitLayer::from_limiter(l.clone()).layer(svc)),
-            None => svc,
+        Built::RateLimit(r) => match (&r.requests, &r.global) {
+            (Some(l), _) => BoxCloneSyncService::new(RateLimitLayer::from_limiter(l.clone()).layer(svc)),
+            (None, Some(g)) => BoxCloneSyncService::new(GlobalRateLimitLayer::from_limiter(g.clone()).layer(svc)),
+            (None, None) => svc,
         },
         Built::Breaker(set) => {
             let layer = CircuitBreakerLayer::new(set.circuit(&format!("cluster:{cluster}")))
@@ -209,6 +211,42 @@ impl Picked {
 }
 
 impl Terminal {
+    /// Picks `preferred` (an endpoint label, from the session registry)
+    /// when it is in this cluster and can take work — not drained or
+    /// ejected, its circuit not open — else as [`Terminal::pick`] does.
+    pub(crate) fn pick_preferring(
+        &self,
+        preferred: Option<&str>,
+        key: Option<u64>,
+    ) -> Result<Picked, crate::error::ProxyError> {
+        if let Some(label) = preferred
+            && let Some(i) = self.cluster.endpoints().iter().position(|e| e.label() == label)
+            && let Some(p) = self.pick_index(i)
+        {
+            return Ok(p);
+        }
+        self.pick(key)
+    }
+
+    fn pick_index(&self, i: usize) -> Option<Picked> {
+        let endpoint = self.cluster.endpoints().get(i)?;
+        if endpoint.is_drained() || endpoint.is_ejected() {
+            return None;
+        }
+        let (permit, statuses) = match &self.endpoint_circuits {
+            None => (None, None),
+            Some((circuits, statuses)) => match circuits.get(i) {
+                Some(c) => (Some(c.check().ok()?), Some(*statuses)),
+                None => (None, Some(*statuses)),
+            },
+        };
+        Some(Picked {
+            endpoint: endpoint.clone(),
+            permit,
+            statuses,
+        })
+    }
+
     /// Picks an endpoint: the balancer's choice among endpoints whose
     /// circuit lets requests through. All circuits open → `CircuitOpen`.
     pub(crate) fn pick(&self, key: Option<u64>) -> Result<Picked, crate::error::ProxyError> {

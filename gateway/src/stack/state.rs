@@ -10,6 +10,7 @@ use agentmux_filters::StatusSet;
 use agentmux_filters::auth::{AuthLayer, AuthParams};
 use agentmux_filters::circuit_breaker::{BreakerParams, CircuitBreaker};
 use agentmux_filters::load_shed::{LoadShedLayer, LoadShedParams};
+use agentmux_filters::rate_limit::global::{GlobalLimitParams, GlobalLimiter};
 use agentmux_filters::rate_limit::{
     KeySource, MessageLimitParams, MessageLimiter, RateLimitParams, RequestLimiter, SessionLimitParams, SessionLimiter,
 };
@@ -17,9 +18,10 @@ use agentmux_filters::retry::{Backoff, DefaultClassifier, RetryBudget, RetryBudg
 use agentmux_filters::timeout::{IdleTimeoutParams, TimeoutParams};
 use http::StatusCode;
 
+use crate::cluster_state::ClusterState;
 use crate::config::{BreakerConfig, FilterConfig, RateLimitConfig, RetryConfig};
 use crate::error::{Cause, ProxyError};
-use crate::metrics::{FilterCounters, Metrics};
+use crate::metrics::{FilterCounters, Metrics, OpenHook};
 
 /// A filter made live.
 pub(crate) enum Built {
@@ -42,6 +44,9 @@ pub(crate) enum Built {
 pub(crate) struct RateLimitState {
     pub(crate) key: KeySource,
     pub(crate) requests: Option<RequestLimiter>,
+    /// `scope = "global"`: the request rate shared through Redis (instead
+    /// of `requests`).
+    pub(crate) global: Option<GlobalLimiter>,
     pub(crate) messages: Option<MessageLimiter>,
     pub(crate) sessions: Option<SessionLimiter>,
 }
@@ -54,6 +59,8 @@ pub(crate) struct BreakerSet {
     pub(crate) statuses: StatusSet,
     metrics: Arc<Metrics>,
     circuits: Mutex<HashMap<String, CircuitBreaker>>,
+    /// Where local opens are announced to peers.
+    cluster: Option<Arc<ClusterState>>,
 }
 
 impl BreakerSet {
@@ -62,10 +69,24 @@ impl BreakerSet {
         let mut map = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(scope.to_owned())
             .or_insert_with(|| {
-                let counters: Arc<dyn FilterMetrics> = Arc::new(FilterCounters::new(&self.metrics, &self.name, scope));
+                let mut counters = FilterCounters::new(&self.metrics, &self.name, scope);
+                if let Some(cluster) = &self.cluster {
+                    let (cluster, filter, scope) = (cluster.clone(), self.name.clone(), scope.to_owned());
+                    counters = counters.with_open_hook(OpenHook(Box::new(move || {
+                        cluster.announce_circuit_open(&filter, &scope);
+                    })));
+                }
+                let counters: Arc<dyn FilterMetrics> = Arc::new(counters);
                 CircuitBreaker::new(self.params.clone(), counters)
             })
             .clone()
+    }
+
+    /// The circuit for `scope` if it exists (peers' announcements never
+    /// create circuits).
+    pub(crate) fn existing(&self, scope: &str) -> Option<CircuitBreaker> {
+        let map = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(scope).cloned()
     }
 
     /// Every circuit with its scope, for the admin API.
@@ -82,13 +103,15 @@ type Entry = (FilterConfig, Arc<Built>);
 pub(crate) struct FilterStates {
     metrics: Arc<Metrics>,
     entries: Mutex<HashMap<Arc<str>, Entry>>,
+    cluster: Option<Arc<ClusterState>>,
 }
 
 impl FilterStates {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, cluster: Option<Arc<ClusterState>>) -> Self {
         Self {
             metrics,
             entries: Mutex::new(HashMap::new()),
+            cluster,
         }
     }
 
@@ -125,7 +148,7 @@ impl FilterStates {
     fn build(&self, name: &Arc<str>, config: &FilterConfig) -> Result<Built, agentmux_filters::InvalidParam> {
         let metrics: Arc<dyn FilterMetrics> = Arc::new(FilterCounters::new(&self.metrics, name, ""));
         Ok(match config {
-            FilterConfig::RateLimit(c) => Built::RateLimit(rate_limit(c, metrics)?),
+            FilterConfig::RateLimit(c) => Built::RateLimit(rate_limit(name, c, self.cluster.as_ref(), metrics)?),
             FilterConfig::CircuitBreaker(c) => Built::Breaker(Arc::new(self.breaker(name, c)?)),
             FilterConfig::Retry(c) => retry(c, metrics)?,
             FilterConfig::Timeout { request, idle } => Built::Timeout {
@@ -158,6 +181,7 @@ impl FilterStates {
             statuses: status_set(&c.failure_statuses),
             metrics: self.metrics.clone(),
             circuits: Mutex::new(HashMap::new()),
+            cluster: self.cluster.clone(),
         })
     }
 }
@@ -167,16 +191,34 @@ fn status_set(codes: &[u16]) -> StatusSet {
 }
 
 fn rate_limit(
+    name: &str,
     c: &RateLimitConfig,
+    cluster: Option<&Arc<ClusterState>>,
     metrics: Arc<dyn FilterMetrics>,
 ) -> Result<RateLimitState, agentmux_filters::InvalidParam> {
     let key: KeySource = c.key.parse()?;
-    let requests = match c.requests {
-        Some((rate, burst)) => Some(RequestLimiter::new(
-            RateLimitParams::new(key.clone(), rate, burst)?,
-            metrics.clone(),
-        )),
-        None => None,
+    let (requests, global) = match (c.requests, c.global, cluster) {
+        (Some((rate, burst)), true, Some(cluster)) => {
+            let params = GlobalLimitParams::new(name, key.clone(), rate, burst)?
+                .with_lease_window(cluster.config().lease_window())?;
+            let limiter = GlobalLimiter::new(params, cluster.lease_source(), metrics.clone());
+            (None, Some(limiter))
+        }
+        (Some(_), true, None) => {
+            // Validation refuses this; say so rather than limit locally.
+            return Err(agentmux_filters::InvalidParam::new(
+                "scope",
+                "\"global\" needs [cluster_state]",
+            ));
+        }
+        (Some((rate, burst)), false, _) => (
+            Some(RequestLimiter::new(
+                RateLimitParams::new(key.clone(), rate, burst)?,
+                metrics.clone(),
+            )),
+            None,
+        ),
+        (None, _, _) => (None, None),
     };
     let messages = match c.messages {
         Some(((r, b), (kr, kb), delay)) => Some(MessageLimiter::new(
@@ -192,6 +234,7 @@ fn rate_limit(
     Ok(RateLimitState {
         key,
         requests,
+        global,
         messages,
         sessions,
     })

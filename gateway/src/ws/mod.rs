@@ -119,7 +119,18 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
     let key = cluster
         .hash_key()
         .and_then(|k| crate::proxy::affinity_key(k, &req, conn.client.ip()));
-    let picked = t.pick(key)?;
+    // A reconnecting agent goes back to its endpoint, whichever instance
+    // it reached (one registry lookup per session, bounded, skipped while
+    // Redis is down).
+    let session_id = registry_session_id(t, &req);
+    let preferred = match &session_id {
+        Some((registry, id)) if registry.connected() => match registry.lookup_session(id).await {
+            Ok(Some(entry)) if entry.route == t.route.name() => Some(entry.endpoint),
+            _ => None,
+        },
+        _ => None,
+    };
+    let picked = t.pick_preferring(preferred.as_deref(), key)?;
     let endpoint = picked.endpoint.clone();
     let pool = endpoint
         .raw
@@ -187,6 +198,8 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         };
         let m = &t.metrics;
         let opened = tokio::time::Instant::now();
+        let _registered =
+            session_id.map(|(registry, id)| registry.register_session(&id, t.route.name(), endpoint.label()));
         m.sessions_active.inc();
         let _listed = t.sessions.registry.register(
             t.route.name.clone(),
@@ -238,6 +251,20 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         drop((slot, active, conn, session_permit));
     });
     Ok(response)
+}
+
+/// The agent's session id for the cross-instance registry, when there is
+/// one and it is well formed (1–256 visible ASCII characters).
+fn registry_session_id(
+    t: &Terminal,
+    req: &Request<ProxyBody>,
+) -> Option<(Arc<crate::cluster_state::ClusterState>, String)> {
+    let registry = t.sessions.cluster.as_ref()?;
+    let value = req.headers().get(registry.config().session_header())?;
+    if !crate::cluster_state::valid_session_id(value.as_bytes()) {
+        return None;
+    }
+    Some((registry.clone(), value.to_str().ok()?.to_owned()))
 }
 
 fn handshake_error(e: HandshakeError) -> ProxyError {

@@ -1,0 +1,440 @@
+//! Several gateway processes sharing state through a real `redis-server`
+//! (started here on a free port): a global rate limit, session affinity
+//! across instances, reload propagation, circuit opens, and Redis dying
+//! under load. Every test name contains `redis`, so `cargo test redis`
+//! runs them all.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use agentmux_tests::client::{get_plain, read, send_plain};
+use agentmux_tests::redis::Redis;
+use agentmux_tests::upstream::{full, spawn_http};
+use agentmux_tests::{Gateway, TempDir, eventually, ws};
+
+/// The `[admin]` block every instance uses (ports picked by the OS), so
+/// config files can be rewritten with exactly the text they started with.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+fn cluster_state(redis: &Redis, extra: &str) -> String {
+    format!(
+        "[cluster_state]\nredis = \"{}\"\nheartbeat_interval = \"200ms\"\n{extra}",
+        redis.url()
+    )
+}
+
+/// A metric's value on an instance (the first sample whose line starts with
+/// `name`), if exported.
+async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let (_, text) = gw.admin_get("/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn wait_connected(gws: &[Gateway], want: f64) {
+    for gw in gws {
+        eventually(Duration::from_secs(15), || async {
+            (metric(gw, "agentmux_cluster_state_connected").await == Some(want)).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Waits until `n` instances listen on both pub/sub channels.
+async fn wait_subscribed(redis: &Redis, n: usize) {
+    eventually(Duration::from_secs(15), || async {
+        let reply = redis.command(&["PUBSUB", "NUMSUB", "agentmux:config", "agentmux:circuits"]);
+        let counts: Vec<usize> = reply
+            .lines()
+            .skip(1)
+            .step_by(2)
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        (counts.len() == 2 && counts.iter().all(|&c| c == n)).then_some(())
+    })
+    .await;
+}
+
+async fn reload(gw: &Gateway) -> (u16, serde_json::Value) {
+    let req = http::Request::post("/api/reload")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = read(send_plain(gw.admin, req).await).await;
+    (r.status, r.json())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_gateways_share_a_global_limit_within_5_percent() {
+    let Some(redis) = Redis::start() else { return };
+    let (rate, burst) = (50.0, 5.0);
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "r"
+cluster = "up"
+filters = ["shared"]
+[clusters.up]
+kind = "echo"
+[filters.shared]
+kind = "rate-limit"
+key = "header:x-agent"
+scope = "global"
+requests_per_second = {rate}
+burst = {burst}
+{}"#,
+        cluster_state(&redis, "expected_instances = 3\n")
+    );
+    let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start(&config)).collect();
+    wait_connected(&gws, 1.0).await;
+    for gw in &gws {
+        eventually(Duration::from_secs(10), || async {
+            (metric(gw, "agentmux_cluster_state_instances").await == Some(3.0)).then_some(())
+        })
+        .await;
+    }
+
+    // Each instance is offered 40 req/s for 4 s (120 req/s in all) from one
+    // agent; together they may admit `rate` per second plus the burst.
+    let admitted = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let window = Duration::from_secs(4);
+    let mut workers = Vec::new();
+    for gw in &gws {
+        let (addr, admitted, limited) = (gw.addr(), admitted.clone(), limited.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while started.elapsed() < window {
+                tick.tick().await;
+                match get_plain(addr, "/", &[("x-agent", "agent-7")]).await.status {
+                    200 => admitted.fetch_add(1, Ordering::Relaxed),
+                    429 => limited.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("unexpected status {other}"),
+                };
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (ok, no) = (admitted.load(Ordering::Relaxed), limited.load(Ordering::Relaxed));
+    let expected = rate * secs + burst;
+    let error = (ok as f64 - expected) / expected;
+    eprintln!(
+        "global limit: admitted {ok} and refused {no} of {} in {secs:.2}s across 3 instances; \
+         expected {expected:.0} (R = {rate}/s, burst {burst}); error {:+.1}%",
+        ok + no,
+        error * 100.0
+    );
+    assert!(
+        no > ok,
+        "the offered load must exceed the limit ({ok} admitted, {no} refused)"
+    );
+    assert!(error.abs() <= 0.05, "admitted {ok}, expected {expected:.0} ± 5%");
+    // Requests were decided on leases, not on the local-share fallback.
+    for gw in &gws {
+        let (_, text) = gw.admin_get("/metrics").await;
+        let fallback = text
+            .lines()
+            .find(|l| l.contains("event=\"rate_limit_fallback\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("0");
+        assert_eq!(fallback, "0", "fallback decisions on a healthy Redis");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_session_affinity_holds_across_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let mut upstreams = Vec::new();
+    for _ in 0..3 {
+        upstreams.push(ws::spawn_upstream(ws::Script::Echo).await);
+    }
+    let endpoints: Vec<String> = upstreams.iter().map(|(a, _)| format!("\"{a}\"")).collect();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "sessions"
+mode = "websocket"
+cluster = "agents"
+[clusters.agents]
+endpoints = [{}]
+strategy = "p2c-ewma"
+[clusters.agents.pool]
+min_connections = 0
+{}"#,
+        endpoints.join(", "),
+        cluster_state(&redis, "")
+    );
+    let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start(&config)).collect();
+    wait_connected(&gws, 1.0).await;
+
+    // Which upstream served the upgrades for `path`.
+    let served_by = |path: &str| -> Vec<usize> {
+        let line = format!("GET {path} ");
+        upstreams
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, log))| {
+                let n = log
+                    .lock()
+                    .unwrap()
+                    .heads
+                    .iter()
+                    .filter(|h| h.starts_with(&line))
+                    .count();
+                std::iter::repeat_n(i, n)
+            })
+            .collect()
+    };
+    let sessions = 6;
+    for s in 0..sessions {
+        let path = format!("/s{s}");
+        let header = format!("x-session-id: agent-session-{s}\r\n");
+        // First connection through instance 0, then reconnects through
+        // instances 1 and 2 (after the registry has the entry).
+        for (round, gw) in gws.iter().enumerate() {
+            let (tcp, head) = ws::raw_client(gw.addr(), &path, &header).await;
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            drop(tcp);
+            let want = round + 1;
+            eventually(Duration::from_secs(5), || async {
+                (served_by(&path).len() == want).then_some(())
+            })
+            .await;
+            if round == 0 {
+                eventually(Duration::from_secs(5), || async {
+                    let keys = redis.command(&["KEYS", "agentmux:session:*"]);
+                    (keys.lines().count() > s).then_some(())
+                })
+                .await;
+            }
+        }
+        let by = served_by(&path);
+        assert!(
+            by.iter().all(|&i| i == by[0]),
+            "session {s} moved between endpoints: {by:?}"
+        );
+    }
+    // The entry names the instance, route and endpoint.
+    let key = redis.command(&["KEYS", "agentmux:session:*"]);
+    let key = key.lines().next().unwrap();
+    let entry = redis.command(&["HGETALL", key]);
+    assert!(entry.contains("sessions"), "{entry}");
+    assert!(entry.contains("acked_seq"), "{entry}");
+    let ttl: i64 = redis.command(&["PTTL", key]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 600_000, "entries expire (ttl {ttl} ms)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reload_on_one_instance_reaches_the_others() {
+    let Some(redis) = Redis::start() else { return };
+    let body = |routes: &str| {
+        format!(
+            "{ADMIN}\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n{routes}\n[clusters.up]\nkind = \"echo\"\n{}",
+            cluster_state(&redis, "")
+        )
+    };
+    let one = body("[[routes]]\nname = \"a\"\ncluster = \"up\"\n");
+    let two = body(
+        "[[routes]]\nname = \"a\"\ncluster = \"up\"\n[[routes]]\nname = \"b\"\nmatch = { path_prefix = \"/b\" }\ncluster = \"up\"\n",
+    );
+    let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start_in(TempDir::new("gw"), &one)).collect();
+    wait_connected(&gws, 1.0).await;
+    wait_subscribed(&redis, 3).await;
+    let routes = |gw: &Gateway| {
+        let gw_admin = gw.admin;
+        async move {
+            let r = read(
+                send_plain(
+                    gw_admin,
+                    http::Request::get("/api/routes").body(Full::new(Bytes::new())).unwrap(),
+                )
+                .await,
+            )
+            .await;
+            let mut names: Vec<String> = r.json()["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    // The new file reaches every instance (as a ConfigMap update would);
+    // only instance 0 is told to reload.
+    for gw in &gws {
+        std::fs::write(gw.dir.path().join("gateway.toml"), &two).unwrap();
+    }
+    let (status, json) = reload(&gws[0]).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(routes(&gws[0]).await, ["a", "b"]);
+    for gw in &gws[1..] {
+        eventually(Duration::from_secs(10), || async {
+            (routes(gw).await == ["a", "b"]).then_some(())
+        })
+        .await;
+    }
+    // The cluster's version is the file's hash.
+    let version = redis.command(&["GET", "agentmux:config:version"]);
+    assert_eq!(version.len(), 64, "{version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_circuit_opens_are_shared() {
+    let Some(redis) = Redis::start() else { return };
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    let up = spawn_http(move |_req| {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut r = Response::new(full("down"));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+    })
+    .await;
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "r"
+cluster = "up"
+filters = ["breaker"]
+[clusters.up]
+endpoints = ["{up}"]
+[filters.breaker]
+kind = "circuit-breaker"
+consecutive_failures = 3
+open_duration = "30s"
+{}"#,
+        cluster_state(&redis, "")
+    );
+    let gws: Vec<Gateway> = (0..2).map(|_| Gateway::start(&config)).collect();
+    wait_connected(&gws, 1.0).await;
+    wait_subscribed(&redis, 2).await;
+    // The peer's circuits exist once it has served a request.
+    assert_eq!(get_plain(gws[1].addr(), "/", &[]).await.status, 503);
+    for _ in 0..3 {
+        get_plain(gws[0].addr(), "/", &[]).await;
+    }
+    // Instance 0's circuit opened on its own failures; instance 1 opens
+    // the same circuit without failing again.
+    let before = hits.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(5), || async {
+        let r = get_plain(gws[1].addr(), "/", &[]).await;
+        (r.status == 503 && r.text().contains("circuit_open")).then_some(())
+    })
+    .await;
+    assert!(
+        hits.load(Ordering::SeqCst) <= before + 1,
+        "instance 1 kept hitting the upstream"
+    );
+    let (_, circuits) = gws[1].admin_get("/api/circuits").await;
+    assert!(circuits.contains("\"open\""), "{circuits}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_load_traffic_continues_and_recovers() {
+    let Some(mut redis) = Redis::start() else { return };
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "r"
+cluster = "up"
+filters = ["shared"]
+[clusters.up]
+kind = "echo"
+[filters.shared]
+kind = "rate-limit"
+key = "header:x-agent"
+scope = "global"
+requests_per_second = 400
+burst = 40
+{}"#,
+        cluster_state(&redis, "expected_instances = 2\n")
+    );
+    let gws: Vec<Gateway> = (0..2).map(|_| Gateway::start(&config)).collect();
+    wait_connected(&gws, 1.0).await;
+
+    // 2 × 50 req/s, well under the limit and under each instance's local
+    // share (200/s): every request should pass, Redis or not.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let slowest = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for gw in &gws {
+        let (addr, stop, counts, slowest) = (gw.addr(), stop.clone(), counts.clone(), slowest.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                tick.tick().await;
+                let t = Instant::now();
+                let status = get_plain(addr, "/", &[("x-agent", "agent-1")]).await.status;
+                slowest.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let i = match status {
+                    200 => 0,
+                    429 => 1,
+                    _ => 2,
+                };
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.kill();
+    wait_connected(&gws, 0.0).await;
+    let during = counts[0].load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        counts[0].load(Ordering::Relaxed) > during + 50,
+        "traffic stalled without Redis"
+    );
+    redis.restart();
+    wait_connected(&gws, 1.0).await;
+    // Leases again: the limiter's bucket reappears in the new Redis.
+    eventually(Duration::from_secs(5), || async {
+        (!redis.command(&["KEYS", "agentmux:rl:*"]).is_empty()).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, limited, failed) = (
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+        counts[2].load(Ordering::Relaxed),
+    );
+    let slowest = slowest.load(Ordering::Relaxed);
+    eprintln!("redis outage: {ok} ok, {limited} limited, {failed} failed; slowest request {slowest} ms");
+    assert_eq!(failed, 0);
+    assert!(limited * 100 <= ok, "{limited} of {ok} limited under the limit");
+    assert!(slowest < 1000, "a request waited {slowest} ms");
+    for gw in &gws {
+        let (_, text) = gw.admin_get("/metrics").await;
+        assert!(text.contains("event=\"rate_limit_fallback\""), "no fallback recorded");
+    }
+}
