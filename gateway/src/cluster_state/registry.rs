@@ -22,9 +22,14 @@
 //! it reached; otherwise the balancer picks. Once upgraded, the session is
 //! registered for this instance.
 //!
-//! # How mux mode will use it (resume on another instance)
+//! # Resume on another instance (the contract for mux mode)
 //!
-//! The mux code is not written yet; this is the contract it will use:
+//! Mux mode does not use the registry yet: its sessions resume on other
+//! upstream connections of the instance holding them (see
+//! `crate::muxmode`), and an agent whose gateway instance dies reconnects
+//! as a new session. Resuming on another instance needs the agent to
+//! resend what the dead instance had not delivered, which plain WebSocket
+//! agents cannot; the registry already offers what that takes:
 //!
 //! 1. When a mux session opens, register it with
 //!    [`ClusterState::register_session`] and keep the returned

@@ -34,6 +34,7 @@ pub struct MuxParams {
     pub(crate) path: String,
     pub(crate) window_bytes: u32,
     pub(crate) replay_bytes: usize,
+    pub(crate) replay_total_bytes: usize,
     pub(crate) resume_timeout: Duration,
 }
 
@@ -64,6 +65,13 @@ impl MuxParams {
                 format!("must be at least 1024, got {replay_bytes}"),
             );
         }
+        let replay_total_bytes = spec.replay_total_bytes.unwrap_or(256 << 20);
+        if replay_total_bytes < replay_bytes {
+            errs.push(
+                format!("{at}.replay_total_bytes"),
+                format!("must be at least replay_bytes ({replay_bytes}), got {replay_total_bytes}"),
+            );
+        }
         let resume_timeout = duration(
             errs,
             format!("{at}.resume_timeout"),
@@ -75,6 +83,7 @@ impl MuxParams {
             path,
             window_bytes,
             replay_bytes,
+            replay_total_bytes,
             resume_timeout: resume_timeout?,
         })
     }

@@ -344,3 +344,35 @@ fn global_limits_need_cluster_state_and_a_request_rate() {
     )
     .unwrap();
 }
+
+#[test]
+fn mux_settings_take_defaults_and_errors_name_their_keys() {
+    let c = Config::parse(BASE, "test.toml").unwrap();
+    let mux = &c.clusters()["backend"].mux;
+    assert_eq!((mux.connections, mux.path.as_str()), (2, "/agentmux"));
+    assert_eq!((mux.replay_bytes, mux.replay_total_bytes), (1 << 20, 256 << 20));
+    let bad = format!(
+        "{BASE}[clusters.backend.mux]\nconnections = 0\npath = \"mux\"\nwindow_bytes = 10\nreplay_bytes = 4096\nreplay_total_bytes = 2048\nresume_timeout = \"soon\"\n"
+    );
+    let errs = errors(&bad);
+    assert!(
+        has(&errs, "clusters.backend.mux.connections: must be within 1..=64, got 0"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "clusters.backend.mux.path: must start with '/'"), "{errs:?}");
+    assert!(
+        has(
+            &errs,
+            "clusters.backend.mux.window_bytes: must be at least 1024, got 10"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "clusters.backend.mux.replay_total_bytes: must be at least replay_bytes (4096), got 2048"
+        ),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "clusters.backend.mux.resume_timeout"), "{errs:?}");
+}

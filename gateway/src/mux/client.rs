@@ -31,7 +31,7 @@ use super::conn::{ConnShared, ConnectionEnd, Role};
 use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
 use super::message::{SessionEnd, SessionError};
 use super::session::shared::{Registry, Shared, error_frame};
-use super::session::state::{Answer, SessionParams};
+use super::session::state::{Answer, ReplayBudget, SessionParams};
 use super::session::{MuxSession, SessionHandle};
 
 /// Settings of a [`MuxClient`].
@@ -40,6 +40,10 @@ pub struct ClientConfig {
     /// Unacknowledged bytes kept per session for replay; sending waits at
     /// the bound (default 1 MiB).
     pub replay_limit: usize,
+    /// Replay memory shared by every session of this client (and of any
+    /// other client given a clone of the same budget); sending waits while
+    /// it is spent. `None` (the default): only the per-session bound.
+    pub replay_budget: Option<ReplayBudget>,
     /// Largest message `recv` reassembles (default 16 MiB).
     pub max_message: usize,
     /// WebSocket ping interval; three silent intervals end the connection
@@ -51,6 +55,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             replay_limit: 1 << 20,
+            replay_budget: None,
             max_message: 16 << 20,
             keepalive: Some(Duration::from_secs(15)),
         }
@@ -192,6 +197,7 @@ impl MuxClientConnection {
             window: open.window.max(1),
             replay_limit: self.config.replay_limit.max(1),
             max_message: self.config.max_message,
+            budget: self.config.replay_budget.clone(),
         };
         let frame = Frame::Open {
             session: id,

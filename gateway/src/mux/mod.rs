@@ -35,4 +35,5 @@ pub use frame::{
 };
 pub use message::{Chunk, Message, SessionEnd, SessionError};
 pub use server::{MuxConnection, MuxServer, ServerConfig, ServerStats};
+pub use session::state::ReplayBudget;
 pub use session::{MuxSession, SessionHandle, SessionReceiver, SessionSender};

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MuxParams;
-use crate::mux::{ClientConfig, MuxClient, MuxClientConnection, ResumeError, SessionHandle};
+use crate::mux::{ClientConfig, MuxClient, MuxClientConnection, ReplayBudget, ResumeError, SessionHandle};
 use crate::upstream::Endpoint;
 
 /// Counters the mux side reports (cached handles).
@@ -70,11 +70,15 @@ impl MuxCluster {
     /// Starts the connection keepers of every endpoint.
     pub(crate) fn start(endpoints: &[Arc<Endpoint>], params: &MuxParams, counters: &MuxCounters) -> Self {
         let shutdown = CancellationToken::new();
+        // One budget for the whole cluster: sessions move between its
+        // endpoints' connections, and the bound is on the gateway's memory.
+        let budget = ReplayBudget::new(params.replay_total_bytes);
         let endpoints = endpoints
             .iter()
             .map(|e| {
                 let client = MuxClient::new(ClientConfig {
                     replay_limit: params.replay_bytes,
+                    replay_budget: Some(budget.clone()),
                     max_message: 64 << 20,
                     keepalive: Some(Duration::from_secs(15)),
                 });

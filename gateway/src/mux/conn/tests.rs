@@ -52,6 +52,7 @@ fn a_torn_down_connection_takes_no_sessions() {
         window: 1,
         replay_limit: 1,
         max_message: 1,
+        budget: None,
     };
     let session = Shared::new(Default::default(), 1, params, conn.clone(), None);
     assert!(!conn.insert(session));

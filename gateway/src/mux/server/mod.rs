@@ -49,7 +49,7 @@ pub use upgrade::{AcceptError, PendingConnection, UpgradeRefused};
 use super::conn::{ConnShared, ConnectionEnd};
 use super::session::MuxSession;
 use super::session::shared::Registry;
-use super::session::state::SessionParams;
+use super::session::state::{ReplayBudget, SessionParams};
 
 /// Settings of a [`MuxServer`].
 #[derive(Clone, Debug)]
@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Unacknowledged bytes kept per session for replay; `send` waits at
     /// the bound (default 1 MiB).
     pub replay_limit: usize,
+    /// Replay memory shared by all sessions of this server; `send` waits
+    /// while it is spent. `None` (the default): only the per-session bound.
+    pub replay_budget: Option<ReplayBudget>,
     /// Largest message `recv` reassembles (default 16 MiB).
     pub max_message: usize,
     /// Most sessions one connection may carry (default 16384).
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
         Self {
             window: 256 << 10,
             replay_limit: 1 << 20,
+            replay_budget: None,
             max_message: 16 << 20,
             max_sessions_per_connection: 16384,
             resume_grace: Duration::from_secs(30),
@@ -93,6 +97,7 @@ impl ServerConfig {
             window: self.window.max(1),
             replay_limit: self.replay_limit.max(1),
             max_message: self.max_message,
+            budget: self.replay_budget.clone(),
         }
     }
 

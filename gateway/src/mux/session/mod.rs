@@ -26,6 +26,16 @@ use super::frame::{ErrorCode, MAX_CLOSE_REASON, Open, is_valid_close_code};
 use super::message::{Chunk, Message, SessionEnd, SessionError};
 use shared::Shared;
 
+/// What one attempt of [`SessionSender::send_chunk`] achieved.
+enum Step {
+    /// The whole chunk went out.
+    Done,
+    /// Part of it went out; try again at once.
+    Sent,
+    /// No room: wait for credit, ACKs or budget.
+    Blocked,
+}
+
 /// A session: send and receive messages, close, and see how it ended.
 pub struct MuxSession {
     tx: SessionSender,
@@ -169,24 +179,46 @@ impl SessionSender {
         } = chunk;
         loop {
             let notified = self.shared.writable.notified();
-            {
-                let mut st = self.shared.lock();
-                let room = st.room()?;
-                if st.out_text.is_some_and(|t| t != text) {
-                    return Err(SessionError::InvalidInput("text flag changed mid-message"));
-                }
-                let n = rest.len().min(room.bytes);
-                if room.frame && (n > 0 || rest.is_empty()) {
-                    let part = rest.split_to(n);
-                    st.push_data(text, fin && rest.is_empty(), part);
-                    if rest.is_empty() {
-                        return Ok(());
-                    }
-                    continue;
-                }
+            match self.step(text, fin, &mut rest)? {
+                Step::Done => return Ok(()),
+                Step::Sent => continue,
+                Step::Blocked => {}
             }
-            notified.await;
+            let Some(budget) = &self.shared.budget else {
+                notified.await;
+                continue;
+            };
+            // Perhaps blocked by the budget shared with other sessions:
+            // register as waiting, then look once more, so bytes another
+            // session frees between the two looks still wake this sender.
+            let freed = budget.freed();
+            let _waiting = budget.register();
+            match self.step(text, fin, &mut rest)? {
+                Step::Done => return Ok(()),
+                Step::Sent => continue,
+                Step::Blocked => {}
+            }
+            tokio::select! {
+                () = notified => {}
+                () = freed => {}
+            }
         }
+    }
+
+    /// Sends as much of `rest` as there is room for, in one frame.
+    fn step(&self, text: bool, fin: bool, rest: &mut Bytes) -> Result<Step, SessionError> {
+        let mut st = self.shared.lock();
+        let room = st.room()?;
+        if st.out_text.is_some_and(|t| t != text) {
+            return Err(SessionError::InvalidInput("text flag changed mid-message"));
+        }
+        let n = rest.len().min(room.bytes);
+        if room.frame && (n > 0 || rest.is_empty()) {
+            let part = rest.split_to(n);
+            st.push_data(text, fin && rest.is_empty(), part);
+            return Ok(if rest.is_empty() { Step::Done } else { Step::Sent });
+        }
+        Ok(Step::Blocked)
     }
 
     /// Sends this side's CLOSE (kept for replay like DATA). The session

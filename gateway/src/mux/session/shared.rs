@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::Notify;
 
-use super::state::{Answer, SessionParams, State, Waiter};
+use super::state::{Answer, ReplayBudget, SessionParams, State, Waiter};
 use crate::mux::conn::ConnShared;
 use crate::mux::frame::{ErrorCode, Frame, Open};
 use crate::mux::message::{Chunk, SessionEnd, SessionError};
@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub(crate) readable: Notify,
     /// Rung when credit or replay room grows or the session ends.
     pub(crate) writable: Notify,
+    /// The replay budget shared with other sessions, if any (outside the
+    /// lock: a blocked sender waits on it without taking the lock).
+    pub(crate) budget: Option<ReplayBudget>,
     registry: Option<Weak<Registry>>,
 }
 
@@ -80,6 +83,7 @@ impl Shared {
         link: Arc<ConnShared>,
         registry: Option<Weak<Registry>>,
     ) -> Arc<Self> {
+        let budget = params.budget.clone();
         let mut state = State::new(id, params, 0);
         state.link = Some(link);
         Arc::new(Self {
@@ -88,6 +92,7 @@ impl Shared {
             state: Mutex::new(state),
             readable: Notify::new(),
             writable: Notify::new(),
+            budget,
             registry,
         })
     }

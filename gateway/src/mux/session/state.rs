@@ -5,9 +5,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, futures::Notified, oneshot};
 
 use crate::mux::conn::ConnShared;
 use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD};
@@ -17,8 +18,99 @@ use crate::mux::message::{Chunk, SessionEnd, SessionError};
 /// on empty DATA frames, which cost no credit.
 const MAX_UNACKED_FRAMES: usize = 4096;
 
+/// A bound on the unacknowledged bytes of many sessions together: the
+/// total replay memory of one side (in the gateway, of a cluster). A
+/// sender with no budget left waits for ACKs on any session sharing it,
+/// exactly as it waits at its own replay bound.
+///
+/// Room is read under the sending session's lock and taken when its frame
+/// is numbered, so sessions sending at the same instant may overshoot the
+/// bound by at most one frame each ([`MAX_FRAME_PAYLOAD`]). Cheap to
+/// clone; every clone is the same budget.
+#[derive(Clone)]
+pub struct ReplayBudget(Arc<BudgetInner>);
+
+struct BudgetInner {
+    limit: usize,
+    used: AtomicUsize,
+    /// Senders waiting for room: freeing bytes wakes them only when there
+    /// are any, so ACKs do not touch a shared lock in steady state.
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+impl ReplayBudget {
+    /// A budget of `limit` bytes (at least 1).
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(BudgetInner {
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }))
+    }
+
+    /// The bound, in bytes.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Unacknowledged bytes kept now by the sessions sharing it.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+
+    fn room(&self) -> usize {
+        self.0.limit.saturating_sub(self.used())
+    }
+
+    fn take(&self, n: usize) {
+        self.0.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn give(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.0.used.fetch_sub(n, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_waiters();
+        }
+    }
+
+    /// Completes when bytes are freed after this call (while the caller
+    /// is [`register`](Self::register)ed).
+    pub(crate) fn freed(&self) -> Notified<'_> {
+        self.0.freed.notified()
+    }
+
+    /// Marks a sender as waiting for room until the guard drops.
+    pub(crate) fn register(&self) -> Waiting<'_> {
+        self.0.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(self)
+    }
+}
+
+impl std::fmt::Debug for ReplayBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayBudget")
+            .field("limit", &self.limit())
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+/// A sender waiting for budget (see [`ReplayBudget::register`]).
+pub(crate) struct Waiting<'a>(&'a ReplayBudget);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Per-session settings, fixed when the session starts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SessionParams {
     /// Credit this side grants the peer (bytes of DATA beyond what it has
     /// consumed).
@@ -28,6 +120,8 @@ pub(crate) struct SessionParams {
     pub(crate) replay_limit: usize,
     /// Largest message `recv` reassembles.
     pub(crate) max_message: usize,
+    /// Replay memory shared with other sessions, if bounded in total.
+    pub(crate) budget: Option<ReplayBudget>,
 }
 
 /// What a client-side open or resume waits for.
@@ -89,6 +183,7 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(id: u64, params: SessionParams, peer_limit: u64) -> Self {
+        let window = params.window;
         Self {
             id,
             params,
@@ -103,7 +198,7 @@ impl State {
             recv_next: 1,
             received_bytes: 0,
             consumed_bytes: 0,
-            granted: u64::from(params.window),
+            granted: u64::from(window),
             inbox: VecDeque::new(),
             in_text: None,
             peer_close: None,
@@ -198,8 +293,12 @@ impl State {
             if frame_seq(front) > seq {
                 break;
             }
-            self.unacked_bytes -= data_len(front);
+            let len = data_len(front);
+            self.unacked_bytes -= len;
             self.unacked.pop_front();
+            if let Some(b) = &self.params.budget {
+                b.give(len);
+            }
         }
     }
 
@@ -234,7 +333,10 @@ impl State {
             return Err(SessionError::Closed);
         }
         let credit = self.peer_limit.saturating_sub(self.sent_bytes);
-        let replay = self.params.replay_limit.saturating_sub(self.unacked_bytes);
+        let mut replay = self.params.replay_limit.saturating_sub(self.unacked_bytes);
+        if let Some(b) = &self.params.budget {
+            replay = replay.min(b.room());
+        }
         let bytes = usize::try_from(credit)
             .unwrap_or(usize::MAX)
             .min(replay)
@@ -259,6 +361,9 @@ impl State {
         self.send_next += 1;
         self.sent_bytes += len as u64;
         self.unacked_bytes += len;
+        if let Some(b) = &self.params.budget {
+            b.take(len);
+        }
         self.out_text = (!fin).then_some(text);
         self.keep_and_emit(frame);
     }
@@ -362,6 +467,9 @@ impl State {
             }
             self.failure = Some(error);
             self.inbox.clear();
+            // A failed session is never replayed: its buffer goes now,
+            // and with it its share of the total budget.
+            self.release_unacked();
         }
     }
 
@@ -375,11 +483,26 @@ impl State {
     /// only thing it never confirmed is our CLOSE, which it evidently had.
     pub(crate) fn complete_without_ack(&mut self) -> bool {
         if self.close_sent && self.peer_close.is_some() {
-            self.unacked.clear();
-            self.unacked_bytes = 0;
+            self.release_unacked();
             return true;
         }
         false
+    }
+}
+
+impl State {
+    fn release_unacked(&mut self) {
+        self.unacked.clear();
+        if let Some(b) = &self.params.budget {
+            b.give(self.unacked_bytes);
+        }
+        self.unacked_bytes = 0;
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.release_unacked();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::state::{SessionParams, State};
+use super::state::{ReplayBudget, SessionParams, State};
 use crate::mux::frame::{ErrorCode, MAX_FRAME_PAYLOAD};
 use crate::mux::message::{Chunk, SessionError};
 
@@ -11,8 +11,33 @@ fn state(window: u32, replay_limit: usize, peer_limit: u64) -> State {
         window,
         replay_limit,
         max_message: 1 << 20,
+        budget: None,
     };
     State::new(7, params, peer_limit)
+}
+
+#[test]
+fn a_shared_budget_caps_room_and_is_given_back_on_ack_and_drop() {
+    let budget = ReplayBudget::new(150);
+    let params = SessionParams {
+        window: 1000,
+        replay_limit: 100,
+        max_message: 1 << 20,
+        budget: Some(budget.clone()),
+    };
+    let mut a = State::new(1, params.clone(), 1 << 20);
+    let mut b = State::new(2, params, 1 << 20);
+    assert_eq!(a.room().unwrap().bytes, 100, "own bound first");
+    a.push_data(false, true, Bytes::from(vec![0; 100]));
+    assert_eq!(b.room().unwrap().bytes, 50, "what the total has left");
+    b.push_data(false, true, Bytes::from(vec![0; 50]));
+    assert_eq!((a.room().unwrap().bytes, b.room().unwrap().bytes), (0, 0));
+    assert_eq!(budget.used(), 150);
+    a.on_ack(1).unwrap();
+    assert_eq!(budget.used(), 50);
+    assert_eq!(b.room().unwrap().bytes, 50, "own bound again");
+    drop(b);
+    assert_eq!(budget.used(), 0, "a dropped session's buffer is given back");
 }
 
 fn chunk(len: usize) -> Chunk {

@@ -286,3 +286,61 @@ async fn too_many_sessions_are_refused_per_connection() {
     c.send(numbered(9, 0)).await.unwrap();
     assert_eq!(number(&c.recv().await.unwrap()), 9);
 }
+
+/// Payload bytes of session `id` in DATA frames until `want` arrived.
+async fn data_bytes(peer: &mut RawPeer, id: u64, want: usize) -> usize {
+    let mut got = 0;
+    while got < want {
+        if let Frame::Data { session, payload, .. } = peer.expect(|f| matches!(f, Frame::Data { .. })).await {
+            assert_eq!(session, id, "only session {id} has anything to send");
+            got += payload.len();
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_total_replay_budget_is_shared_and_freed_by_any_sessions_ack() {
+    let budget = ReplayBudget::new(150);
+    let server = server(ServerConfig {
+        replay_budget: Some(budget.clone()),
+        ..ServerConfig::default()
+    });
+    let (mut peer, mut conn) = RawPeer::connect(&server).await;
+    peer.open(1, 1 << 20).await;
+    peer.open(2, 1 << 20).await;
+    let mut a = conn.next_session().await.unwrap();
+    let mut b = conn.next_session().await.unwrap();
+
+    // Session 1 keeps 100 unacknowledged bytes; session 2, well within its
+    // own bound and credit, gets only the 50 left in the total.
+    a.send(binary(100, b'a')).await.unwrap();
+    assert_eq!(data_bytes(&mut peer, 1, 100).await, 100);
+    let sender = tokio::spawn(async move { b.send(binary(100, b'b')).await.map(|()| b) });
+    assert_eq!(data_bytes(&mut peer, 2, 50).await, 50);
+    assert_eq!(budget.used(), 150);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!sender.is_finished(), "session 2 must wait for budget");
+
+    // An ACK on the other session frees the budget and wakes it.
+    peer.send(&[Frame::Ack { session: 1, seq: 1 }]).await;
+    assert_eq!(data_bytes(&mut peer, 2, 50).await, 50);
+    let b = sender.await.unwrap().unwrap();
+    assert_eq!(budget.used(), 100);
+    peer.send(&[Frame::Ack { session: 2, seq: 2 }]).await;
+    eventually("session 2 acknowledged", || budget.used() == 0).await;
+    // A session that fails gives its unacknowledged bytes back too: it
+    // will never be replayed.
+    a.send(binary(30, b'c')).await.unwrap();
+    assert_eq!(budget.used(), 30);
+    peer.send(&[Frame::Error {
+        session: 1,
+        code: ErrorCode::Internal,
+        message: String::new(),
+    }])
+    .await;
+    eventually("the failed session's bytes freed", || budget.used() == 0).await;
+    drop(b);
+}
