@@ -137,6 +137,9 @@ pub(crate) enum UpstreamMode {
     Serve,
     /// A TCP relay to --to adding latency in each direction.
     Delay,
+    /// A mux-speaking (agentmux.v1) echo for agentmux's `mode = "mux"`: every session's
+    /// fragments are echoed as they came; --drop-at/--drop-every abort every mux connection.
+    Mux,
 }
 
 /// Flags of `agentmux-bench upstream`.
@@ -151,7 +154,8 @@ pub(crate) struct UpstreamArgs {
     /// Delay mode: address to relay to.
     #[arg(long)]
     pub(crate) to: Option<String>,
-    /// Serve: latency added before each reply. Delay: latency added in each direction.
+    /// Serve and mux: latency added before each reply (per-message processing delay).
+    /// Delay: latency added in each direction.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub(crate) latency: Duration,
     /// Delay mode: latency client → upstream (default --latency).

@@ -6,7 +6,9 @@
 //! The load generator, the simulator and `compare` do not depend on the
 //! gateway crate: the bench must be usable against any gateway, so they
 //! only speak the wire protocols and drive proxies as external processes.
-//! Only `pool` links the gateway library, to time its warm pool in process.
+//! Two parts link the gateway library: `pool`, to time its warm pool in
+//! process, and `upstream --mode mux`, whose echo speaks the mux protocol
+//! through the library's upstream side (as any mux upstream would).
 
 mod cli;
 mod compare;
@@ -23,6 +25,8 @@ mod upstream;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mux;
 
 use std::process::ExitCode;
 
