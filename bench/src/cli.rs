@@ -28,6 +28,8 @@ pub(crate) enum Command {
     Compare(CompareArgs),
     /// Time acquires from agentmux's warm upstream pool, in process.
     Pool(PoolArgs),
+    /// Predictive pool sizing on vs off: the same ramping load in alternating rounds.
+    Ramp(RampArgs),
 }
 
 /// Wire protocol of a load run.
@@ -379,4 +381,63 @@ pub(crate) struct PoolArgs {
     /// Runtime worker threads (1 = single-threaded, like the benchmark gateway).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+}
+
+/// Flags of `agentmux-bench ramp`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RampArgs {
+    /// Session slots; arrivals peak at sessions / session-life per second.
+    #[arg(long, short = 's', default_value_t = 200)]
+    pub(crate) sessions: u64,
+    /// Slots start evenly over this time: the arrival rate ramps up linearly.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub(crate) ramp_up: Duration,
+    /// How long the peak rate holds after the ramp.
+    #[arg(long, short = 'd', value_parser = parse_duration, default_value = "30s")]
+    pub(crate) duration: Duration,
+    /// Each session lives this long and is replaced at once by a new one.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub(crate) session_life: Duration,
+    /// Messages per second per session (echoed and checked).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) rate: f64,
+    /// Latency each way between the gateway and the upstream (one delay relay per cluster).
+    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    pub(crate) latency: Duration,
+    /// Rounds, each on a fresh gateway, prediction on and off in ABBA order
+    /// (on, off, off, on, …); an even count loads both settings equally.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) rounds: usize,
+    /// `min_connections` of both clusters.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) min_connections: usize,
+    /// `max_connections` of both clusters.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max_connections: usize,
+    /// Plaintext upstream (a loopback TCP connect is instant even through the relay,
+    /// so the pool has nothing to wait for; the default TLS upstream makes connects cost
+    /// what they cost to a far host).
+    #[arg(long)]
+    pub(crate) plaintext: bool,
+    /// Time for the pools to warm up before the load starts.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub(crate) warm_up: Duration,
+    /// agentmux binary (default: next to this executable, then on PATH).
+    #[arg(long)]
+    pub(crate) agentmux: Option<PathBuf>,
+    /// Core the gateway is pinned to (default: the last core).
+    #[arg(long)]
+    pub(crate) proxy_core: Option<usize>,
+    /// Cores for the load generator, the simulator and the relays (default: the others).
+    #[arg(long)]
+    pub(crate) bench_cores: Option<String>,
+    /// Directory for the config, logs, ramp.md and ramp.json.
+    #[arg(long, default_value = "bench/results/tmp/ramp")]
+    pub(crate) out: PathBuf,
+    /// Simulator on P, relays on P+1 and P+2, gateway on P+10 (admin P+11).
+    #[arg(long, default_value_t = 19100)]
+    pub(crate) base_port: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
 }

@@ -8,7 +8,8 @@
 //! only speak the wire protocols and drive proxies as external processes.
 //! Two parts link the gateway library: `pool`, to time its warm pool in
 //! process, and `upstream --mode mux`, whose echo speaks the mux protocol
-//! through the library's upstream side (as any mux upstream would).
+//! through the library's upstream side (as any mux upstream would). `ramp`
+//! drives the agentmux binary, reading its `/metrics`.
 
 mod cli;
 mod compare;
@@ -19,6 +20,7 @@ mod payload;
 mod plot;
 mod pool;
 mod progress;
+mod ramp;
 mod report;
 mod tls;
 mod upstream;
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Upstream(args) => runtime(args.threads).and_then(|rt| rt.block_on(upstream::main(args))),
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
         Command::Pool(args) => runtime(Some(args.threads)).and_then(|rt| rt.block_on(pool::main(args))),
+        Command::Ramp(args) => runtime(Some(1)).and_then(|rt| rt.block_on(ramp::main(args))),
     };
     match result {
         Ok(code) => code,
