@@ -1,4 +1,5 @@
-//! Command line: four subcommands (`load`, `upstream`, `compare`, `pool`) and the
+//! Command line: the subcommands (`load`, `upstream`, `compare`, `pool`,
+//! `ramp`, and `hold`, which `compare` runs) and the
 //! parsers for human durations ("250ms", "10s", "2m") and sizes ("64",
 //! "4k", "1MiB"). Flags are validated into runtime plans by each
 //! subcommand's module, never used raw deeper down.
@@ -30,6 +31,9 @@ pub(crate) enum Command {
     Pool(PoolArgs),
     /// Predictive pool sizing on vs off: the same ramping load in alternating rounds.
     Ramp(RampArgs),
+    /// Hold idle WebSocket sessions until stdin closes (one of compare's capacity processes).
+    #[command(hide = true)]
+    Hold(HoldArgs),
 }
 
 /// Wire protocol of a load run.
@@ -235,6 +239,10 @@ pub(crate) struct CompareArgs {
     /// Capacity phase: try to hold this many concurrent sessions (0 skips).
     #[arg(long, default_value_t = 0)]
     pub(crate) max_sessions: u64,
+    /// Capacity phase: sessions one generator process holds (its open-file limit is
+    /// the proxy's too); more are split over several `hold` child processes.
+    #[arg(long, default_value_t = 15000)]
+    pub(crate) sessions_per_process: u64,
     /// Clients speak TLS (wss/https) to every target; proxies terminate it with a
     /// self-signed certificate made by `openssl`, the direct target is a TLS simulator.
     #[arg(long)]
@@ -440,4 +448,17 @@ pub(crate) struct RampArgs {
     /// No live progress on stderr.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+}
+
+/// Flags of `agentmux-bench hold` (hidden: `compare` runs it).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HoldArgs {
+    /// ws:// or wss:// URL.
+    pub(crate) url: String,
+    /// Sessions to open and hold.
+    #[arg(long)]
+    pub(crate) sessions: u64,
+    /// wss: trust only the CAs in this PEM file.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
 }

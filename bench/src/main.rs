@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
         Command::Pool(args) => runtime(Some(args.threads)).and_then(|rt| rt.block_on(pool::main(args))),
         Command::Ramp(args) => runtime(Some(1)).and_then(|rt| rt.block_on(ramp::main(args))),
+        Command::Hold(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::hold::main(args))),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 pub(crate) mod agentmux;
 mod certs;
 mod haproxy;
+pub(crate) mod hold;
 mod idle;
 mod nginx;
 mod phases;
