@@ -607,7 +607,8 @@ fn windows(scrapes: &[Scrape], args: &RampArgs, name: &str) -> Vec<Window> {
             .iter()
             .position(|s| s.at_s >= from.at_s + 10.0 - 0.5)
             .unwrap_or(scrapes.len() - 1);
-        if j <= i {
+        // The last scrape may follow the one before within a second: not a window.
+        if j <= i || scrapes[j].at_s - from.at_s < 1.0 {
             break;
         }
         let to = &scrapes[j];
