@@ -9,7 +9,7 @@
 //! `first_error`) and keeps the sessions open until its stdin closes, so
 //! the shares are all held at the same time when the parent adds them up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -131,7 +131,7 @@ pub(crate) async fn across_processes(url: &str, ca: Option<&Path>, count: u64, p
     total
 }
 
-fn spawn(exe: &PathBuf, url: &str, ca: Option<&Path>, sessions: u64) -> std::io::Result<tokio::process::Child> {
+fn spawn(exe: &Path, url: &str, ca: Option<&Path>, sessions: u64) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("hold").arg(url).arg("--sessions").arg(sessions.to_string());
     if let Some(ca) = ca {
