@@ -1,4 +1,5 @@
-//! Command line: four subcommands (`load`, `upstream`, `compare`, `pool`) and the
+//! Command line: the subcommands (`load`, `upstream`, `compare`, `pool`,
+//! `ramp`, and `hold`, which `compare` runs) and the
 //! parsers for human durations ("250ms", "10s", "2m") and sizes ("64",
 //! "4k", "1MiB"). Flags are validated into runtime plans by each
 //! subcommand's module, never used raw deeper down.
@@ -28,6 +29,11 @@ pub(crate) enum Command {
     Compare(CompareArgs),
     /// Time acquires from agentmux's warm upstream pool, in process.
     Pool(PoolArgs),
+    /// Predictive pool sizing on vs off: the same ramping load in alternating rounds.
+    Ramp(RampArgs),
+    /// Hold idle WebSocket sessions until stdin closes (one of compare's capacity processes).
+    #[command(hide = true)]
+    Hold(HoldArgs),
 }
 
 /// Wire protocol of a load run.
@@ -137,6 +143,9 @@ pub(crate) enum UpstreamMode {
     Serve,
     /// A TCP relay to --to adding latency in each direction.
     Delay,
+    /// A mux-speaking (agentmux.v1) echo for agentmux's `mode = "mux"`: every session's
+    /// fragments are echoed as they came; --drop-at/--drop-every abort every mux connection.
+    Mux,
 }
 
 /// Flags of `agentmux-bench upstream`.
@@ -151,7 +160,8 @@ pub(crate) struct UpstreamArgs {
     /// Delay mode: address to relay to.
     #[arg(long)]
     pub(crate) to: Option<String>,
-    /// Serve: latency added before each reply. Delay: latency added in each direction.
+    /// Serve and mux: latency added before each reply (per-message processing delay).
+    /// Delay: latency added in each direction.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub(crate) latency: Duration,
     /// Delay mode: latency client → upstream (default --latency).
@@ -229,6 +239,10 @@ pub(crate) struct CompareArgs {
     /// Capacity phase: try to hold this many concurrent sessions (0 skips).
     #[arg(long, default_value_t = 0)]
     pub(crate) max_sessions: u64,
+    /// Capacity phase: sessions one generator process holds (its open-file limit is
+    /// the proxy's too); more are split over several `hold` child processes.
+    #[arg(long, default_value_t = 15000)]
+    pub(crate) sessions_per_process: u64,
     /// Clients speak TLS (wss/https) to every target; proxies terminate it with a
     /// self-signed certificate made by `openssl`, the direct target is a TLS simulator.
     #[arg(long)]
@@ -375,4 +389,76 @@ pub(crate) struct PoolArgs {
     /// Runtime worker threads (1 = single-threaded, like the benchmark gateway).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+}
+
+/// Flags of `agentmux-bench ramp`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RampArgs {
+    /// Session slots; arrivals peak at sessions / session-life per second.
+    #[arg(long, short = 's', default_value_t = 200)]
+    pub(crate) sessions: u64,
+    /// Slots start evenly over this time: the arrival rate ramps up linearly.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub(crate) ramp_up: Duration,
+    /// How long the peak rate holds after the ramp.
+    #[arg(long, short = 'd', value_parser = parse_duration, default_value = "30s")]
+    pub(crate) duration: Duration,
+    /// Each session lives this long and is replaced at once by a new one.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub(crate) session_life: Duration,
+    /// Messages per second per session (echoed and checked).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) rate: f64,
+    /// Latency each way between the gateway and the upstream (one delay relay per cluster).
+    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    pub(crate) latency: Duration,
+    /// Rounds, each on a fresh gateway, prediction on and off in ABBA order
+    /// (on, off, off, on, …); an even count loads both settings equally.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) rounds: usize,
+    /// `min_connections` of both clusters.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) min_connections: usize,
+    /// `max_connections` of both clusters.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max_connections: usize,
+    /// Plaintext upstream (a loopback TCP connect is instant even through the relay,
+    /// so the pool has nothing to wait for; the default TLS upstream makes connects cost
+    /// what they cost to a far host).
+    #[arg(long)]
+    pub(crate) plaintext: bool,
+    /// Time for the pools to warm up before the load starts.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub(crate) warm_up: Duration,
+    /// agentmux binary (default: next to this executable, then on PATH).
+    #[arg(long)]
+    pub(crate) agentmux: Option<PathBuf>,
+    /// Core the gateway is pinned to (default: the last core).
+    #[arg(long)]
+    pub(crate) proxy_core: Option<usize>,
+    /// Cores for the load generator, the simulator and the relays (default: the others).
+    #[arg(long)]
+    pub(crate) bench_cores: Option<String>,
+    /// Directory for the config, logs, ramp.md and ramp.json.
+    #[arg(long, default_value = "bench/results/tmp/ramp")]
+    pub(crate) out: PathBuf,
+    /// Simulator on P, relays on P+1 and P+2, gateway on P+10 (admin P+11).
+    #[arg(long, default_value_t = 19100)]
+    pub(crate) base_port: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+}
+
+/// Flags of `agentmux-bench hold` (hidden: `compare` runs it).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HoldArgs {
+    /// ws:// or wss:// URL.
+    pub(crate) url: String,
+    /// Sessions to open and hold.
+    #[arg(long)]
+    pub(crate) sessions: u64,
+    /// wss: trust only the CAs in this PEM file.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
 }

@@ -6,7 +6,10 @@
 //! The load generator, the simulator and `compare` do not depend on the
 //! gateway crate: the bench must be usable against any gateway, so they
 //! only speak the wire protocols and drive proxies as external processes.
-//! Only `pool` links the gateway library, to time its warm pool in process.
+//! Two parts link the gateway library: `pool`, to time its warm pool in
+//! process, and `upstream --mode mux`, whose echo speaks the mux protocol
+//! through the library's upstream side (as any mux upstream would). `ramp`
+//! drives the agentmux binary, reading its `/metrics`.
 
 mod cli;
 mod compare;
@@ -17,12 +20,15 @@ mod payload;
 mod plot;
 mod pool;
 mod progress;
+mod ramp;
 mod report;
 mod tls;
 mod upstream;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mux;
 
 use std::process::ExitCode;
 
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
         Command::Upstream(args) => runtime(args.threads).and_then(|rt| rt.block_on(upstream::main(args))),
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
         Command::Pool(args) => runtime(Some(args.threads)).and_then(|rt| rt.block_on(pool::main(args))),
+        Command::Ramp(args) => runtime(Some(1)).and_then(|rt| rt.block_on(ramp::main(args))),
+        Command::Hold(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::hold::main(args))),
     };
     match result {
         Ok(code) => code,

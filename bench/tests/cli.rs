@@ -146,3 +146,36 @@ fn compare_reports_a_missing_gateway_and_runs_the_rest() {
     assert!(out_dir.join("latency-vs-load.svg").is_file());
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// Capacity above `--sessions-per-process` is held by several `hold`
+/// processes at once, and their counts add up.
+#[test]
+fn capacity_is_split_over_generator_processes() {
+    let out_dir = std::env::temp_dir().join(format!("agentmux-bench-capacity-{}", std::process::id()));
+    // Below the ephemeral range, and apart from the other compare test's ports.
+    let base_port = 21000 + (std::process::id() % 1000) as u16 * 12;
+    let out = Command::new(BIN)
+        .args(["compare", "--targets", "direct", "--rates", "0", "--idle-sessions", "0"])
+        .args([
+            "--setup-sessions",
+            "0",
+            "--max-sessions",
+            "300",
+            "--sessions-per-process",
+            "100",
+        ])
+        .args(["--quiet", "--base-port", &base_port.to_string()])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap()).unwrap();
+    let capacity = &json["targets"][0]["capacity"];
+    assert_eq!(capacity["requested"], 300);
+    assert_eq!(capacity["held"], 300, "{capacity}");
+    assert_eq!(capacity["generator_processes"], 3);
+    assert!(capacity["first_error"].is_null(), "{capacity}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

@@ -7,14 +7,15 @@
 //! on the bench cores, so the proxy's core does nothing else and this
 //! process's descriptors are all client sockets.
 
-mod agentmux;
+pub(crate) mod agentmux;
 mod certs;
 mod haproxy;
+pub(crate) mod hold;
 mod idle;
 mod nginx;
 mod phases;
-mod process;
-mod procstat;
+pub(crate) mod process;
+pub(crate) mod procstat;
 mod table;
 
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use table::Comparison;
 
 pub(crate) use certs::{SelfSigned, self_signed};
 
-const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
+pub(crate) const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
 
 /// `agentmux-bench compare` entry point.
 pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
@@ -48,7 +49,7 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
         true => Some(self_signed(&dir).map_err(Error::Tls)?),
         false => None,
     };
-    let (proxy_core, bench_cores) = pin_cores(&args).await;
+    let (proxy_core, bench_cores) = pin_cores(args.proxy_core, args.bench_cores.clone()).await;
     let (mut helpers, upstreams) = start_upstreams(&args, &dir, bench_cores.as_deref(), tls.as_ref()).await?;
     let mut results = Vec::new();
     for (i, name) in args.targets.iter().enumerate() {
@@ -60,6 +61,7 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
             listen,
             admin,
             backend: upstreams.backend,
+            mux_backend: upstreams.mux,
             wire,
             tls: tls.as_ref(),
         };
@@ -106,14 +108,17 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
 
 /// Chooses the proxy core and the bench cores, and moves this process (the
 /// load generator) off the proxy's core. `None`s when taskset is missing.
-async fn pin_cores(args: &CompareArgs) -> (Option<usize>, Option<String>) {
+pub(crate) async fn pin_cores(
+    proxy_core: Option<usize>,
+    bench_cores: Option<String>,
+) -> (Option<usize>, Option<String>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if !process::have_taskset() {
         eprintln!("warning: taskset not found; proxies run unpinned");
         return (None, None);
     }
-    let proxy_core = args.proxy_core.unwrap_or(cores.saturating_sub(1));
-    let bench_cores = args.bench_cores.clone().unwrap_or_else(|| {
+    let proxy_core = proxy_core.unwrap_or(cores.saturating_sub(1));
+    let bench_cores = bench_cores.unwrap_or_else(|| {
         let others: Vec<String> = (0..cores).filter(|c| *c != proxy_core).map(|c| c.to_string()).collect();
         if others.is_empty() {
             "0".into()
@@ -135,6 +140,8 @@ struct Upstreams {
     backend: SocketAddr,
     /// For the direct target: TLS when comparing with `--tls`.
     direct: SocketAddr,
+    /// The mux-speaking echo, for agentmux with `--agentmux-mode mux`.
+    mux: Option<SocketAddr>,
 }
 
 /// Starts the simulator (a second one with TLS for the direct target under
@@ -168,9 +175,16 @@ async fn start_upstreams(
         ];
         plans.push(serve("upstream-tls", port(2), extra));
     }
+    // agentmux in mux mode needs a mux-speaking upstream; the other
+    // targets keep the plain WebSocket echo, under the same load.
+    let mux = args.agentmux_mode.as_deref() == Some("mux") && args.targets.iter().any(|t| t == "agentmux");
+    if mux {
+        plans.push(serve("upstream-mux", port(4), vec!["--mode".into(), "mux".into()]));
+    }
     let mut upstreams = Upstreams {
         backend: port(0),
         direct: if tls.is_some() { port(2) } else { port(0) },
+        mux: mux.then(|| port(4)),
     };
     if !args.upstream_latency.is_zero() {
         let latency = format!("{}us", args.upstream_latency.as_micros());
@@ -191,6 +205,10 @@ async fn start_upstreams(
             plans.push(serve("delay-tls", port(3), relay(port(2))));
             upstreams.direct = port(3);
         }
+        if mux {
+            plans.push(serve("delay-mux", port(5), relay(port(4))));
+            upstreams.mux = Some(port(5));
+        }
     }
     for (name, listen, argv) in plans {
         helpers.push(start_helper(&exe, dir, name, argv, listen, cores).await?);
@@ -198,7 +216,9 @@ async fn start_upstreams(
     Ok((helpers, upstreams))
 }
 
-async fn start_helper(
+/// Starts `agentmux-bench upstream ARGS` (this executable) as a helper
+/// process pinned to `cores`, logging to `DIR/NAME.log`.
+pub(crate) async fn start_helper(
     exe: &Path,
     dir: &Path,
     name: &str,
@@ -218,16 +238,18 @@ async fn start_helper(
         .map_err(|e| Error::Runtime(format!("{name}: {e}")))
 }
 
-/// Writes the target's config and says how to run it; `None` for direct.
 /// Where a proxy under test listens and what it talks to.
 struct Site<'a> {
     listen: SocketAddr,
     admin: SocketAddr,
     backend: SocketAddr,
+    /// The mux upstream (agentmux in mux mode talks to it instead).
+    mux_backend: Option<SocketAddr>,
     wire: Wire,
     tls: Option<&'a SelfSigned>,
 }
 
+/// Writes the target's config and says how to run it; `None` for direct.
 async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'_>) -> Result<Option<Launch>, String> {
     let write = |file: &str, text: String| -> Result<PathBuf, String> {
         let path = dir.join(file);
@@ -254,9 +276,16 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
             let program = agentmux::find(args.agentmux.as_deref())?;
             let default_mode = if site.wire == Wire::Ws { "websocket" } else { "http" };
             let mode = args.agentmux_mode.as_deref().unwrap_or(default_mode);
+            if mode == "mux" && site.wire != Wire::Ws {
+                return Err("--agentmux-mode mux carries WebSocket sessions: use --protocol ws".into());
+            }
+            let backend = match mode {
+                "mux" => site.mux_backend.ok_or("no mux upstream was started")?,
+                _ => site.backend,
+            };
             let conf = write(
                 "agentmux.toml",
-                agentmux::config(site.listen, site.admin, site.backend, mode, site.tls),
+                agentmux::config(site.listen, site.admin, backend, mode, site.tls),
             )?;
             // A config the gateway rejects is reported with its own words.
             let validated = tokio::process::Command::new(&program)

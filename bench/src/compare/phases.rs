@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use ::http::Method;
 
-use super::idle;
 use super::process::Running;
 use super::procstat;
 use super::table::{CapacityResult, IdleResult, LoadPoint, TargetResult};
+use super::{hold, idle};
 use crate::cli::CompareArgs;
 use crate::error::Error;
 use crate::load::{self, Pacing, Plan, Target, Wire};
@@ -76,12 +76,25 @@ pub(super) async fn measure(
         }
     }
     if args.max_sessions > 0 && wire == Wire::Ws {
-        let held = idle::hold(&target, args.max_sessions, 64, 200, Duration::from_secs(5)).await;
-        eprintln!("   held {} of {} sessions", held.open(), args.max_sessions);
+        let per = args.sessions_per_process.max(1);
+        let (held, first_error, processes) = if args.max_sessions <= per {
+            let held = idle::hold(&target, args.max_sessions, 64, hold::GIVE_UP, Duration::from_secs(5)).await;
+            (held.open(), held.first_error.clone(), 1)
+        } else {
+            let processes = args.max_sessions.div_ceil(per);
+            let share = hold::across_processes(&url, ca, args.max_sessions, processes).await;
+            (share.held, share.first_error, processes)
+        };
+        eprintln!(
+            "   held {held} of {} sessions ({processes} generator process{})",
+            args.max_sessions,
+            if processes == 1 { "" } else { "es" }
+        );
         result.capacity = Some(CapacityResult {
             requested: args.max_sessions,
-            held: held.open(),
-            first_error: held.first_error.clone(),
+            held,
+            first_error,
+            generator_processes: processes,
         });
     }
     result

@@ -69,6 +69,8 @@ pub(crate) struct CapacityResult {
     pub(crate) requested: u64,
     pub(crate) held: u64,
     pub(crate) first_error: Option<String>,
+    /// Load generator processes that held them (each has its own open-file limit).
+    pub(crate) generator_processes: u64,
 }
 
 fn ratio(value: Option<f64>, base: Option<f64>) -> String {

@@ -1,5 +1,6 @@
-//! `agentmux-bench upstream`: the upstream simulator (`--mode serve`) and
-//! the delay relay (`--mode delay`).
+//! `agentmux-bench upstream`: the upstream simulator (`--mode serve`), the
+//! mux-speaking echo for agentmux's mux mode (`--mode mux`) and the delay
+//! relay (`--mode delay`).
 //!
 //! The simulator answers on one port: any WebSocket upgrade gets an echo
 //! session, `/sse...` a token stream, `/healthz` a 200, anything else an
@@ -10,6 +11,7 @@
 mod delay_relay;
 pub(crate) mod faults;
 mod http;
+pub(crate) mod mux_echo;
 mod sse;
 mod ws_echo;
 
@@ -31,6 +33,7 @@ use crate::tls;
 
 pub(crate) use delay_relay::Relay;
 pub(crate) use faults::Faults;
+pub(crate) use mux_echo::MuxSim;
 
 /// What every simulator connection shares.
 pub(crate) struct Sim {
@@ -142,6 +145,40 @@ pub(crate) async fn main(args: UpstreamArgs) -> Result<ExitCode, Error> {
             .await?;
             println!("upstream simulator listening on {} ({scheme})", server.local_addr()?);
             server.run().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        UpstreamMode::Mux => {
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let sim = MuxSim::bind(&args.listen, Faults::from_args(&args)?, tls).await?;
+            println!(
+                "mux upstream simulator (agentmux.v1 echo) listening on {} ({scheme})",
+                sim.local_addr()?
+            );
+            // A status line every 10 s (into the helper's log under compare).
+            let (counts, server) = (sim.counts(), sim.server());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let st = server.stats();
+                    println!(
+                        "mux: {} connections accepted, {} dropped; sessions {} open, {} opened, {} resumed, {} expired; {} chunks echoed",
+                        counts.connections.load(std::sync::atomic::Ordering::Relaxed),
+                        counts.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                        st.sessions,
+                        st.opened,
+                        st.resumed,
+                        st.expired,
+                        counts.echoed.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                }
+            });
+            sim.run().await;
             Ok(ExitCode::SUCCESS)
         }
         UpstreamMode::Delay => {

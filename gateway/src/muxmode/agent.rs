@@ -6,6 +6,8 @@
 //! chunks as it arrives (a large frame is passed on in pieces, so memory
 //! per session stays at one read), with the message's FIN on the last.
 
+use std::io::IoSlice;
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -184,20 +186,38 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
         }
     }
 
-    /// Writes one chunk as a frame: the first of a message as text or
-    /// binary, the rest as continuations.
-    pub(crate) async fn chunk(&mut self, c: &Chunk) -> std::io::Result<()> {
-        let opcode = match (self.in_message, c.text) {
-            (true, _) => op::CONTINUATION,
-            (false, true) => op::TEXT,
-            (false, false) => op::BINARY,
-        };
-        self.in_message = !c.fin;
+    /// Writes chunks as frames, the first of a message as text or binary,
+    /// the rest as continuations: every header and payload in one vectored
+    /// write (one system call, not two per frame), then a flush.
+    pub(crate) async fn chunks(&mut self, first: &Chunk, more: &[Chunk]) -> std::io::Result<()> {
         self.out.clear();
-        frame::write_head(&mut self.out, c.fin, opcode, c.payload.len(), None);
-        self.io.write_all(&self.out).await?;
-        self.io.write_all(&c.payload).await?;
+        let mut ends = [0usize; MAX_BATCH];
+        for (i, c) in std::iter::once(first).chain(more).take(MAX_BATCH).enumerate() {
+            let opcode = match (self.in_message, c.text) {
+                (true, _) => op::CONTINUATION,
+                (false, true) => op::TEXT,
+                (false, false) => op::BINARY,
+            };
+            self.in_message = !c.fin;
+            frame::write_head(&mut self.out, c.fin, opcode, c.payload.len(), None);
+            ends[i] = self.out.len();
+        }
+        let n = (1 + more.len()).min(MAX_BATCH);
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        let mut start = 0;
+        for (i, c) in std::iter::once(first).chain(more).take(n).enumerate() {
+            slices[2 * i] = IoSlice::new(&self.out[start..ends[i]]);
+            slices[2 * i + 1] = IoSlice::new(&c.payload);
+            start = ends[i];
+        }
+        write_all_vectored(&mut self.io, &mut slices[..2 * n]).await?;
         self.io.flush().await
+    }
+
+    /// Writes one chunk as a frame (see [`chunks`](Self::chunks)).
+    #[cfg(test)]
+    pub(crate) async fn chunk(&mut self, c: &Chunk) -> std::io::Result<()> {
+        self.chunks(c, &[]).await
     }
 
     /// Writes a control frame.
@@ -220,6 +240,23 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
         let _ = self.control(op::CLOSE, &payload).await;
         let _ = self.io.shutdown().await;
     }
+}
+
+/// Most chunks [`AgentWriter::chunks`] writes at once.
+pub(crate) const MAX_BATCH: usize = 16;
+
+/// Writes every slice, in as few system calls as the stream allows (a
+/// stream without vectored writes takes one slice per call).
+async fn write_all_vectored<W: AsyncWrite + Unpin>(io: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = io.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,11 +13,17 @@ use agentmux_filters::rate_limit::SessionMessages;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::agent::{AgentEvent, AgentReader, AgentWriter};
+use futures_util::FutureExt;
+
+use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
 use crate::metrics::RouteMetrics;
 use crate::mux::{MuxSession, SessionEnd};
 use crate::ws::frame::op;
 use crate::ws::relay::EndReason;
+
+/// Chunks already received are written to the agent together up to this
+/// many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How long the upstream may take to answer an agent's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -103,11 +109,23 @@ where
             tokio::select! {
                 chunk = rx.recv_chunk() => match chunk {
                     Some(c) => {
-                        metrics.bytes_down.inc_by(c.payload.len() as u64);
-                        if c.fin {
-                            metrics.messages_down.inc();
+                        // Whatever else is waiting goes out in the same
+                        // write (no allocation unless there is more).
+                        let mut more = Vec::new();
+                        let mut bytes = c.payload.len();
+                        while more.len() + 1 < MAX_BATCH && bytes < BATCH_BYTES {
+                            match rx.recv_chunk().now_or_never() {
+                                Some(Some(next)) => {
+                                    bytes += next.payload.len();
+                                    more.push(next);
+                                }
+                                _ => break,
+                            }
                         }
-                        if writer.chunk(&c).await.is_err() {
+                        metrics.bytes_down.inc_by(bytes as u64);
+                        let messages = std::iter::once(&c).chain(&more).filter(|c| c.fin).count();
+                        metrics.messages_down.inc_by(messages as u64);
+                        if writer.chunks(&c, &more).await.is_err() {
                             return (EndReason::AgentGone, writer);
                         }
                     }
