@@ -407,3 +407,64 @@ async fn certificates_reload_when_the_files_change() {
     .await;
     assert_eq!(get_tls(gw.addr(), &new_ca, true, "/").await.status, 200);
 }
+
+/// Sends one request on `c` and returns the response head and what came
+/// with it (bounded wait).
+async fn request_on(c: &mut TcpStream) -> String {
+    c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), c.read(&mut chunk))
+            .await
+            .expect("no answer: the agent was left waiting")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn out_of_descriptors_agents_get_503_and_the_gateway_recovers() {
+    let config = echo_config(false).replace("request_header_timeout = \"500ms\"", "request_header_timeout = \"60s\"");
+    // What the gateway holds open before any agent arrives.
+    let probe = Gateway::start(&config);
+    let base = std::fs::read_dir(format!("/proc/{}/fd", probe.pid())).unwrap().count() as u64;
+    drop(probe);
+    let gw = Gateway::start_with_fd_limit(&config, base + 8);
+
+    // Agents keep their connections until the gateway has no descriptor
+    // left; the next one is told so instead of waiting in the backlog.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..64 {
+        let mut c = TcpStream::connect(gw.addr()).await.unwrap();
+        let head = request_on(&mut c).await;
+        if head.starts_with("HTTP/1.1 200") {
+            held.push(c);
+        } else {
+            refused = Some(head);
+            break;
+        }
+    }
+    let refused = refused.expect("the fd limit was never reached");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("overloaded"), "{refused}");
+    assert!(!held.is_empty());
+
+    // Agents leave; the gateway serves again without a restart.
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        let mut c = TcpStream::connect(gw.addr()).await.unwrap();
+        if request_on(&mut c).await.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the gateway did not recover once descriptors were free");
+}

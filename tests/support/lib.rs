@@ -105,13 +105,34 @@ impl Gateway {
     }
 
     pub fn start_in(dir: TempDir, config: &str) -> Self {
+        Self::spawn(dir, config, None)
+    }
+
+    /// Like [`start`](Self::start), with the process limited to `nofile`
+    /// open files (soft and hard, so the gateway cannot raise it).
+    pub fn start_with_fd_limit(config: &str, nofile: u64) -> Self {
+        Self::spawn(TempDir::new("gw"), config, Some(nofile))
+    }
+
+    fn spawn(dir: TempDir, config: &str, nofile: Option<u64>) -> Self {
         let config = if config.contains("[admin]") {
             config.to_owned()
         } else {
             format!("[admin]\nlisten = \"127.0.0.1:0\"\n{config}")
         };
         let path = dir.write("gateway.toml", &config);
-        let mut child = Command::new(gateway_bin())
+        let mut cmd = match nofile {
+            None => Command::new(gateway_bin()),
+            Some(n) => {
+                // `exec` keeps the pid, so signals still reach the gateway.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(gateway_bin());
+                c
+            }
+        };
+        let mut child = cmd
             .arg("run")
             .arg("--config")
             .arg(&path)

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -71,6 +72,8 @@ pub(crate) async fn serve(
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut reserve = Reserve::new();
+    let mut failures: u64 = 0;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -83,13 +86,29 @@ pub(crate) async fn serve(
         let (tcp, client) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // Out of file descriptors or a transient accept error: back
-                // off briefly instead of spinning on the error.
-                tracing::warn!(listener = %config.name, error = %e, "accept failed");
+                // Out of file descriptors or a transient accept error: log
+                // the first of a streak only, turn away the agent waiting
+                // in the backlog when descriptors ran out, and back off
+                // briefly instead of spinning on the error.
+                if failures == 0 {
+                    tracing::warn!(
+                        listener = %config.name,
+                        error = %e,
+                        "accept failed; refusing agents until it succeeds again (logged once)"
+                    );
+                }
+                failures += 1;
+                if out_of_descriptors(&e) {
+                    reserve.refuse_one(&listener);
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(listener = %config.name, failures, "accepting again");
+            failures = 0;
+        }
         let _ = tcp.set_nodelay(true);
         let (config, tls, gateway, shutdown) = (config.clone(), tls.clone(), gateway.clone(), shutdown.clone());
         tracker.spawn(async move {
@@ -97,6 +116,39 @@ pub(crate) async fn serve(
         });
     }
 }
+
+/// `EMFILE` / `ENFILE`: the process or the system is out of descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// One descriptor held back for the moment the process runs out: released,
+/// it lets the listener accept the agent at the head of the backlog and
+/// close it at once, so the agent hears a closed connection instead of
+/// waiting in the kernel's queue until its own timeout.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn new() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    fn refuse_one(&mut self, listener: &TcpListener) {
+        if self.0.take().is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+            return;
+        }
+        if let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
+            // Plaintext agents get a status line; TLS ones a closed socket.
+            let _ = tcp.try_write(REFUSED);
+            drop(tcp);
+        }
+        self.0 = std::fs::File::open("/dev/null").ok();
+    }
+}
+
+/// What an agent turned away for lack of descriptors reads.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 67\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"overloaded\",\"message\":\"gateway out of file descriptors\"}\n";
 
 async fn serve_connection(
     tcp: TcpStream,
