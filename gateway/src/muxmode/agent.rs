@@ -6,16 +6,27 @@
 //! chunks as it arrives (a large frame is passed on in pieces, so memory
 //! per session stays at one read), with the message's FIN on the last.
 
+use std::cell::RefCell;
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::mux::Chunk;
 use crate::ws::frame::{self, Utf8Stream, Violation, op};
 
 /// Passing on part of a frame is worth it from this many bytes.
 const PIECE: usize = 16 * 1024;
+
+/// Most bytes one read takes from an agent.
+const READ_SIZE: usize = 16 * 1024;
+
+thread_local! {
+    /// Where agents' bytes land first, one per worker thread.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
 
 /// What the agent sent.
 #[derive(Debug)]
@@ -57,14 +68,29 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             if let Some(ev) = self.parse()? {
                 return Ok(Some(ev));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8192);
+            if self.buf.is_empty() {
+                // Everything read was passed on: no memory is kept while
+                // the agent is quiet (chunks already handed out keep
+                // theirs until they are written).
+                self.buf = BytesMut::new();
             }
-            match self.io.read_buf(&mut self.buf).await {
+            match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             }
         }
+    }
+
+    /// One read into the thread's scratch buffer, appended to `buf`: a
+    /// session waiting for its agent holds no read buffer of its own.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            self.buf.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
+        })
     }
 
     fn parse(&mut self) -> Result<Option<AgentEvent>, Violation> {
