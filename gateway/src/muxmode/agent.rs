@@ -215,7 +215,9 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
     /// Writes chunks as frames, the first of a message as text or binary,
     /// the rest as continuations: every header and payload in one vectored
     /// write (one system call, not two per frame), then a flush.
+    /// At most [`MAX_BATCH`] chunks in all: the caller batches no more.
     pub(crate) async fn chunks(&mut self, first: &Chunk, more: &[Chunk]) -> std::io::Result<()> {
+        debug_assert!(more.len() < MAX_BATCH, "a batch of {} chunks", more.len() + 1);
         self.out.clear();
         let mut ends = [0usize; MAX_BATCH];
         for (i, c) in std::iter::once(first).chain(more).take(MAX_BATCH).enumerate() {
