@@ -228,7 +228,7 @@ impl Metrics {
         );
         r.register(
             "ws_relay_seconds",
-            "Time from reading a burst of frames to writing it on",
+            "Time from reading a burst of frames to writing it on (one read in 8 is timed)",
             m.relay_seconds.clone(),
         );
         r.register(
