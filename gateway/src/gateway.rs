@@ -492,6 +492,12 @@ async fn follow_peers(
             PeerEvent::CircuitOpen { filter, scope } => gw.trip(&filter, &scope),
             PeerEvent::Resync => {
                 let Some(cluster) = gw.cluster.clone() else { continue };
+                // A reload here while Redis was down: the others learn it
+                // now (the latest reload wins, as it would have then).
+                if let Some(version) = cluster.take_unannounced() {
+                    cluster.reannounce_config(version);
+                    continue;
+                }
                 match cluster.announced_config().await {
                     Ok(Some(version)) => {
                         wanted_tx.send_replace(Some(version));
@@ -541,7 +547,7 @@ async fn follow_config(
             Follow::Done => target = None,
             Follow::NotYet if Instant::now() >= deadline => {
                 tracing::warn!(
-                    announced = %&version[..version.len().min(12)],
+                    announced = %version.get(..12).unwrap_or(&version),
                     running = %gw.config_version().map(|v| v.to_string()).unwrap_or_default(),
                     "this instance's config file never reached the version a peer announced; keeping the running configuration (do all instances load the same file?)"
                 );

@@ -91,6 +91,9 @@ pub struct ClusterState {
     outbox: mpsc::Sender<Body>,
     /// Makes the subscriber reconnect (after the link came back).
     resubscribe: Arc<Notify>,
+    /// This instance's own config version, until an announcement of it
+    /// reached Redis: a reload during an outage is announced on resync.
+    unannounced: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -127,6 +130,7 @@ impl ClusterState {
             live: Mutex::new(HashMap::new()),
             outbox,
             resubscribe: Arc::new(Notify::new()),
+            unannounced: Mutex::new(None),
         });
         tracing::info!(
             instance = &*state.instance,
@@ -170,12 +174,33 @@ impl ClusterState {
         &self.config
     }
 
-    /// Announces that this instance reloaded to `version` (dropped while
-    /// Redis is down; peers catch up through the stored version).
+    /// Announces that this instance reloaded to `version`. While Redis is
+    /// down the announcement waits: [`take_unannounced`](Self::take_unannounced)
+    /// gives it back when the link returns.
     pub fn announce_config(&self, version: &ConfigVersion) {
-        self.send(Body::Config {
-            version: version.as_str().to_owned(),
-        });
+        let version = version.as_str().to_owned();
+        *self.unannounced.lock().unwrap_or_else(PoisonError::into_inner) = Some(version.clone());
+        self.send(Body::Config { version });
+    }
+
+    /// This instance's config version if its last announcement never
+    /// reached Redis (the reload happened during an outage).
+    pub fn take_unannounced(&self) -> Option<String> {
+        self.unannounced.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// An announcement of `version` reached Redis.
+    fn announced(&self, version: &str) {
+        let mut pending = self.unannounced.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.as_deref() == Some(version) {
+            *pending = None;
+        }
+    }
+
+    /// Announces a version given back by [`take_unannounced`](Self::take_unannounced).
+    pub fn reannounce_config(&self, version: String) {
+        *self.unannounced.lock().unwrap_or_else(PoisonError::into_inner) = Some(version.clone());
+        self.send(Body::Config { version });
     }
 
     /// Announces that a circuit opened on this instance's own outcomes.
@@ -189,11 +214,13 @@ impl ClusterState {
     /// The config version last announced by any instance, if Redis answers.
     pub async fn announced_config(&self) -> Result<Option<String>, Unavailable> {
         let key = self.keys.config_version();
-        self.link
+        let stored: Option<String> = self
+            .link
             .call("config", |mut conn| async move {
                 redis::cmd("GET").arg(key).query_async(&mut conn).await
             })
-            .await
+            .await?;
+        Ok(stored.filter(|v| pubsub::is_config_version(v)))
     }
 
     /// Records `version` as the cluster's when none is recorded yet (an

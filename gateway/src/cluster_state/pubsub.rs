@@ -83,9 +83,17 @@ pub(crate) fn decode(payload: &[u8], me: &str) -> Option<PeerEvent> {
         return None;
     }
     Some(match e.body {
-        Body::Config { version } => PeerEvent::Config { version },
+        Body::Config { version } if is_config_version(&version) => PeerEvent::Config { version },
+        Body::Config { .. } => return None,
         Body::CircuitOpen { filter, scope } => PeerEvent::CircuitOpen { filter, scope },
     })
+}
+
+/// Whether `v` looks like a [`ConfigVersion`](crate::config::ConfigVersion)
+/// (64 lowercase hex digits): anything else on the channel or in the
+/// stored key is not from an agentmux instance and is ignored.
+pub(crate) fn is_config_version(v: &str) -> bool {
+    v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Encodes a message from `me`.
@@ -121,6 +129,9 @@ pub(super) async fn publish(state: Weak<ClusterState>, mut outbox: mpsc::Receive
             .await;
         if sent.is_ok() {
             s.link().metrics.message(body.channel(), "sent");
+            if let Body::Config { version } = &body {
+                s.announced(version);
+            }
         }
     }
 }

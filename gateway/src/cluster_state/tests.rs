@@ -24,11 +24,24 @@ fn messages_round_trip_and_skip_our_own() {
         })
     );
     assert_eq!(decode(wire.as_bytes(), "gw-a"), None, "our own message");
-    let config = encode("gw-a", Body::Config { version: "ab12".into() });
-    assert_eq!(
-        decode(config.as_bytes(), "gw-b"),
-        Some(PeerEvent::Config { version: "ab12".into() })
+    let version = "ab12".repeat(16);
+    let config = encode(
+        "gw-a",
+        Body::Config {
+            version: version.clone(),
+        },
     );
+    assert_eq!(decode(config.as_bytes(), "gw-b"), Some(PeerEvent::Config { version }));
+    // Anything but a config hash is not from an agentmux instance; a
+    // multi-byte version once panicked the log line that shortens it.
+    for bad in [
+        "ab12",
+        "a€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€",
+        &"AB12".repeat(16),
+    ] {
+        let wire = encode("gw-a", Body::Config { version: bad.into() });
+        assert_eq!(decode(wire.as_bytes(), "gw-b"), None, "{bad}");
+    }
     assert_eq!(
         decode(br#"{"v":2,"from":"x","kind":"config","version":"1"}"#, "gw-b"),
         None

@@ -230,10 +230,11 @@ pub struct MuxSpec {
     /// Unacknowledged bytes each session keeps for replay after a lost
     /// connection; sending waits at the bound. Default 1048576.
     pub replay_bytes: Option<usize>,
-    /// Unacknowledged bytes all sessions of the cluster keep together; a
+    /// Unacknowledged bytes all sessions on one endpoint keep together; a
     /// session sending while it is spent waits (its agent is not read)
-    /// until ACKs free some. At least `replay_bytes`. Default 268435456
-    /// (256 MiB).
+    /// until ACKs free some. Per endpoint, so one whose connections stall
+    /// cannot hold up the others. At least `replay_bytes`. Default
+    /// 268435456 (256 MiB).
     pub replay_total_bytes: Option<usize>,
     /// How long a session whose connection died may take to be resumed on
     /// another before its agent is closed with 1011. Default `"10s"`.

@@ -99,7 +99,7 @@ pub(crate) async fn serve(
                 }
                 failures += 1;
                 if out_of_descriptors(&e) {
-                    reserve.refuse_one(&listener);
+                    reserve.refuse_waiting(&listener, tls.is_some());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -123,25 +123,37 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 }
 
 /// One descriptor held back for the moment the process runs out: released,
-/// it lets the listener accept the agent at the head of the backlog and
-/// close it at once, so the agent hears a closed connection instead of
-/// waiting in the kernel's queue until its own timeout.
+/// it lets the listener accept the agents waiting in the backlog and close
+/// them at once, so they hear an answer instead of waiting in the kernel's
+/// queue until their own timeout.
 struct Reserve(Option<std::fs::File>);
+
+/// Most agents turned away per accept failure (the listener backs off
+/// 50 ms between failures).
+const REFUSE_PER_FAILURE: usize = 64;
 
 impl Reserve {
     fn new() -> Self {
         Self(std::fs::File::open("/dev/null").ok())
     }
 
-    fn refuse_one(&mut self, listener: &TcpListener) {
-        if self.0.take().is_none() {
-            self.0 = std::fs::File::open("/dev/null").ok();
-            return;
-        }
-        if let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
-            // Plaintext agents get a status line; TLS ones a closed socket.
-            let _ = tcp.try_write(REFUSED);
-            drop(tcp);
+    fn refuse_waiting(&mut self, listener: &TcpListener, tls: bool) {
+        if self.0.take().is_some() {
+            for _ in 0..REFUSE_PER_FAILURE {
+                let Some(Ok((tcp, _))) = listener.accept().now_or_never() else {
+                    break;
+                };
+                // Plaintext agents get a status line; a TLS agent expects a
+                // handshake, so it gets a closed connection.
+                if !tls {
+                    let _ = tcp.try_write(REFUSED);
+                }
+                // Closing with unread bytes sends a reset, which many
+                // clients report instead of the answer: take what came.
+                let mut unread = [0u8; 2048];
+                let _ = tcp.try_read(&mut unread);
+                drop(tcp);
+            }
         }
         self.0 = std::fs::File::open("/dev/null").ok();
     }

@@ -70,15 +70,16 @@ impl MuxCluster {
     /// Starts the connection keepers of every endpoint.
     pub(crate) fn start(endpoints: &[Arc<Endpoint>], params: &MuxParams, counters: &MuxCounters) -> Self {
         let shutdown = CancellationToken::new();
-        // One budget for the whole cluster: sessions move between its
-        // endpoints' connections, and the bound is on the gateway's memory.
-        let budget = ReplayBudget::new(params.replay_total_bytes);
         let endpoints = endpoints
             .iter()
             .map(|e| {
+                // One budget per endpoint: sessions resume only on their
+                // endpoint's connections, and an endpoint whose connections
+                // stall must not spend the replay room of the others.
+                let budget = ReplayBudget::new(params.replay_total_bytes);
                 let client = MuxClient::new(ClientConfig {
                     replay_limit: params.replay_bytes,
-                    replay_budget: Some(budget.clone()),
+                    replay_budget: Some(budget),
                     max_message: 64 << 20,
                     keepalive: Some(Duration::from_secs(15)),
                 });

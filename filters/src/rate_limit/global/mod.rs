@@ -203,7 +203,9 @@ impl GlobalLimiter {
             // The source bounds its own calls; this bound holds even if it
             // does not.
             let result = tokio::time::timeout(limit, take).await.unwrap_or(Err(LeaseUnavailable));
-            slot.complete(result, Instant::now(), ttl);
+            // After a failure, as long as a fetch may take: a store that
+            // answers errors at once is asked at most that often per key.
+            slot.complete(result, Instant::now(), ttl, limit);
         });
     }
 

@@ -37,6 +37,10 @@ struct SlotState {
     tokens: u32,
     expires: Instant,
     empty_until: Instant,
+    /// After a failed fetch, the local share decides until then: a store
+    /// that answers with errors (read-only replica, out of memory) is not
+    /// asked again by every request, and no request waits on it.
+    failed_until: Instant,
     fetching: bool,
     last_used: Instant,
 }
@@ -58,6 +62,7 @@ impl Slot {
                 tokens: 0,
                 expires: now,
                 empty_until: now,
+                failed_until: now,
                 fetching: false,
                 last_used: now,
             }),
@@ -88,7 +93,7 @@ impl Slot {
             return Step::Admit { prefetch };
         }
         s.tokens = 0;
-        if !available {
+        if !available || now < s.failed_until {
             return Step::Fallback;
         }
         if now < s.empty_until {
@@ -102,7 +107,14 @@ impl Slot {
     }
 
     /// Records a fetch's result and wakes the requests waiting for it.
-    pub(super) fn complete(&self, result: Result<Lease, LeaseUnavailable>, now: Instant, ttl: Duration) {
+    /// After a failure the key decides locally for `backoff`.
+    pub(super) fn complete(
+        &self,
+        result: Result<Lease, LeaseUnavailable>,
+        now: Instant,
+        ttl: Duration,
+        backoff: Duration,
+    ) {
         {
             let mut s = self.lock();
             s.fetching = false;
@@ -114,7 +126,7 @@ impl Slot {
                     s.empty_until = now;
                 }
                 Ok(lease) => s.empty_until = now + lease.retry_after,
-                Err(LeaseUnavailable) => {}
+                Err(LeaseUnavailable) => s.failed_until = now + backoff,
             }
         }
         self.refilled.notify_waiters();

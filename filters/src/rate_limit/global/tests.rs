@@ -21,6 +21,9 @@ struct FakeStore {
     instances: AtomicU32,
     delay: Mutex<Duration>,
     calls: AtomicU64,
+    /// Answers every call with an error while still reachable (a
+    /// read-only replica after a failover, out of memory).
+    erroring: AtomicBool,
 }
 
 impl FakeStore {
@@ -32,6 +35,7 @@ impl FakeStore {
             instances: AtomicU32::new(instances),
             delay: Mutex::new(Duration::from_micros(200)),
             calls: AtomicU64::new(0),
+            erroring: AtomicBool::new(false),
         })
     }
 
@@ -70,7 +74,7 @@ impl LeaseSource for Source {
             store.calls.fetch_add(1, Ordering::Relaxed);
             let delay = *store.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
-            if !store.up.load(Ordering::Relaxed) {
+            if !store.up.load(Ordering::Relaxed) || store.erroring.load(Ordering::Relaxed) {
                 return Err(LeaseUnavailable);
             }
             Ok(store.take_now(&request))
@@ -200,6 +204,26 @@ async fn store_down_decides_on_the_local_share() {
     let before = m.rate_limit_fallback_count();
     drive(std::slice::from_ref(&l), 100, 1).await;
     assert_eq!(m.rate_limit_fallback_count(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_answering_errors_is_not_asked_by_every_request() {
+    let store = FakeStore::new(1);
+    let (l, m) = limiter(&store, 1000.0, 10);
+    store.erroring.store(true, Ordering::Relaxed);
+    // 200 req/s for 2 s on one key: after each failed fetch the local
+    // share decides for one store timeout (50 ms) before asking again.
+    let admitted = drive(std::slice::from_ref(&l), 200, 2).await[0];
+    let calls = store.calls.load(Ordering::Relaxed);
+    assert!(calls <= 45, "{calls} lease calls for 400 requests");
+    assert!(admitted >= 390, "the local share (1000/s) admits them: {admitted}");
+    assert!(m.rate_limit_fallback_count() >= 350);
+    // The store recovers: leases again within one timeout.
+    store.erroring.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = m.rate_limit_fallback_count();
+    drive(std::slice::from_ref(&l), 200, 1).await;
+    assert!(m.rate_limit_fallback_count() - before <= 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -32,8 +32,9 @@ enum Step {
     Done,
     /// Part of it went out; try again at once.
     Sent,
-    /// No room: wait for credit, ACKs or budget.
-    Blocked,
+    /// No room: wait for credit or ACKs, and for the shared budget when
+    /// that is what ran out.
+    Blocked { by_budget: bool },
 }
 
 /// A session: send and receive messages, close, and see how it ended.
@@ -179,12 +180,14 @@ impl SessionSender {
         } = chunk;
         loop {
             let notified = self.shared.writable.notified();
-            match self.step(text, fin, &mut rest)? {
+            let by_budget = match self.step(text, fin, &mut rest)? {
                 Step::Done => return Ok(()),
                 Step::Sent => continue,
-                Step::Blocked => {}
-            }
-            let Some(budget) = &self.shared.budget else {
+                Step::Blocked { by_budget } => by_budget,
+            };
+            let (Some(budget), true) = (&self.shared.budget, by_budget) else {
+                // Waiting for credit or for ACKs of this session: its own
+                // `writable` rings for both.
                 notified.await;
                 continue;
             };
@@ -196,7 +199,7 @@ impl SessionSender {
             match self.step(text, fin, &mut rest)? {
                 Step::Done => return Ok(()),
                 Step::Sent => continue,
-                Step::Blocked => {}
+                Step::Blocked { .. } => {}
             }
             tokio::select! {
                 () = notified => {}
@@ -218,7 +221,9 @@ impl SessionSender {
             st.push_data(text, fin && rest.is_empty(), part);
             return Ok(if rest.is_empty() { Step::Done } else { Step::Sent });
         }
-        Ok(Step::Blocked)
+        Ok(Step::Blocked {
+            by_budget: room.by_budget,
+        })
     }
 
     /// Sends this side's CLOSE (kept for replay like DATA). The session

@@ -19,7 +19,7 @@ use crate::mux::message::{Chunk, SessionEnd, SessionError};
 const MAX_UNACKED_FRAMES: usize = 4096;
 
 /// A bound on the unacknowledged bytes of many sessions together: the
-/// total replay memory of one side (in the gateway, of a cluster). A
+/// total replay memory of one side (in the gateway, of one endpoint). A
 /// sender with no budget left waits for ACKs on any session sharing it,
 /// exactly as it waits at its own replay bound.
 ///
@@ -61,7 +61,11 @@ impl ReplayBudget {
     }
 
     fn room(&self) -> usize {
-        self.0.limit.saturating_sub(self.used())
+        // SeqCst pairs with `give`: a sender registers as waiting, then
+        // reads `used`; a giver lowers `used`, then reads `waiting`. With
+        // both loads SeqCst one of them sees the other's write, so either
+        // the sender sees the room or the giver wakes it.
+        self.0.limit.saturating_sub(self.0.used.load(Ordering::SeqCst))
     }
 
     fn take(&self, n: usize) {
@@ -145,6 +149,9 @@ pub(crate) struct Room {
     pub(crate) bytes: usize,
     /// Whether another frame may be kept for replay at all.
     pub(crate) frame: bool,
+    /// Whether the shared budget, not credit or this session's own bounds,
+    /// is what limits `bytes`: only then is it worth waiting on the budget.
+    pub(crate) by_budget: bool,
 }
 
 /// Both directions of one session.
@@ -289,16 +296,19 @@ impl State {
     }
 
     fn drop_acked(&mut self, seq: u64) {
+        let mut freed = 0;
         while let Some(front) = self.unacked.front() {
             if frame_seq(front) > seq {
                 break;
             }
             let len = data_len(front);
             self.unacked_bytes -= len;
+            freed += len;
             self.unacked.pop_front();
-            if let Some(b) = &self.params.budget {
-                b.give(len);
-            }
+        }
+        // One give per ACK, not per frame: each may wake waiting senders.
+        if let Some(b) = &self.params.budget {
+            b.give(freed);
         }
     }
 
@@ -332,19 +342,20 @@ impl State {
         if self.close_sent {
             return Err(SessionError::Closed);
         }
-        let credit = self.peer_limit.saturating_sub(self.sent_bytes);
-        let mut replay = self.params.replay_limit.saturating_sub(self.unacked_bytes);
-        if let Some(b) = &self.params.budget {
-            replay = replay.min(b.room());
-        }
-        let bytes = usize::try_from(credit)
-            .unwrap_or(usize::MAX)
-            .min(replay)
-            .min(MAX_FRAME_PAYLOAD);
+        let credit = usize::try_from(self.peer_limit.saturating_sub(self.sent_bytes)).unwrap_or(usize::MAX);
+        let own = credit.min(self.own_room()).min(MAX_FRAME_PAYLOAD);
+        let shared = self.params.budget.as_ref().map_or(usize::MAX, ReplayBudget::room);
+        let frame = self.unacked.len() < MAX_UNACKED_FRAMES;
         Ok(Room {
-            bytes,
-            frame: self.unacked.len() < MAX_UNACKED_FRAMES,
+            bytes: own.min(shared),
+            frame,
+            by_budget: frame && shared < own,
         })
+    }
+
+    /// Replay room by this session's own bound alone.
+    fn own_room(&self) -> usize {
+        self.params.replay_limit.saturating_sub(self.unacked_bytes)
     }
 
     /// Numbers, keeps and sends one DATA frame; the caller checked
