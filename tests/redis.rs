@@ -438,3 +438,53 @@ burst = 40
         assert!(text.contains("event=\"rate_limit_fallback\""), "no fallback recorded");
     }
 }
+
+async fn route_names(gw: &Gateway) -> Vec<String> {
+    let req = http::Request::get("/api/routes").body(Full::new(Bytes::new())).unwrap();
+    let r = read(send_plain(gw.admin, req).await).await;
+    let mut names: Vec<String> = r.json()["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reload_during_an_outage_reaches_the_others_when_it_returns() {
+    let Some(mut redis) = Redis::start() else { return };
+    let body = |routes: &str| {
+        format!(
+            "{ADMIN}\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n{routes}\n[clusters.up]\nkind = \"echo\"\n{}",
+            cluster_state(&redis, "")
+        )
+    };
+    let one = body("[[routes]]\nname = \"a\"\ncluster = \"up\"\n");
+    let two = body(
+        "[[routes]]\nname = \"a\"\ncluster = \"up\"\n[[routes]]\nname = \"b\"\nmatch = { path_prefix = \"/b\" }\ncluster = \"up\"\n",
+    );
+    let gws: Vec<Gateway> = (0..2).map(|_| Gateway::start_in(TempDir::new("gw"), &one)).collect();
+    wait_connected(&gws, 1.0).await;
+    wait_subscribed(&redis, 2).await;
+
+    // Redis goes away; instance 0 reloads the new file meanwhile.
+    redis.kill();
+    wait_connected(&gws, 0.0).await;
+    for gw in &gws {
+        std::fs::write(gw.dir.path().join("gateway.toml"), &two).unwrap();
+    }
+    let (status, json) = reload(&gws[0]).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(route_names(&gws[0]).await, ["a", "b"]);
+    assert_eq!(route_names(&gws[1]).await, ["a"], "nothing could reach instance 1");
+
+    // Redis returns: the reload is announced then, and instance 1 follows.
+    redis.restart();
+    wait_connected(&gws, 1.0).await;
+    eventually(Duration::from_secs(20), || async {
+        (route_names(&gws[1]).await == ["a", "b"]).then_some(())
+    })
+    .await;
+}
