@@ -241,3 +241,28 @@ async fn mux_config_errors_name_the_key() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_continue_when_a_reload_rebuilds_their_cluster() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config(up.addr, 2));
+    let (mut c, _) = ws::connect(gw.addr(), None, "/", None).await.unwrap();
+    exchange(&mut c, 0, 0, 5).await;
+
+    // A changed mux setting rebuilds the cluster (new connections); the
+    // session opened before the reload keeps working on the old ones.
+    let path = gw.dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("connections = 2", "connections = 3")).unwrap();
+    let req = http::Request::post("/api/reload")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = agentmux_tests::client::read(agentmux_tests::client::send_plain(gw.admin, req).await).await;
+    assert_eq!(r.status, 200);
+    exchange(&mut c, 0, 5, 5).await;
+    // New sessions use the new cluster.
+    let (mut d, _) = ws::connect(gw.addr(), None, "/", None).await.unwrap();
+    exchange(&mut d, 1, 0, 5).await;
+    c.close(None).await.unwrap();
+    d.close(None).await.unwrap();
+}

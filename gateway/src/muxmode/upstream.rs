@@ -213,6 +213,9 @@ impl MuxEndpoint {
 /// Keeps one mux connection slot filled: connects (with backoff while the
 /// upstream fails), waits for the connection to end, resumes its sessions
 /// elsewhere, and connects again.
+///
+/// When the cluster is closed (a reload rebuilt or removed it, or the
+/// gateway stops) the connection is [`retire`]d, not cut.
 async fn keep_one(me: Arc<MuxEndpoint>, shutdown: CancellationToken) {
     let mut failures = 0u32;
     loop {
@@ -240,8 +243,7 @@ async fn keep_one(me: Arc<MuxEndpoint>, shutdown: CancellationToken) {
         let end = tokio::select! {
             end = conn.closed() => end,
             _ = shutdown.cancelled() => {
-                conn.abort();
-                me.forget(&conn);
+                retire(&me, conn).await;
                 return;
             }
         };
@@ -259,3 +261,34 @@ async fn keep_one(me: Arc<MuxEndpoint>, shutdown: CancellationToken) {
         }
     }
 }
+
+/// A closed cluster's connection: no new sessions are placed on it, the
+/// sessions under way carry on until they end, then it closes. If it dies
+/// first, its sessions go through resume, which — with nothing left to
+/// resume on — closes their agents with 1011 and counts them lost, rather
+/// than leaving them waiting.
+async fn retire(me: &Arc<MuxEndpoint>, conn: Arc<MuxClientConnection>) {
+    me.forget(&conn);
+    let mut check = tokio::time::interval(RETIRE_CHECK);
+    loop {
+        tokio::select! {
+            end = conn.closed() => {
+                let dead = conn.id();
+                for handle in end.detached {
+                    let me = me.clone();
+                    tokio::spawn(async move { me.resume(handle, dead).await });
+                }
+                return;
+            }
+            _ = check.tick() => {
+                if conn.session_count() == 0 {
+                    conn.abort();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a retiring connection looks whether its sessions are over.
+const RETIRE_CHECK: Duration = Duration::from_secs(1);
