@@ -152,6 +152,15 @@ pub(super) async fn subscribe(state: Weak<ClusterState>, inbox: mpsc::Sender<Pee
             drop(s);
             let mut stream = pubsub.on_message();
             loop {
+                // Registered before the outage count is read, so a return
+                // of the link while a message was being handled is not
+                // missed.
+                let resubscribed = resubscribe.notified();
+                tokio::pin!(resubscribed);
+                resubscribed.as_mut().enable();
+                if link_outages(&state) != Some(outages) {
+                    break;
+                }
                 tokio::select! {
                     msg = stream.next() => {
                         let Some(msg) = msg else { break };
@@ -166,7 +175,7 @@ pub(super) async fn subscribe(state: Weak<ClusterState>, inbox: mpsc::Sender<Pee
                     }
                     // The link came back after an outage: a connection
                     // older than the outage may be dead without knowing it.
-                    () = resubscribe.notified() => {
+                    () = resubscribed => {
                         if link_outages(&state) != Some(outages) {
                             break;
                         }

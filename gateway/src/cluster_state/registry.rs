@@ -140,11 +140,21 @@ pub enum Claim {
 pub struct SessionHold {
     state: Arc<ClusterState>,
     key: Arc<str>,
+    /// Which registration this is: an agent that reconnects with the same
+    /// id before its old session is torn down registers again, and the
+    /// old hold must not take the new session's entry with it.
+    hold: u64,
 }
 
 impl Drop for SessionHold {
     fn drop(&mut self) {
-        let entry = self.state.live_sessions().remove(&self.key);
+        let entry = {
+            let mut live = self.state.live_sessions();
+            match live.get(&self.key) {
+                Some(l) if l.hold == self.hold => live.remove(&self.key),
+                _ => None,
+            }
+        };
         if let Some(live) = entry
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -162,6 +172,7 @@ impl Drop for SessionHold {
 pub(super) struct LiveSession {
     route: Arc<str>,
     endpoint: Arc<str>,
+    hold: u64,
 }
 
 /// Live sessions by registry key.
@@ -202,10 +213,13 @@ impl ClusterState {
     /// `endpoint` (written in the background; refreshed while the hold
     /// lives, and again when it is dropped).
     pub fn register_session(self: &Arc<Self>, id: &str, route: &str, endpoint: &str) -> SessionHold {
+        static HOLDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let hold = HOLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key: Arc<str> = self.keys().session(id).into();
         let live = LiveSession {
             route: route.into(),
             endpoint: endpoint.into(),
+            hold,
         };
         self.live_sessions().insert(key.clone(), live.clone());
         let state = self.clone();
@@ -216,6 +230,7 @@ impl ClusterState {
         SessionHold {
             state: self.clone(),
             key,
+            hold,
         }
     }
 

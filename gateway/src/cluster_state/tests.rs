@@ -78,3 +78,26 @@ fn config_versions_are_content_hashes() {
     assert_eq!(a.as_str().len(), 64);
     assert_eq!(a.to_string().len(), 12);
 }
+
+#[tokio::test]
+async fn an_old_hold_does_not_drop_the_entry_of_a_reconnected_session() {
+    // Redis on a closed port: registrations are kept locally all the same.
+    let text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\ncluster = \"c\"\n\
+                [clusters.c]\nkind = \"echo\"\n[cluster_state]\nredis = \"redis://127.0.0.1:1\"\n";
+    let config = crate::config::Config::parse(text, "t.toml").unwrap();
+    let metrics = crate::metrics::Metrics::with_cluster_state();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (state, _peers) = ClusterState::start(config.cluster_state().unwrap(), &metrics, shutdown.clone()).unwrap();
+    let key: std::sync::Arc<str> = state.keys().session("agent-7").into();
+    let old = state.register_session("agent-7", "r", "127.0.0.1:80");
+    // The agent reconnects before its old session is torn down.
+    let new = state.register_session("agent-7", "r", "127.0.0.1:80");
+    drop(old);
+    assert!(
+        state.live_sessions().contains_key(&key),
+        "the new session's entry stays"
+    );
+    drop(new);
+    assert!(!state.live_sessions().contains_key(&key));
+    shutdown.cancel();
+}
