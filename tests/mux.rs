@@ -217,6 +217,12 @@ async fn resume_after_a_bad_frame_from_upstream() {
         .find(|l| l.starts_with("agentmux_mux_resumes_total{cluster=\"up\"}"))
         .unwrap_or("");
     assert!(!resumed.ends_with(" 0"), "{resumed}");
+    // The bad frame is counted as a protocol end of its connection.
+    let ends = metrics
+        .lines()
+        .find(|l| l.starts_with("agentmux_mux_connection_ends_total{") && l.contains("reason=\"protocol\""))
+        .unwrap_or("");
+    assert!(!ends.is_empty() && !ends.ends_with(" 0"), "{ends}");
 }
 
 #[tokio::test]

@@ -338,10 +338,17 @@ impl PoolColumns {
 /// unknown.
 pub fn history(engine: &Engine, window: Window, scope: Option<&ScopeKey>) -> Option<History> {
     let key = scope.cloned().unwrap_or(ScopeKey::Global);
-    let s = engine.scope(&key)?;
     let mut series = Columns::default();
-    for p in s.series.window(window).iter() {
-        series.push(PointJson::from_point(p));
+    match engine.scope(&key) {
+        Some(s) => {
+            for p in s.series.window(window).iter() {
+                series.push(PointJson::from_point(p));
+            }
+        }
+        // Before the first tick the global scope has no points yet; it
+        // exists all the same (a dashboard opened at start must not 404).
+        None if matches!(key, ScopeKey::Global) => {}
+        None => return None,
     }
     let pools = engine
         .scope_states()

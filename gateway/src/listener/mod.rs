@@ -94,7 +94,7 @@ pub(crate) async fn serve(
                     tracing::warn!(
                         listener = %config.name,
                         error = %e,
-                        "accept failed; refusing agents until it succeeds again (logged once)"
+                        "accept failed (logged once until accepting works again)"
                     );
                 }
                 failures += 1;

@@ -81,6 +81,13 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MuxEndLabels {
+    cluster: String,
+    /// `EndReason::kind`: peer_closed, peer_error, protocol, io, timeout, aborted.
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FilterLabels {
     pub(crate) filter: String,
     pub(crate) event: &'static str,
@@ -132,6 +139,7 @@ pub struct Metrics {
     mux_resumes: Family<ClusterLabels, Counter>,
     mux_lost: Family<ClusterLabels, Counter>,
     mux_connections: Family<ClusterLabels, Gauge>,
+    mux_connection_ends: Family<MuxEndLabels, Counter>,
     alerts_raised: Family<AlertLabels, Counter>,
     alerts_active: Family<SeverityLabels, Gauge>,
     webhooks: Family<ResultLabels, Counter>,
@@ -180,6 +188,7 @@ impl Metrics {
             mux_resumes: Family::default(),
             mux_lost: Family::default(),
             mux_connections: Family::default(),
+            mux_connection_ends: Family::default(),
             alerts_raised: Family::default(),
             alerts_active: Family::default(),
             webhooks: Family::default(),
@@ -283,6 +292,11 @@ impl Metrics {
             m.mux_connections.clone(),
         );
         r.register(
+            "mux_connection_ends",
+            "Mux connections ended, by reason (protocol: the upstream broke agentmux.v1 and was sent ERROR)",
+            m.mux_connection_ends.clone(),
+        );
+        r.register(
             "alerts_raised",
             "Anomaly alerts raised, by kind and severity",
             m.alerts_raised.clone(),
@@ -358,6 +372,12 @@ impl Metrics {
             resumed: self.mux_resumes.get_or_create_owned(&l),
             lost: self.mux_lost.get_or_create_owned(&l),
             connections: self.mux_connections.get_or_create_owned(&l),
+            ends: crate::mux::EndReason::KINDS.map(|reason| {
+                self.mux_connection_ends.get_or_create_owned(&MuxEndLabels {
+                    cluster: cluster.to_owned(),
+                    reason,
+                })
+            }),
         }
     }
 

@@ -29,6 +29,17 @@ pub(crate) struct MuxCounters {
     pub(crate) resumed: prometheus_client::metrics::counter::Counter,
     pub(crate) lost: prometheus_client::metrics::counter::Counter,
     pub(crate) connections: prometheus_client::metrics::gauge::Gauge,
+    /// Connection ends, one per [`EndReason::KINDS`](crate::mux::EndReason::KINDS) entry.
+    pub(crate) ends: [prometheus_client::metrics::counter::Counter; 6],
+}
+
+impl MuxCounters {
+    fn ended(&self, reason: &crate::mux::EndReason) {
+        let kind = reason.kind();
+        if let Some(i) = crate::mux::EndReason::KINDS.iter().position(|k| *k == kind) {
+            self.ends[i].inc();
+        }
+    }
 }
 
 /// One endpoint's mux connections.
@@ -248,6 +259,7 @@ async fn keep_one(me: Arc<MuxEndpoint>, shutdown: CancellationToken) {
             }
         };
         me.forget(&conn);
+        me.counters.ended(&end.reason);
         tracing::info!(
             endpoint = me.endpoint.label(),
             reason = ?end.reason,

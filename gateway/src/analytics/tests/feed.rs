@@ -173,3 +173,11 @@ fn dump_feed_for_the_page_check() {
         }
     }
 }
+
+#[test]
+fn global_history_exists_before_the_first_tick() {
+    let engine = crate::analytics::engine::Engine::new(crate::analytics::AnalyticsParams::default());
+    let h = serde_json::to_value(history(&engine, Window::Hour, None).unwrap()).unwrap();
+    assert_eq!(h["scope"], "global");
+    assert!(history(&engine, Window::Hour, Some(&ScopeKey::route("agents"))).is_none());
+}

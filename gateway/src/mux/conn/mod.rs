@@ -62,6 +62,23 @@ pub enum EndReason {
     Aborted,
 }
 
+impl EndReason {
+    /// Every [`kind`](Self::kind), for exporting a counter per kind.
+    pub const KINDS: [&'static str; 6] = ["peer_closed", "peer_error", "protocol", "io", "timeout", "aborted"];
+
+    /// A short name of the kind of end, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PeerClosed => "peer_closed",
+            Self::PeerError { .. } => "peer_error",
+            Self::Protocol { .. } => "protocol",
+            Self::Io(_) => "io",
+            Self::Timeout => "timeout",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
 /// The end of a connection: why, and which sessions it left detached
 /// (still alive, waiting to be resumed elsewhere).
 #[derive(Clone, Debug)]
