@@ -257,27 +257,6 @@ async fn redis_reload_on_one_instance_reaches_the_others() {
     let gws: Vec<Gateway> = (0..3).map(|_| Gateway::start_in(TempDir::new("gw"), &one)).collect();
     wait_connected(&gws, 1.0).await;
     wait_subscribed(&redis, 3).await;
-    let routes = |gw: &Gateway| {
-        let gw_admin = gw.admin;
-        async move {
-            let r = read(
-                send_plain(
-                    gw_admin,
-                    http::Request::get("/api/routes").body(Full::new(Bytes::new())).unwrap(),
-                )
-                .await,
-            )
-            .await;
-            let mut names: Vec<String> = r.json()["routes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["name"].as_str().unwrap().to_owned())
-                .collect();
-            names.sort();
-            names
-        }
-    };
     // The new file reaches every instance (as a ConfigMap update would);
     // only instance 0 is told to reload.
     for gw in &gws {
@@ -285,10 +264,10 @@ async fn redis_reload_on_one_instance_reaches_the_others() {
     }
     let (status, json) = reload(&gws[0]).await;
     assert_eq!(status, 200, "{json}");
-    assert_eq!(routes(&gws[0]).await, ["a", "b"]);
+    assert_eq!(route_names(&gws[0]).await, ["a", "b"]);
     for gw in &gws[1..] {
         eventually(Duration::from_secs(10), || async {
-            (routes(gw).await == ["a", "b"]).then_some(())
+            (route_names(gw).await == ["a", "b"]).then_some(())
         })
         .await;
     }
