@@ -1,8 +1,8 @@
 //! Several gateway processes sharing state through a real `redis-server`
 //! (started here on a free port): a global rate limit, session affinity
-//! across instances, reload propagation, circuit opens, and Redis dying
-//! under load. Every test name contains `redis`, so `cargo test redis`
-//! runs them all.
+//! across instances, reload propagation, circuit opens, Redis dying under
+//! load, and mux sessions resumed on another instance when theirs dies.
+//! Every test name contains `redis`, so `cargo test redis` runs them all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -466,4 +466,320 @@ async fn redis_reload_during_an_outage_reaches_the_others_when_it_returns() {
         (route_names(&gws[1]).await == ["a", "b"]).then_some(())
     })
     .await;
+}
+
+/// A mux agent's WebSocket (plaintext, so the test sees the `101` headers).
+type MuxAgent = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Upgrade = tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>;
+
+/// Messages an agent keeps in flight: more than one, so that the gateway's
+/// death catches agent messages and echoes on their way in both directions.
+const WINDOW: usize = 4;
+
+/// Opens an agent session on `addr` with extra request headers; `Err` holds
+/// a refused upgrade (`Error::Http`) as tungstenite reports it.
+async fn mux_agent(
+    addr: std::net::SocketAddr,
+    headers: &[(&'static str, String)],
+) -> Result<(MuxAgent, Upgrade), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://localhost:{}/", addr.port()).into_client_request()?;
+    for (name, value) in headers {
+        req.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("upgrade not answered within 30 s")
+}
+
+fn upgrade_header(r: &Upgrade, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("header value is not visible ASCII").to_owned())
+}
+
+/// One agent's side of its session, across all its connections: the next
+/// message index to send (every index below it was sent at least once) and
+/// every echo received, in order.
+#[derive(Default)]
+struct AgentStream {
+    next: usize,
+    got: Vec<String>,
+}
+
+/// Keeps up to [`WINDOW`] messages `s{s}-m{k}` in flight on `c` until
+/// `until` echoes are in (`true`) or the connection breaks (`false`). Every
+/// echo must be the next one expected, so a gap, a duplicate or a reorder
+/// fails here, at the message where it happens. `warm = (counter, at)`:
+/// `counter` goes up once, when `at` echoes are in.
+async fn pump(
+    c: &mut MuxAgent,
+    s: usize,
+    st: &mut AgentStream,
+    until: usize,
+    warm: Option<(&AtomicU64, usize)>,
+) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        if st.got.len() >= until {
+            return true;
+        }
+        while st.next < until && st.next - st.got.len() < WINDOW {
+            // Counted as sent before the attempt: a send that fails may
+            // still have reached the gateway, and the upstream's count
+            // (`agentmux-upstream-received`) must never exceed ours.
+            let k = st.next;
+            st.next += 1;
+            let sent = tokio::time::timeout(Duration::from_secs(30), c.send(Message::text(format!("s{s}-m{k}"))))
+                .await
+                .unwrap_or_else(|_| panic!("agent {s}: send of m{k} blocked for 30 s"));
+            if sent.is_err() {
+                return false;
+            }
+        }
+        let next = tokio::time::timeout(Duration::from_secs(30), c.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "agent {s}: no echo within 30 s ({} received, {} sent)",
+                    st.got.len(),
+                    st.next
+                )
+            });
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let want = format!("s{s}-m{}", st.got.len());
+                assert_eq!(t.as_str(), want, "agent {s}: echo out of order (sent {})", st.next);
+                st.got.push(want);
+                if let Some((counter, at)) = warm
+                    && st.got.len() == at
+                {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => panic!("agent {s}: unexpected {other:?}"),
+            Some(Err(_)) | None => return false,
+        }
+    }
+}
+
+/// A token of the same shape as `real` (length, character classes) that no
+/// session has: its last letter or digit is changed, so a gateway that
+/// checks the token's format still has to look it up to refuse it.
+fn forged_token(real: &str) -> String {
+    let mut chars: Vec<char> = real.chars().collect();
+    if let Some(c) = chars.iter_mut().rev().find(|c| c.is_ascii_alphanumeric()) {
+        *c = match *c {
+            '2' => '3',
+            '0'..='9' => '2',
+            'a' => 'b',
+            'a'..='z' => 'a',
+            'A' => 'B',
+            _ => 'A',
+        };
+    }
+    chars.into_iter().collect()
+}
+
+/// A raw upgrade to `addr` with `extra` header lines; the response head.
+async fn raw_upgrade_head(addr: std::net::SocketAddr, extra: &str) -> String {
+    let (_tcp, head) = tokio::time::timeout(Duration::from_secs(30), ws::raw_client(addr, "/", extra))
+        .await
+        .expect("upgrade not answered within 30 s");
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_mux_sessions_resume_on_another_instance_when_their_gateway_dies() {
+    let Some(redis) = Redis::start() else { return };
+    const AGENTS: usize = 20;
+    // Echoes each agent has before the kill, at least; and messages each
+    // sends after its resume beyond all it had sent before, so every
+    // session has to carry on for real on the second instance.
+    const WARMUP: usize = 30;
+    const AFTER: usize = 30;
+    // The echo delay keeps messages queued at the upstream (received, not
+    // yet echoed) all the time, so the kill always finds some in flight.
+    let up = agentmux_tests::mux::spawn_mux_echo(Duration::from_millis(10)).await;
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "mux"
+mode = "mux"
+cluster = "up"
+[clusters.up]
+endpoints = ["{}"]
+[clusters.up.pool]
+min_connections = 1
+max_connections = 16
+[clusters.up.mux]
+connections = 2
+resume_timeout = "20s"
+{}"#,
+        up.addr,
+        cluster_state(&redis, "")
+    );
+    let mut gws: Vec<Gateway> = (0..2).map(|_| Gateway::start(&config)).collect();
+    wait_connected(&gws, 1.0).await;
+    let (a, b) = (gws[0].addr(), gws[1].addr());
+
+    // Every session on A gets a distinct token in its 101.
+    let mut agents = Vec::new();
+    let mut tokens = Vec::new();
+    for s in 0..AGENTS {
+        let (c, resp) = mux_agent(a, &[]).await.unwrap();
+        let token = upgrade_header(&resp, "agentmux-session")
+            .unwrap_or_else(|| panic!("agent {s}: no agentmux-session in the 101: {resp:?}"));
+        assert!(
+            !token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "agent {s}: token {token:?} is not visible ASCII"
+        );
+        assert!(!tokens.contains(&token), "agent {s}: token {token} given twice");
+        tokens.push(token.clone());
+        agents.push((c, token));
+    }
+
+    let warm = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    // Agents wait for this after losing A, so the failure answers below are
+    // checked on B while every session is still waiting to be resumed.
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (s, (mut c, token)) in agents.into_iter().enumerate() {
+        let (warm, lost, mut go_rx) = (warm.clone(), lost.clone(), go_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut st = AgentStream::default();
+            // Streams on A until A dies (no upper bound: traffic flows at
+            // the kill, whenever it comes).
+            let ended = pump(&mut c, s, &mut st, usize::MAX, Some((&warm, WARMUP))).await;
+            assert!(!ended, "agent {s}: stream on A ended by itself");
+            drop(c);
+            let (received, sent) = (st.got.len(), st.next);
+            lost.fetch_add(1, Ordering::SeqCst);
+            go_rx.wait_for(|&go| go).await.unwrap();
+
+            let resumed = mux_agent(
+                b,
+                &[
+                    ("agentmux-session", token.clone()),
+                    ("agentmux-received", received.to_string()),
+                ],
+            )
+            .await;
+            let (mut c, resp) = match resumed {
+                Ok(ok) => ok,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => panic!(
+                    "agent {s}: resume on B refused: {} {:?}",
+                    r.status(),
+                    r.body().as_deref().map(String::from_utf8_lossy)
+                ),
+                Err(e) => panic!("agent {s}: resume on B failed: {e}"),
+            };
+            assert_eq!(
+                upgrade_header(&resp, "agentmux-session").as_deref(),
+                Some(token.as_str()),
+                "agent {s}: the resume's 101 names another session"
+            );
+            let upstream_received: usize = upgrade_header(&resp, "agentmux-upstream-received")
+                .unwrap_or_else(|| panic!("agent {s}: no agentmux-upstream-received in {resp:?}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("agent {s}: agentmux-upstream-received: {e}"));
+            // The echo upstream answered every message it got, and cannot
+            // have got one that was never sent.
+            assert!(
+                received <= upstream_received && upstream_received <= sent,
+                "agent {s}: upstream received {upstream_received}, but the agent sent {sent} and got {received} echoes"
+            );
+            // Resend from the upstream's count, then carry on.
+            st.next = upstream_received;
+            let target = sent + AFTER;
+            assert!(
+                pump(&mut c, s, &mut st, target, None).await,
+                "agent {s}: connection to B broke"
+            );
+
+            // Nothing more may come (a late duplicate) before the close.
+            use futures_util::StreamExt;
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.close(None)).await;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), c.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("agent {s}: close not answered within 10 s"))
+                {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                        panic!("agent {s}: extra message {t} after all {target} echoes")
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+            (s, received, sent, upstream_received, target, st.got)
+        }));
+    }
+
+    eventually(Duration::from_secs(60), || async {
+        assert!(!tasks.iter().any(|t| t.is_finished()), "an agent ended before the kill");
+        (warm.load(Ordering::SeqCst) == AGENTS as u64).then_some(())
+    })
+    .await;
+    let mut gw_a = gws.remove(0);
+    gw_a.signal("KILL");
+    let gw_a = tokio::task::spawn_blocking(move || {
+        assert!(gw_a.wait(Duration::from_secs(20)).is_some(), "A outlived SIGKILL");
+        gw_a
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (lost.load(Ordering::SeqCst) == AGENTS as u64).then_some(())
+    })
+    .await;
+
+    // Refusals on B. A malformed `agentmux-received` is refused for a real,
+    // resumable session, and the refusal must not spend it: agent 0 still
+    // resumes below.
+    let real = &tokens[0];
+    let head = raw_upgrade_head(b, &format!("agentmux-session: {real}\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "no agentmux-received: {head}");
+    let head = raw_upgrade_head(b, &format!("agentmux-session: {real}\r\nagentmux-received: many\r\n")).await;
+    assert!(
+        head.starts_with("HTTP/1.1 400"),
+        "agentmux-received not a number: {head}"
+    );
+    let forged = forged_token(real);
+    assert!(!tokens.contains(&forged), "forged token {forged} is real");
+    for unknown in [forged.as_str(), "no-such-session"] {
+        let head = raw_upgrade_head(b, &format!("agentmux-session: {unknown}\r\nagentmux-received: 0\r\n")).await;
+        assert!(head.starts_with("HTTP/1.1 404"), "unknown token {unknown}: {head}");
+    }
+    go_tx.send(true).unwrap();
+
+    let mut in_flight = 0;
+    let mut replayed = 0;
+    let mut resent = 0;
+    for t in tasks {
+        let (s, received, sent, upstream_received, target, got) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("agent not done within 120 s")
+            .unwrap();
+        let want: Vec<String> = (0..target).map(|k| format!("s{s}-m{k}")).collect();
+        assert_eq!(got, want, "agent {s}: echoes across both instances");
+        in_flight += sent - received;
+        replayed += upstream_received - received;
+        resent += sent - upstream_received;
+    }
+    eprintln!(
+        "gateway killed with {in_flight} messages in flight: {replayed} echoes owed by the upstream, \
+         {resent} agent messages resent"
+    );
+    assert!(
+        in_flight > 0,
+        "the kill found no message in flight, so resuming in-flight traffic went untested"
+    );
+    drop(gw_a);
 }

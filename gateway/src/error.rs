@@ -49,6 +49,16 @@ pub enum Cause {
     Draining,
     /// A bug in the gateway.
     Internal,
+    /// A mux session to take over is not known (never issued, or expired).
+    SessionUnknown,
+    /// A mux session to take over is held or being taken by another
+    /// connection.
+    SessionTaken,
+    /// A mux session cannot be taken over: the upstream forgot it, or no
+    /// longer holds messages its agent did not get.
+    SessionLost,
+    /// The cross-instance session registry (Redis) is unavailable.
+    RegistryUnavailable,
 }
 
 /// Which side a failure came from.
@@ -64,7 +74,7 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 16] = [
+    pub const ALL: [Cause; 20] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
@@ -81,6 +91,10 @@ impl Cause {
         Self::UpgradeRefused,
         Self::Draining,
         Self::Internal,
+        Self::SessionUnknown,
+        Self::SessionTaken,
+        Self::SessionLost,
+        Self::RegistryUnavailable,
     ];
 
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
@@ -103,6 +117,10 @@ impl Cause {
             Self::UpgradeRefused => (StatusCode::BAD_GATEWAY, 1011, Upstream),
             Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, 1001, Internal),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, 1011, Internal),
+            Self::SessionUnknown => (StatusCode::NOT_FOUND, 1008, Downstream),
+            Self::SessionTaken => (StatusCode::CONFLICT, 1008, Downstream),
+            Self::SessionLost => (StatusCode::GONE, 1011, Upstream),
+            Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
         }
     }
 
@@ -125,6 +143,10 @@ impl Cause {
             Self::UpgradeRefused => "upgrade_refused",
             Self::Draining => "draining",
             Self::Internal => "internal",
+            Self::SessionUnknown => "session_unknown",
+            Self::SessionTaken => "session_taken",
+            Self::SessionLost => "session_lost",
+            Self::RegistryUnavailable => "registry_unavailable",
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::runtime::Runtime;
 #[derive(Clone, Default)]
 struct Totals {
     answered: [u64; 5],
-    errors: [u64; 16],
+    errors: [u64; Cause::ALL.len()],
     sessions_ok: u64,
     sessions_failed: u64,
     messages: u64,

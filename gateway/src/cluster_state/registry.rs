@@ -60,7 +60,8 @@ use tokio::time::Instant;
 
 use super::{ClusterState, Unavailable};
 
-/// Writes an entry. `ARGV`: instance, route, endpoint, ttl_ms, force.
+/// Writes an entry. `ARGV`: instance, route, endpoint, ttl_ms, force, mux
+/// session id ('' for none).
 /// Without force (a refresh) it leaves an entry another instance has
 /// claimed alone and returns 0.
 const REGISTER_SCRIPT: &str = r"
@@ -70,6 +71,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'route', ARGV[2], 'endpoint', ARGV[3], 'updated_ms', string.format('%.0f', now))
 redis.call('HSETNX', KEYS[1], 'acked_seq', '0')
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'mux', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
@@ -120,6 +122,8 @@ pub struct SessionEntry {
     pub acked_seq: u64,
     /// When the entry was last written (Unix milliseconds, Redis clock).
     pub updated_unix_ms: u64,
+    /// The `agentmux.v1` session id upstream (mux sessions only).
+    pub mux: Option<u64>,
 }
 
 /// What a takeover found.
@@ -161,7 +165,7 @@ impl Drop for SessionHold {
             let state = self.state.clone();
             let key = self.key.clone();
             rt.spawn(async move {
-                let _ = state.write_entry(&key, &live.route, &live.endpoint, false).await;
+                let _ = state.write_entry(&key, &live, false).await;
             });
         }
     }
@@ -172,6 +176,7 @@ impl Drop for SessionHold {
 pub(super) struct LiveSession {
     route: Arc<str>,
     endpoint: Arc<str>,
+    mux: Option<u64>,
     hold: u64,
 }
 
@@ -206,6 +211,7 @@ impl ClusterState {
             endpoint,
             acked_seq: number("acked_seq"),
             updated_unix_ms: number("updated_ms"),
+            mux: fields.get("mux").and_then(|v| v.parse().ok()),
         }))
     }
 
@@ -213,19 +219,30 @@ impl ClusterState {
     /// `endpoint` (written in the background; refreshed while the hold
     /// lives, and again when it is dropped).
     pub fn register_session(self: &Arc<Self>, id: &str, route: &str, endpoint: &str) -> SessionHold {
+        self.register(id, route, endpoint, None)
+    }
+
+    /// Registers mux session `id` (the agent's token), carried upstream as
+    /// `agentmux.v1` session `mux`, like [`register_session`](Self::register_session).
+    pub fn register_mux_session(self: &Arc<Self>, id: &str, route: &str, endpoint: &str, mux: u64) -> SessionHold {
+        self.register(id, route, endpoint, Some(mux))
+    }
+
+    fn register(self: &Arc<Self>, id: &str, route: &str, endpoint: &str, mux: Option<u64>) -> SessionHold {
         static HOLDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let hold = HOLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key: Arc<str> = self.keys().session(id).into();
         let live = LiveSession {
             route: route.into(),
             endpoint: endpoint.into(),
+            mux,
             hold,
         };
         self.live_sessions().insert(key.clone(), live.clone());
         let state = self.clone();
         let k = key.clone();
         tokio::spawn(async move {
-            let _ = state.write_entry(&k, &live.route, &live.endpoint, true).await;
+            let _ = state.write_entry(&k, &live, true).await;
         });
         SessionHold {
             state: self.clone(),
@@ -273,12 +290,13 @@ impl ClusterState {
 
     /// Writes one entry for this instance; `force` takes it from another
     /// owner (a new session here), otherwise only refreshes our own.
-    async fn write_entry(&self, key: &str, route: &str, endpoint: &str, force: bool) -> Result<bool, Unavailable> {
-        let (key, me, route, endpoint, ttl) = (
+    async fn write_entry(&self, key: &str, live: &LiveSession, force: bool) -> Result<bool, Unavailable> {
+        let (key, me, route, endpoint, mux, ttl) = (
             key.to_owned(),
             self.instance_id().to_owned(),
-            route.to_owned(),
-            endpoint.to_owned(),
+            live.route.to_string(),
+            live.endpoint.to_string(),
+            live.mux.map(|m| m.to_string()).unwrap_or_default(),
             self.ttl_ms(),
         );
         let r: i64 = self
@@ -290,7 +308,8 @@ impl ClusterState {
                     .arg(route)
                     .arg(endpoint)
                     .arg(ttl)
-                    .arg(if force { "1" } else { "0" });
+                    .arg(if force { "1" } else { "0" })
+                    .arg(mux);
                 call.invoke_async(&mut conn).await
             })
             .await?;
@@ -312,7 +331,7 @@ impl ClusterState {
         let started = Instant::now();
         futures_util::stream::iter(live)
             .for_each_concurrent(32, |(key, s)| async move {
-                let _ = self.write_entry(&key, &s.route, &s.endpoint, false).await;
+                let _ = self.write_entry(&key, &s, false).await;
             })
             .await;
         tracing::debug!(elapsed = ?started.elapsed(), "session registry refreshed");

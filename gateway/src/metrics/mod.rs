@@ -138,6 +138,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     mux_resumes: Family<ClusterLabels, Counter>,
     mux_lost: Family<ClusterLabels, Counter>,
+    mux_takeovers: Family<ClusterLabels, Counter>,
     mux_connections: Family<ClusterLabels, Gauge>,
     mux_connection_ends: Family<MuxEndLabels, Counter>,
     alerts_raised: Family<AlertLabels, Counter>,
@@ -187,6 +188,7 @@ impl Metrics {
             reloads: Family::default(),
             mux_resumes: Family::default(),
             mux_lost: Family::default(),
+            mux_takeovers: Family::default(),
             mux_connections: Family::default(),
             mux_connection_ends: Family::default(),
             alerts_raised: Family::default(),
@@ -287,6 +289,11 @@ impl Metrics {
             m.mux_lost.clone(),
         );
         r.register(
+            "mux_takeovers",
+            "Mux sessions taken over from another gateway instance (whose agent reconnected here)",
+            m.mux_takeovers.clone(),
+        );
+        r.register(
             "mux_connections",
             "Live mux connections to upstreams",
             m.mux_connections.clone(),
@@ -371,6 +378,7 @@ impl Metrics {
         crate::muxmode::MuxCounters {
             resumed: self.mux_resumes.get_or_create_owned(&l),
             lost: self.mux_lost.get_or_create_owned(&l),
+            taken_over: self.mux_takeovers.get_or_create_owned(&l),
             connections: self.mux_connections.get_or_create_owned(&l),
             ends: crate::mux::EndReason::KINDS.map(|reason| {
                 self.mux_connection_ends.get_or_create_owned(&MuxEndLabels {

@@ -106,6 +106,17 @@ pub enum OpenError {
     ConnectionLost,
 }
 
+/// Where the agent's stream stands after [`MuxClientConnection::take_over`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// Complete agent messages the upstream has received: the agent
+    /// resends from this one on (counting from 0).
+    pub messages: u64,
+    /// The next message, if the upstream has part of it: its TEXT bit and
+    /// how many of its first bytes it has (skip them in the resent copy).
+    pub partial: Option<(bool, u64)>,
+}
+
 /// Why [`MuxClientConnection::resume`] did not re-attach the session.
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
@@ -193,12 +204,7 @@ impl MuxClientConnection {
         if id == 0 {
             return Err(OpenError::ZeroId);
         }
-        let params = SessionParams {
-            window: open.window.max(1),
-            replay_limit: self.config.replay_limit.max(1),
-            max_message: self.config.max_message,
-            budget: self.config.replay_budget.clone(),
-        };
+        let params = self.session_params(open.window);
         let frame = Frame::Open {
             session: id,
             open: Box::new(open.clone()),
@@ -232,6 +238,51 @@ impl MuxClientConnection {
         }
     }
 
+    /// Takes over session `id` that another gateway instance carried (it
+    /// died, or lost its agent): sends TAKEOVER with the number of
+    /// complete upstream messages the agent has received and waits for
+    /// TAKEOVER_OK. The upstream then replays every message after those;
+    /// the returned [`Takeover`] says which of the agent's messages the
+    /// upstream already has, so the agent resends the rest. `open` is
+    /// kept as the session's request (route, identity); it is not sent.
+    pub async fn take_over(&self, id: u64, open: Open, messages: u64) -> Result<(MuxSession, Takeover), OpenError> {
+        if id == 0 {
+            return Err(OpenError::ZeroId);
+        }
+        let params = self.session_params(open.window);
+        let frame = Frame::Takeover {
+            session: id,
+            messages,
+            window: params.window,
+        };
+        let registry = Some(Arc::downgrade(&self.registry));
+        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
+        let (tx, rx) = oneshot::channel();
+        shared.lock().waiter = Some(tx);
+        if self.registry.insert(shared.clone()).is_err() {
+            return Err(OpenError::InUse(id));
+        }
+        // Dropping it (this call cancelled, or failed) ends the session here.
+        let session = MuxSession::new(shared.clone());
+        if !self.conn.insert(shared.clone()) {
+            shared.fail(SessionError::Aborted("connection closed".into()));
+            return Err(OpenError::ConnectionLost);
+        }
+        self.conn.send(frame);
+        match rx.await {
+            Ok(Ok(())) => {
+                let (messages, partial) = shared.lock().adopted.take().unwrap_or((0, None));
+                Ok((session, Takeover { messages, partial }))
+            }
+            Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
+            Ok(Err(SessionEnd::Failed(e))) => Err(OpenError::Failed(e)),
+            Err(_) => {
+                shared.fail(SessionError::Aborted("connection lost while taking over".into()));
+                Err(OpenError::ConnectionLost)
+            }
+        }
+    }
+
     /// Re-attaches a session to this connection: sends RESUME with the
     /// last sequence received, waits for the upstream's RESUME, then
     /// replays what it lacks. The session's handles carry on. Usually the
@@ -259,6 +310,20 @@ impl MuxClientConnection {
             Ok(Err(SessionEnd::Failed(e))) => Err(ResumeError::Failed(e)),
             Ok(Err(SessionEnd::Closed { .. })) => Ok(()),
             Err(_) => Err(ResumeError::ConnectionLost),
+        }
+    }
+
+    /// The settings of a session opened or taken over here. The gateway
+    /// acknowledges what its application took, not what arrived: a
+    /// takeover by another instance can then replay whatever the agent had
+    /// not been given yet.
+    fn session_params(&self, window: u32) -> SessionParams {
+        SessionParams {
+            window: window.max(1),
+            replay_limit: self.config.replay_limit.max(1),
+            max_message: self.config.max_message,
+            budget: self.config.replay_budget.clone(),
+            ack_on_take: true,
         }
     }
 
@@ -342,7 +407,11 @@ impl Role for ClientRole {
                 Some(_) => (session, Err(ErrorCode::InvalidState)),
                 None => (session, Err(ErrorCode::UnknownSession)),
             },
-            // OPEN travels only towards the upstream.
+            Frame::TakeoverOk(t) => match conn.session(t.session) {
+                Some(s) => (t.session, s.on_takeover_ok(conn, &t)),
+                None => (t.session, Err(ErrorCode::UnknownSession)),
+            },
+            // OPEN and TAKEOVER travel only towards the upstream.
             _ => return Err(ErrorCode::Protocol),
         };
         if let Err(code) = result {

@@ -36,8 +36,11 @@ pub const MAX_SUBPROTOCOLS: usize = 32;
 
 /// DATA flag: last fragment of a message.
 pub(crate) const FLAG_FIN: u8 = 0x01;
-/// DATA flag: the message is text (UTF-8), not binary.
+/// DATA flag: the message is text (UTF-8), not binary. On TAKEOVER_OK:
+/// the partly received message is text.
 pub(crate) const FLAG_TEXT: u8 = 0x02;
+/// TAKEOVER_OK flag: a message from the gateway is partly received.
+pub(crate) const FLAG_PARTIAL: u8 = 0x04;
 
 /// The type byte of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +62,11 @@ pub enum FrameType {
     Resume = 0x07,
     /// A session (or, with session 0, the connection) has failed.
     Error = 0x08,
+    /// Gateway → upstream: another gateway instance takes the session over.
+    Takeover = 0x09,
+    /// Upstream → gateway: the takeover is accepted, with where both
+    /// streams stand.
+    TakeoverOk = 0x0A,
 }
 
 impl FrameType {
@@ -73,6 +81,8 @@ impl FrameType {
             0x06 => Self::Close,
             0x07 => Self::Resume,
             0x08 => Self::Error,
+            0x09 => Self::Takeover,
+            0x0A => Self::TakeoverOk,
             _ => return None,
         })
     }
@@ -173,6 +183,18 @@ pub enum Frame {
         /// The sender's current credit limit for the peer (as in WINDOW).
         limit: u64,
     },
+    /// Another gateway instance takes the session over (PROTOCOL.md
+    /// section 8.1): it knows only what the agent says it received.
+    Takeover {
+        /// Session id.
+        session: u64,
+        /// Complete messages of the upstream the agent has received.
+        messages: u64,
+        /// Credit the new gateway grants beyond the replay point.
+        window: u32,
+    },
+    /// The upstream accepts a takeover: where both streams stand.
+    TakeoverOk(Box<TakeoverOk>),
     /// A failure of one session, or of the connection when `session` is 0.
     Error {
         /// Session id, or 0 for the whole connection.
@@ -196,6 +218,8 @@ impl Frame {
             Self::Close { .. } => FrameType::Close,
             Self::Resume { .. } => FrameType::Resume,
             Self::Error { .. } => FrameType::Error,
+            Self::Takeover { .. } => FrameType::Takeover,
+            Self::TakeoverOk(_) => FrameType::TakeoverOk,
         }
     }
 
@@ -209,9 +233,44 @@ impl Frame {
             | Self::Window { session, .. }
             | Self::Close { session, .. }
             | Self::Resume { session, .. }
-            | Self::Error { session, .. } => *session,
+            | Self::Error { session, .. }
+            | Self::Takeover { session, .. } => *session,
+            Self::TakeoverOk(t) => t.session,
         }
     }
+}
+
+/// The upstream's answer to a takeover (boxed in [`Frame`]: rare and
+/// large). Sequence numbers and byte counts are those of the session's
+/// life so far, across every gateway that carried it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakeoverOk {
+    /// Session id.
+    pub session: u64,
+    /// Highest sequence of the gateway's stream received (the new gateway
+    /// numbers on from here).
+    pub last_seq: u64,
+    /// DATA payload bytes received from the gateway through `last_seq`.
+    pub received_bytes: u64,
+    /// Complete messages received from the gateway: the agent resends
+    /// from this one (counting from 0).
+    pub messages: u64,
+    /// The message after those, if partly received: its TEXT bit and its
+    /// bytes received (the resent copy's first bytes are skipped).
+    pub partial: Option<(bool, u64)>,
+    /// The upstream's credit limit for the gateway (as in WINDOW).
+    pub limit: u64,
+    /// The upstream's frames up to this sequence count as delivered; the
+    /// replay that follows starts after it.
+    pub replay_seq: u64,
+    /// DATA payload bytes the upstream sent through `replay_seq`.
+    pub replay_bytes: u64,
+    /// The credit limit the upstream now has from the gateway: the
+    /// takeover's window past `replay_bytes`, or more if the upstream had
+    /// already sent more.
+    pub granted: u64,
+    /// The subprotocol chosen when the session opened.
+    pub subprotocol: Option<String>,
 }
 
 /// Why a session or a connection failed, as carried by ERROR frames.

@@ -23,12 +23,31 @@ use http::{HeaderName, Request, Response, header};
 pub(crate) use upstream::{MuxCluster, MuxCounters};
 
 use crate::body::Body;
+use crate::cluster_state::{Claim, ClusterState};
 use crate::error::{Cause, ProxyError};
 use crate::listener::take_agent_io;
-use crate::mux::{ErrorCode, Open, OpenError, SessionError};
+use crate::mux::{ErrorCode, MuxSession, Open, OpenError, SessionError, Takeover};
 use crate::proxy::headers::strip_hop_by_hop;
 use crate::stack::{ProxyBody, Terminal};
 use crate::ws::Prelude;
+
+/// Asks to take over a mux session (`agentmux-session`, with the agent's
+/// count of messages received in `agentmux-received`).
+pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("agentmux-session");
+/// Complete messages the agent received on the session it takes over.
+pub(crate) const RECEIVED_HEADER: HeaderName = HeaderName::from_static("agentmux-received");
+/// Answers a takeover: how many of the agent's messages the upstream has.
+pub(crate) const UPSTREAM_RECEIVED_HEADER: HeaderName = HeaderName::from_static("agentmux-upstream-received");
+
+/// A session ready to relay: where it runs, and what the agent is told.
+struct Placed {
+    session: MuxSession,
+    endpoint: Arc<crate::upstream::Endpoint>,
+    /// The registry and this session's token in it (with `[cluster_state]`).
+    token: Option<(Arc<ClusterState>, String)>,
+    /// After a takeover: the agent messages the upstream has.
+    takeover: Option<Takeover>,
+}
 
 /// Handles an agent's upgrade on a mux route.
 pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
@@ -40,57 +59,37 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         .cluster
         .mux()
         .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no mux connections"))?;
-    let key = t
-        .cluster
-        .hash_key()
-        .and_then(|k| crate::proxy::affinity_key(k, &req, p.conn.client.ip()));
-    let picked = t.pick(key)?;
-    let endpoint = picked.endpoint.clone();
-    let me = mux
-        .endpoints
-        .iter()
-        .find(|m| Arc::ptr_eq(&m.endpoint, &endpoint))
-        .cloned()
-        .ok_or_else(|| ProxyError::new(Cause::Internal, "endpoint has no mux connections"))?;
-    let active = endpoint.track();
     let open = open_request(t, &req, &p.agent_name);
     let started = tokio::time::Instant::now();
-    let wait = endpoint
-        .raw
-        .as_ref()
-        .map_or(std::time::Duration::from_secs(5), |p| p.params().acquire_timeout);
-    let session = loop {
-        let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
-            picked.record(None);
-            return Err(ProxyError::new(
-                Cause::PoolExhausted,
-                "no mux connection to the upstream is up",
-            ));
-        };
-        match conn.open(upstream::next_session_id(), open.clone()).await {
-            Ok(s) => break s,
-            // Lost before the answer, or full: another connection.
-            Err(OpenError::ConnectionLost | OpenError::InUse(_)) => continue,
-            Err(OpenError::Failed(SessionError::Peer {
-                code: ErrorCode::TooManySessions,
-                ..
-            })) if me.live() > 1 => continue,
-            Err(OpenError::Refused { code, reason }) => {
-                picked.record(Some(http::StatusCode::BAD_GATEWAY));
-                let msg = format!("upstream refused the session: {code} {reason}");
-                return Err(ProxyError::new(Cause::UpgradeRefused, msg));
-            }
-            Err(e) => {
-                picked.record(None);
-                return Err(
-                    ProxyError::new(Cause::UpstreamProtocol, "upstream could not open the session").with_source(e),
-                );
-            }
+    let placed = match takeover_request(t, &req)? {
+        Some((registry, token, received)) => take_over(t, mux, registry, token, received, open).await?,
+        None => {
+            let key = t
+                .cluster
+                .hash_key()
+                .and_then(|k| crate::proxy::affinity_key(k, &req, p.conn.client.ip()));
+            open_new(t, mux, key, open, started).await?
         }
     };
     t.acquire.observe(started.elapsed());
-    picked.record(Some(http::StatusCode::SWITCHING_PROTOCOLS));
-    let response = crate::ws::handshake::switching_protocols_to(&p.agent_key, session.subprotocol().as_deref());
+    let Placed {
+        session,
+        endpoint,
+        token,
+        takeover,
+    } = placed;
+    let active = endpoint.track();
+    let mut response = crate::ws::handshake::switching_protocols_to(&p.agent_key, session.subprotocol().as_deref());
+    if let Some((_, id)) = &token
+        && let Ok(v) = http::HeaderValue::from_str(id)
+    {
+        response.headers_mut().insert(SESSION_HEADER, v);
+    }
+    if let Some(at) = &takeover {
+        response
+            .headers_mut()
+            .insert(UPSTREAM_RECEIVED_HEADER, http::HeaderValue::from(at.messages));
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_message = t.route.websocket.max_message_bytes;
     let drain = t.sessions.drain.watch();
@@ -111,7 +110,12 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             p.conn.client,
             endpoint.label().to_owned(),
         );
-        let end = relay::run(agent, &early, session, max_message, p.messages, m.clone(), drain).await;
+        // Registered once the agent is here: a takeover before that would
+        // find nothing worth resuming.
+        let _held = token
+            .map(|(registry, id)| registry.register_mux_session(&id, t.route.name(), endpoint.label(), session.id()));
+        let skip = takeover.and_then(|at| at.partial);
+        let end = relay::run(agent, &early, session, max_message, p.messages, m.clone(), drain, skip).await;
         drop(early);
         m.sessions_active.dec();
         m.session_ended(end.as_str());
@@ -122,6 +126,220 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         drop((active, p.session_permit, p.conn));
     });
     Ok(response)
+}
+
+/// A new session on the least-loaded connection of the endpoint the
+/// balancer picks.
+async fn open_new(
+    t: &Arc<Terminal>,
+    mux: &MuxCluster,
+    key: Option<u64>,
+    open: Open,
+    started: tokio::time::Instant,
+) -> Result<Placed, ProxyError> {
+    let picked = t.pick(key)?;
+    let endpoint = picked.endpoint.clone();
+    let me = mux
+        .endpoints
+        .iter()
+        .find(|m| Arc::ptr_eq(&m.endpoint, &endpoint))
+        .cloned()
+        .ok_or_else(|| ProxyError::new(Cause::Internal, "endpoint has no mux connections"))?;
+    let wait = acquire_timeout(&endpoint);
+    let id = upstream::next_session_id();
+    let session = loop {
+        let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
+            picked.record(None);
+            return Err(ProxyError::new(
+                Cause::PoolExhausted,
+                "no mux connection to the upstream is up",
+            ));
+        };
+        match conn.open(id, open.clone()).await {
+            Ok(s) => break s,
+            // Lost before the answer, or full: another connection.
+            Err(OpenError::ConnectionLost | OpenError::InUse(_)) => continue,
+            Err(OpenError::Failed(SessionError::Peer {
+                code: ErrorCode::TooManySessions,
+                ..
+            })) if me.live() > 1 => continue,
+            Err(OpenError::Refused { code, reason }) => {
+                picked.record(Some(http::StatusCode::BAD_GATEWAY));
+                let msg = format!("upstream refused the session: {code} {reason}");
+                return Err(ProxyError::new(Cause::UpgradeRefused, msg));
+            }
+            Err(e) => {
+                picked.record(None);
+                return Err(
+                    ProxyError::new(Cause::UpstreamProtocol, "upstream could not open the session").with_source(e),
+                );
+            }
+        }
+    };
+    picked.record(Some(http::StatusCode::SWITCHING_PROTOCOLS));
+    // With a registry, the agent gets a token to take the session over
+    // with on another instance: unguessable (128 random bits), and only
+    // its digest is stored.
+    let token = t
+        .sessions
+        .cluster
+        .clone()
+        .map(|registry| (registry, format!("{id:016x}-{:032x}", rand::random::<u128>())));
+    Ok(Placed {
+        session,
+        endpoint,
+        token,
+        takeover: None,
+    })
+}
+
+/// The takeover an upgrade asks for, if any: `agentmux-session` names
+/// the session, `agentmux-received` the agent's count (both required and
+/// well formed, or 400). Without `[cluster_state]` there is nothing to
+/// take over from, and the header is ignored.
+fn takeover_request(
+    t: &Terminal,
+    req: &Request<ProxyBody>,
+) -> Result<Option<(Arc<ClusterState>, String, u64)>, ProxyError> {
+    let (Some(registry), Some(token)) = (t.sessions.cluster.as_ref(), req.headers().get(SESSION_HEADER)) else {
+        return Ok(None);
+    };
+    if !crate::cluster_state::valid_session_id(token.as_bytes()) {
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            "agentmux-session: must be 1 to 256 visible ASCII characters",
+        ));
+    }
+    let received = req
+        .headers()
+        .get(RECEIVED_HEADER)
+        .ok_or_else(|| {
+            ProxyError::new(
+                Cause::BadRequest,
+                "agentmux-received: required with agentmux-session (complete messages received)",
+            )
+        })?
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ProxyError::new(Cause::BadRequest, "agentmux-received: must be a whole number"))?;
+    let token = token.to_str().unwrap_or_default().to_owned();
+    Ok(Some((registry.clone(), token, received)))
+}
+
+/// Takes over a session another instance carried: looks it up, claims it
+/// (only one instance can), and asks its endpoint's upstream to carry on
+/// from the agent's count.
+async fn take_over(
+    t: &Arc<Terminal>,
+    mux: &MuxCluster,
+    registry: Arc<ClusterState>,
+    token: String,
+    received: u64,
+    open: Open,
+) -> Result<Placed, ProxyError> {
+    let unavailable = |_| ProxyError::new(Cause::RegistryUnavailable, "session registry unavailable; retry");
+    let entry = registry
+        .lookup_session(&token)
+        .await
+        .map_err(unavailable)?
+        .filter(|e| e.route == t.route.name())
+        .ok_or_else(|| ProxyError::new(Cause::SessionUnknown, "no such session on this route (or it expired)"))?;
+    let Some(mux_id) = entry.mux else {
+        return Err(ProxyError::new(Cause::SessionUnknown, "not a mux session"));
+    };
+    match registry
+        .claim_session(&token, &entry.instance)
+        .await
+        .map_err(unavailable)?
+    {
+        Claim::Taken => {}
+        Claim::Lost => {
+            return Err(ProxyError::new(
+                Cause::SessionTaken,
+                "another gateway instance took the session over",
+            ));
+        }
+        Claim::Unknown => return Err(ProxyError::new(Cause::SessionUnknown, "the session expired")),
+    }
+    let me = mux
+        .endpoints
+        .iter()
+        .find(|m| m.endpoint.label() == entry.endpoint)
+        .cloned()
+        .ok_or_else(|| ProxyError::new(Cause::SessionLost, "the session's upstream endpoint is gone"))?;
+    let wait = acquire_timeout(&me.endpoint);
+    let started = tokio::time::Instant::now();
+    loop {
+        let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
+            return Err(ProxyError::new(
+                Cause::PoolExhausted,
+                "no mux connection to the session's upstream is up",
+            ));
+        };
+        match conn.take_over(mux_id, open.clone(), received).await {
+            Ok((session, at)) => {
+                me.counters.taken_over.inc();
+                tracing::info!(
+                    session = mux_id,
+                    from = entry.instance,
+                    agent_received = received,
+                    upstream_received = at.messages,
+                    "mux session taken over"
+                );
+                return Ok(Placed {
+                    session,
+                    endpoint: me.endpoint.clone(),
+                    token: Some((registry, token)),
+                    takeover: Some(at),
+                });
+            }
+            Err(OpenError::ConnectionLost) => continue,
+            // Still live on this instance (its agent's old connection has
+            // not been noticed gone yet).
+            Err(OpenError::InUse(_)) => {
+                return Err(ProxyError::new(
+                    Cause::SessionTaken,
+                    "the session is live on this instance",
+                ));
+            }
+            Err(OpenError::Failed(SessionError::Peer {
+                code: ErrorCode::TooManySessions,
+                ..
+            })) if me.live() > 1 => continue,
+            Err(OpenError::Failed(SessionError::Peer { code, .. })) if code != ErrorCode::TooManySessions => {
+                // Whatever the agent lacks is gone with it: say so, count it.
+                if code == ErrorCode::ReplayUnavailable {
+                    me.counters.lost.inc();
+                }
+                let why = match code {
+                    ErrorCode::UnknownSession => "the upstream no longer knows the session",
+                    ErrorCode::ReplayUnavailable => "the upstream no longer holds messages the agent did not get",
+                    ErrorCode::Sequence => "agentmux-received counts more messages than the upstream sent",
+                    _ => "the upstream refused the takeover",
+                };
+                tracing::warn!(session = mux_id, %code, agent_received = received, "mux takeover refused: {why}");
+                let cause = if code == ErrorCode::Sequence {
+                    Cause::BadRequest
+                } else {
+                    Cause::SessionLost
+                };
+                return Err(ProxyError::new(cause, why));
+            }
+            Err(e) => {
+                return Err(
+                    ProxyError::new(Cause::UpstreamProtocol, "upstream could not take the session over").with_source(e),
+                );
+            }
+        }
+    }
+}
+
+fn acquire_timeout(endpoint: &crate::upstream::Endpoint) -> std::time::Duration {
+    endpoint
+        .raw
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(5), |p| p.params().acquire_timeout)
 }
 
 /// The OPEN for the upstream: route, identity, path and the agent's
@@ -142,6 +360,8 @@ fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Open 
         header::SEC_WEBSOCKET_VERSION,
         header::SEC_WEBSOCKET_EXTENSIONS,
         header::SEC_WEBSOCKET_PROTOCOL,
+        SESSION_HEADER,
+        RECEIVED_HEADER,
     ];
     let headers: Vec<(HeaderName, http::HeaderValue)> = headers
         .iter()

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 
 use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
 use crate::metrics::RouteMetrics;
-use crate::mux::{MuxSession, SessionEnd};
+use crate::mux::{Chunk, MuxSession, SessionEnd};
 use crate::ws::frame::op;
 use crate::ws::relay::EndReason;
 
@@ -34,7 +34,39 @@ enum Control {
     Close(u16, String),
 }
 
+/// Where the resent copy of a partly delivered message stands.
+enum Resent {
+    /// Still inside what the upstream has: drop this chunk, skip on.
+    Skip((bool, u64)),
+    /// Past it: pass this on.
+    Chunk(Chunk),
+    /// Not the same message.
+    Mismatch(&'static str),
+}
+
+/// Drops the first bytes of a resent message that the upstream already
+/// has (`partial`: its TEXT bit and byte count).
+fn resent((text, left): (bool, u64), mut chunk: Chunk) -> Resent {
+    if chunk.text != text {
+        return Resent::Mismatch("resent message is not the one the upstream has part of");
+    }
+    let len = chunk.payload.len() as u64;
+    if len < left || (len == left && !chunk.fin) {
+        if chunk.fin {
+            return Resent::Mismatch("resent message is shorter than the part the upstream has");
+        }
+        return Resent::Skip((text, left - len));
+    }
+    chunk.payload = chunk.payload.slice(usize::try_from(left).unwrap_or(usize::MAX)..);
+    Resent::Chunk(chunk)
+}
+
 /// Runs the session until either side ends it; returns how it ended.
+///
+/// `skip`, after a takeover: the agent's first message is one the upstream
+/// has part of (its TEXT bit and bytes); those first bytes of the resent
+/// copy are dropped, the rest completes the message.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<A>(
     agent: A,
     early: &[u8],
@@ -43,6 +75,7 @@ pub(crate) async fn run<A>(
     mut gate: Option<SessionMessages>,
     metrics: RouteMetrics,
     drain: crate::ws::drain::DrainWatch,
+    skip: Option<(bool, u64)>,
 ) -> EndReason
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
@@ -58,6 +91,7 @@ where
     // Agent → upstream.
     let up = async move {
         let mut first = true;
+        let mut skip = skip;
         loop {
             let ev = match reader.next().await {
                 Ok(Some(ev)) => ev,
@@ -73,6 +107,21 @@ where
             };
             match ev {
                 AgentEvent::Data(chunk) => {
+                    let chunk = match skip.take() {
+                        None => chunk,
+                        Some(partial) => match resent(partial, chunk) {
+                            Resent::Skip(left) => {
+                                skip = Some(left);
+                                continue;
+                            }
+                            Resent::Chunk(rest) => rest,
+                            Resent::Mismatch(why) => {
+                                let _ = ctl_tx.send(Control::Close(1008, why.into())).await;
+                                let _ = tx.close(1008, why);
+                                return EndReason::AgentViolation(1008);
+                            }
+                        },
+                    };
                     if first
                         && let Some(g) = gate.as_mut()
                         && g.admit().await.is_err()

@@ -28,6 +28,7 @@ use crate::upstream::Endpoint;
 pub(crate) struct MuxCounters {
     pub(crate) resumed: prometheus_client::metrics::counter::Counter,
     pub(crate) lost: prometheus_client::metrics::counter::Counter,
+    pub(crate) taken_over: prometheus_client::metrics::counter::Counter,
     pub(crate) connections: prometheus_client::metrics::gauge::Gauge,
     /// Connection ends, one per [`EndReason::KINDS`](crate::mux::EndReason::KINDS) entry.
     pub(crate) ends: [prometheus_client::metrics::counter::Counter; 6],
@@ -50,7 +51,7 @@ pub(crate) struct MuxEndpoint {
     /// Signalled when a connection comes up.
     up: Notify,
     params: MuxParams,
-    counters: MuxCounters,
+    pub(crate) counters: MuxCounters,
     authority: String,
 }
 

@@ -33,7 +33,12 @@ pub(super) fn check(frame: &Frame) -> Result<(), FrameError> {
             max_len("close reason", reason.len(), MAX_CLOSE_REASON)
         }
         Frame::Error { message, .. } => max_len("error message", message.len(), MAX_ERROR_MESSAGE),
-        Frame::Ack { .. } | Frame::Window { .. } | Frame::Resume { .. } => Ok(()),
+        Frame::TakeoverOk(t) => match &t.subprotocol {
+            Some(p) if p.is_empty() => Err(FrameError::EmptyField("subprotocol")),
+            Some(p) => max_len("subprotocol", p.len(), usize::from(u16::MAX)),
+            None => Ok(()),
+        },
+        Frame::Ack { .. } | Frame::Window { .. } | Frame::Resume { .. } | Frame::Takeover { .. } => Ok(()),
     }
 }
 
@@ -97,6 +102,8 @@ pub(super) fn payload_len(frame: &Frame) -> usize {
         Frame::Data { payload, .. } => payload.len(),
         Frame::Ack { .. } => 0,
         Frame::Window { .. } | Frame::Resume { .. } => 8,
+        Frame::Takeover { .. } => 4,
+        Frame::TakeoverOk(t) => 7 * 8 + 2 + t.subprotocol.as_ref().map_or(0, String::len),
         Frame::Close { reason, .. } => 2 + reason.len(),
         Frame::Error { message, .. } => 2 + message.len(),
     }

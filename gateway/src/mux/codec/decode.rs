@@ -5,8 +5,8 @@ use http::{HeaderName, HeaderValue};
 
 use super::{DecodeError, check};
 use crate::mux::frame::{
-    ErrorCode, FLAG_FIN, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_FRAMES_PER_MESSAGE,
-    MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_SUBPROTOCOLS, Open,
+    ErrorCode, FLAG_FIN, FLAG_PARTIAL, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAME_PAYLOAD,
+    MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_SUBPROTOCOLS, Open, TakeoverOk,
 };
 
 /// Walks the frames of one message. Yields each frame or the first error,
@@ -90,12 +90,14 @@ fn decode_frame(rest: &mut Bytes) -> Result<Frame, DecodeError> {
         session: rest.get_u64(),
         seq: rest.get_u64(),
     };
-    let allowed = if frame_type == FrameType::Data {
-        FLAG_FIN | FLAG_TEXT
-    } else {
-        0
+    let allowed = match frame_type {
+        FrameType::Data => FLAG_FIN | FLAG_TEXT,
+        FrameType::TakeoverOk => FLAG_PARTIAL | FLAG_TEXT,
+        _ => 0,
     };
-    if header.flags & !allowed != 0 {
+    // TEXT on TAKEOVER_OK describes the partial message: not without one.
+    let orphan_text = frame_type == FrameType::TakeoverOk && header.flags & (FLAG_PARTIAL | FLAG_TEXT) == FLAG_TEXT;
+    if header.flags & !allowed != 0 || orphan_text {
         return Err(DecodeError::BadFlags {
             frame_type,
             flags: header.flags,
@@ -122,7 +124,12 @@ fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
     // Only DATA, CLOSE, ACK and RESUME use the sequence field.
     let sequenced = matches!(
         h.frame_type,
-        FrameType::Data | FrameType::Close | FrameType::Ack | FrameType::Resume
+        FrameType::Data
+            | FrameType::Close
+            | FrameType::Ack
+            | FrameType::Resume
+            | FrameType::Takeover
+            | FrameType::TakeoverOk
     );
     if !sequenced && h.seq != 0 {
         return Err(super::FrameError::BadSequence {
@@ -170,9 +177,45 @@ fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
             reason: p.utf8_rest("close reason is not UTF-8")?,
         },
         FrameType::Error => parse_error(session, &mut p)?,
+        FrameType::Takeover => Frame::Takeover {
+            session,
+            messages: h.seq,
+            window: p.u32()?,
+        },
+        FrameType::TakeoverOk => parse_takeover_ok(&h, &mut p)?,
     };
     p.finish()?;
     Ok(frame)
+}
+
+fn parse_takeover_ok(h: &Header, p: &mut Fields) -> Result<Frame, DecodeError> {
+    let received_bytes = p.u64()?;
+    let messages = p.u64()?;
+    let partial_bytes = p.u64()?;
+    let partial = if h.flags & FLAG_PARTIAL != 0 {
+        Some((h.flags & FLAG_TEXT != 0, partial_bytes))
+    } else if partial_bytes != 0 {
+        return Err(p.bad("partial bytes without the PARTIAL flag"));
+    } else {
+        None
+    };
+    let limit = p.u64()?;
+    let replay_seq = p.u64()?;
+    let replay_bytes = p.u64()?;
+    let granted = p.u64()?;
+    let subprotocol = p.str16("subprotocol is not UTF-8")?;
+    Ok(Frame::TakeoverOk(Box::new(TakeoverOk {
+        session: h.session,
+        last_seq: h.seq,
+        received_bytes,
+        messages,
+        partial,
+        limit,
+        replay_seq,
+        replay_bytes,
+        granted,
+        subprotocol: (!subprotocol.is_empty()).then_some(subprotocol),
+    })))
 }
 
 fn parse_error(session: u64, p: &mut Fields) -> Result<Frame, DecodeError> {

@@ -22,7 +22,7 @@ use bytes::{BufMut, BytesMut};
 pub use decode::{Decoder, decode_message};
 
 use super::frame::{
-    ErrorCode, FLAG_FIN, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN,
+    ErrorCode, FLAG_FIN, FLAG_PARTIAL, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN,
 };
 
 /// A frame that breaks one of the protocol's invariants; returned by
@@ -180,6 +180,10 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
 fn flags(frame: &Frame) -> u8 {
     match frame {
         Frame::Data { text, fin, .. } => (if *fin { FLAG_FIN } else { 0 }) | (if *text { FLAG_TEXT } else { 0 }),
+        Frame::TakeoverOk(t) => match t.partial {
+            Some((text, _)) => FLAG_PARTIAL | if text { FLAG_TEXT } else { 0 },
+            None => 0,
+        },
         _ => 0,
     }
 }
@@ -188,6 +192,8 @@ fn seq(frame: &Frame) -> u64 {
     match frame {
         Frame::Data { seq, .. } | Frame::Ack { seq, .. } | Frame::Close { seq, .. } => *seq,
         Frame::Resume { last_seq, .. } => *last_seq,
+        Frame::Takeover { messages, .. } => *messages,
+        Frame::TakeoverOk(t) => t.last_seq,
         _ => 0,
     }
 }
@@ -225,6 +231,17 @@ fn put_payload(frame: &Frame, dst: &mut BytesMut) {
         Frame::Error { code, message, .. } => {
             dst.put_u16(*code as u16);
             dst.put_slice(message.as_bytes());
+        }
+        Frame::Takeover { window, .. } => dst.put_u32(*window),
+        Frame::TakeoverOk(t) => {
+            dst.put_u64(t.received_bytes);
+            dst.put_u64(t.messages);
+            dst.put_u64(t.partial.map_or(0, |(_, n)| n));
+            dst.put_u64(t.limit);
+            dst.put_u64(t.replay_seq);
+            dst.put_u64(t.replay_bytes);
+            dst.put_u64(t.granted);
+            put_str16(dst, t.subprotocol.as_deref().unwrap_or("").as_bytes());
         }
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;
-use crate::mux::frame::{MAX_FRAME_PAYLOAD, Open};
+use crate::mux::frame::{MAX_FRAME_PAYLOAD, Open, TakeoverOk};
 
 const SESSION: u64 = 0x0000_0001_0000_002a;
 
@@ -87,7 +87,7 @@ fn data_payload_is_a_slice_of_the_message() {
 fn refusals_are_typed() {
     let cases: Vec<(BytesMut, DecodeError)> = vec![
         (BytesMut::new(), DecodeError::EmptyMessage),
-        (header(0x09, 0, 1, 0, 0), DecodeError::UnknownType(0x09)),
+        (header(0x0B, 0, 1, 0, 0), DecodeError::UnknownType(0x0B)),
         (header(0x00, 0, 1, 0, 0), DecodeError::UnknownType(0x00)),
         (
             header(0x04, 0x01, 1, 1, 0),
@@ -314,6 +314,32 @@ fn frame() -> impl Strategy<Value = Frame> {
             }
         }),
         (0..u64::MAX, error_code, text()).prop_map(|(session, code, message)| Frame::Error { session, code, message }),
+        (session.clone(), any::<u64>(), any::<u32>()).prop_map(|(session, messages, window)| Frame::Takeover {
+            session,
+            messages,
+            window
+        }),
+        (
+            session,
+            prop::array::uniform4(any::<u64>()),
+            prop::array::uniform4(any::<u64>()),
+            prop::option::of((any::<bool>(), any::<u64>())),
+            prop::option::of("[a-z.]{1,10}")
+        )
+            .prop_map(|(session, a, b, partial, subprotocol)| {
+                Frame::TakeoverOk(Box::new(TakeoverOk {
+                    session,
+                    last_seq: a[0],
+                    received_bytes: a[1],
+                    messages: a[2],
+                    partial,
+                    limit: a[3],
+                    replay_seq: b[0],
+                    replay_bytes: b[1],
+                    granted: b[2],
+                    subprotocol,
+                }))
+            }),
     ]
 }
 

@@ -186,7 +186,11 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
     let mut unknown: Vec<u64> = Vec::new();
     for frame in frames {
         match frame {
-            Frame::Open { .. } | Frame::OpenOk { .. } | Frame::Resume { .. } => {
+            Frame::Open { .. }
+            | Frame::OpenOk { .. }
+            | Frame::Resume { .. }
+            | Frame::Takeover { .. }
+            | Frame::TakeoverOk(_) => {
                 role.on_frame(conn, frame)
                     .map_err(|code| protocol(Fatal::new(code, "frame not expected in this direction")))?;
             }

@@ -53,6 +53,7 @@ fn a_torn_down_connection_takes_no_sessions() {
         replay_limit: 1,
         max_message: 1,
         budget: None,
+        ack_on_take: false,
     };
     let session = Shared::new(Default::default(), 1, params, conn.clone(), None);
     assert!(!conn.insert(session));

@@ -98,6 +98,7 @@ impl ServerConfig {
             replay_limit: self.replay_limit.max(1),
             max_message: self.max_message,
             budget: self.replay_budget.clone(),
+            ack_on_take: false,
         }
     }
 
@@ -116,6 +117,8 @@ pub struct ServerStats {
     pub opened: u64,
     /// Re-attachments (RESUME or repeated OPEN) accepted.
     pub resumed: u64,
+    /// Sessions another gateway instance took over (TAKEOVER).
+    pub taken_over: u64,
     /// Sessions that failed because they were not resumed in time.
     pub expired: u64,
     /// Sessions known now (open, detached, or closing).
@@ -126,6 +129,7 @@ pub struct ServerStats {
 struct Counters {
     opened: AtomicU64,
     resumed: AtomicU64,
+    taken_over: AtomicU64,
     expired: AtomicU64,
 }
 
@@ -165,6 +169,7 @@ impl MuxServer {
         ServerStats {
             opened: c.opened.load(Ordering::Relaxed),
             resumed: c.resumed.load(Ordering::Relaxed),
+            taken_over: c.taken_over.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
             sessions: self.inner.registry.len(),
         }

@@ -36,6 +36,14 @@ impl Role for ServerRole {
                 self.on_resume(conn, session, last_seq, limit);
                 Ok(())
             }
+            Frame::Takeover {
+                session,
+                messages,
+                window,
+            } => {
+                self.on_takeover(conn, session, messages, window);
+                Ok(())
+            }
             // OPEN_OK travels only towards the gateway.
             _ => Err(ErrorCode::Protocol),
         }
@@ -117,6 +125,32 @@ impl ServerRole {
             return;
         }
         self.reattach(conn, &known, last_seq, limit, Answer::Resume);
+    }
+
+    /// Another gateway instance takes a session over (its first one died):
+    /// like RESUME, but positioned by the agent's message count.
+    fn on_takeover(&self, conn: &Arc<ConnShared>, id: u64, messages: u64, window: u32) {
+        let Some(known) = self.server.registry.get(id) else {
+            conn.send(error_frame(id, ErrorCode::UnknownSession));
+            return;
+        };
+        if !self.has_room(conn, id) {
+            conn.send(error_frame(id, ErrorCode::TooManySessions));
+            return;
+        }
+        let _ = conn.insert(known.clone());
+        match known.take_over(conn, messages, window) {
+            Ok(()) => {
+                self.server.stats.taken_over.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(code) => {
+                // The session stays where it was (or detached, to expire).
+                if known.lock().link.as_ref().is_none_or(|l| l.id != conn.id) {
+                    conn.forget(id);
+                }
+                conn.send(error_frame(id, code));
+            }
+        }
     }
 
     fn reattach(&self, conn: &Arc<ConnShared>, session: &Arc<Shared>, last: u64, limit: u64, answer: Answer) {

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::state::{Answer, ReplayBudget, SessionParams, State, Waiter};
 use crate::mux::conn::ConnShared;
-use crate::mux::frame::{ErrorCode, Frame, Open};
+use crate::mux::frame::{ErrorCode, Frame, Open, TakeoverOk};
 use crate::mux::message::{Chunk, SessionEnd, SessionError};
 
 /// Sessions by id, across all connections of one upstream server.
@@ -143,7 +143,7 @@ impl Shared {
                 return None;
             }
             match apply(&mut st, frame) {
-                Ok(ack) => ack.then(|| st.ack_seq()),
+                Ok(ack) => ack.then(|| st.ack_point()),
                 Err(code) => {
                     st.fail(SessionError::Protocol(code));
                     conn.send(error_frame(self.id, code));
@@ -190,6 +190,39 @@ impl Shared {
                     st.fail(SessionError::Lost(code));
                 }
                 r
+            }
+        };
+        self.settle();
+        result
+    }
+
+    /// Upstream: another gateway instance takes the session over on
+    /// `conn` (see [`State::take_over`]).
+    pub(crate) fn take_over(&self, conn: &Arc<ConnShared>, messages: u64, window: u32) -> Result<(), ErrorCode> {
+        let result = {
+            let mut st = self.lock();
+            if st.failure.is_some() || st.removed {
+                Err(ErrorCode::UnknownSession)
+            } else {
+                st.take_over(conn.clone(), messages, window)
+            }
+        };
+        self.settle();
+        result
+    }
+
+    /// Client: the upstream accepted a takeover started with
+    /// `MuxClientConnection::take_over`.
+    pub(crate) fn on_takeover_ok(&self, conn: &Arc<ConnShared>, t: &TakeoverOk) -> Result<(), ErrorCode> {
+        let result = {
+            let mut st = self.lock();
+            match st.waiter.take() {
+                Some(w) if st.failure.is_none() => {
+                    st.adopt(conn.clone(), t);
+                    let _ = w.send(Ok(()));
+                    Ok(())
+                }
+                _ => Err(ErrorCode::InvalidState),
             }
         };
         self.settle();
@@ -319,7 +352,12 @@ fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
             fin,
             payload,
             ..
-        } => st.on_data(seq, Chunk { text, fin, payload }).map(|_| true),
+        } => {
+            // A duplicate is acknowledged again (the ACK may have died with
+            // a connection); a new frame now or when taken.
+            let new = st.on_data(seq, Chunk { text, fin, payload })?;
+            Ok(!new || st.acks_on_arrival())
+        }
         Frame::Close { seq, code, reason, .. } => {
             let new = st.on_close(seq, code, reason.clone())?;
             // A CLOSE before OPEN_OK: the upstream refused the session.
@@ -346,7 +384,11 @@ fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
             Ok(false)
         }
         // Routed to the role by the reader, never here.
-        Frame::Open { .. } | Frame::OpenOk { .. } | Frame::Resume { .. } => Err(ErrorCode::InvalidState),
+        Frame::Open { .. }
+        | Frame::OpenOk { .. }
+        | Frame::Resume { .. }
+        | Frame::Takeover { .. }
+        | Frame::TakeoverOk(_) => Err(ErrorCode::InvalidState),
     }
 }
 

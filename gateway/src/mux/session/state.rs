@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, futures::Notified, oneshot};
 
 use crate::mux::conn::ConnShared;
-use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD};
+use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, TakeoverOk};
 use crate::mux::message::{Chunk, SessionEnd, SessionError};
 
 /// Most frames a sender keeps unacknowledged, whatever their size: a bound
@@ -126,6 +126,10 @@ pub(crate) struct SessionParams {
     pub(crate) max_message: usize,
     /// Replay memory shared with other sessions, if bounded in total.
     pub(crate) budget: Option<ReplayBudget>,
+    /// Acknowledge DATA when the application takes it, not on arrival
+    /// (the gateway: what its agent was not given can still be replayed
+    /// to a gateway instance that takes the session over).
+    pub(crate) ack_on_take: bool,
 }
 
 /// What a client-side open or resume waits for.
@@ -167,6 +171,15 @@ pub(crate) struct State {
     unacked_bytes: usize,
     pub(crate) close_sent: bool,
     pub(crate) out_text: Option<bool>,
+    /// Complete messages numbered so far.
+    sent_messages: u64,
+    /// Where the acknowledged part of the stream ends: its last sequence,
+    /// DATA bytes and complete messages, and whether it ends mid-message
+    /// (what a takeover by message count needs).
+    acked_seq: u64,
+    acked_bytes: u64,
+    acked_messages: u64,
+    acked_mid: bool,
     // Inbound: what the peer sends.
     recv_next: u64,
     received_bytes: u64,
@@ -174,6 +187,9 @@ pub(crate) struct State {
     granted: u64,
     inbox: VecDeque<Chunk>,
     in_text: Option<bool>,
+    /// Complete messages received, and bytes of the one under way.
+    recv_messages: u64,
+    recv_partial: u64,
     pub(crate) peer_close: Option<(u16, String)>,
     // Life: failure, attachment, waiters.
     pub(crate) failure: Option<SessionError>,
@@ -186,6 +202,9 @@ pub(crate) struct State {
     pub(crate) epoch: u64,
     /// Forgotten by the connection and registry (finished or failed).
     pub(crate) removed: bool,
+    /// Gateway, after a takeover: the agent messages the upstream has
+    /// (complete, and the partial one's TEXT bit and bytes), for the caller.
+    pub(crate) adopted: Option<(u64, Option<(bool, u64)>)>,
 }
 
 impl State {
@@ -202,12 +221,19 @@ impl State {
             unacked_bytes: 0,
             close_sent: false,
             out_text: None,
+            sent_messages: 0,
+            acked_seq: 0,
+            acked_bytes: 0,
+            acked_messages: 0,
+            acked_mid: false,
             recv_next: 1,
             received_bytes: 0,
             consumed_bytes: 0,
             granted: u64::from(window),
             inbox: VecDeque::new(),
             in_text: None,
+            recv_messages: 0,
+            recv_partial: 0,
             peer_close: None,
             failure: None,
             link: None,
@@ -215,6 +241,7 @@ impl State {
             waiter: None,
             epoch: 0,
             removed: false,
+            adopted: None,
         }
     }
 
@@ -230,6 +257,22 @@ impl State {
     /// Highest peer sequence received with nothing missing.
     pub(crate) fn ack_seq(&self) -> u64 {
         self.recv_next - 1
+    }
+
+    /// What to acknowledge now: everything received, or with
+    /// `ack_on_take` what the application took (the peer's CLOSE counts
+    /// once everything before it was taken).
+    pub(crate) fn ack_point(&self) -> u64 {
+        if !self.params.ack_on_take || self.inbox.is_empty() {
+            return self.ack_seq();
+        }
+        let waiting = self.inbox.len() as u64 + u64::from(self.peer_close.is_some());
+        self.ack_seq() - waiting
+    }
+
+    /// Whether a new DATA frame is acknowledged on arrival.
+    pub(crate) fn acks_on_arrival(&self) -> bool {
+        !self.params.ack_on_take
     }
 
     /// Current credit limit granted to the peer.
@@ -267,6 +310,12 @@ impl State {
         self.received_bytes += len;
         self.recv_next += 1;
         self.in_text = (!chunk.fin).then_some(chunk.text);
+        if chunk.fin {
+            self.recv_messages += 1;
+            self.recv_partial = 0;
+        } else {
+            self.recv_partial += len;
+        }
         self.inbox.push_back(chunk);
         Ok(true)
     }
@@ -304,6 +353,12 @@ impl State {
             let len = data_len(front);
             self.unacked_bytes -= len;
             freed += len;
+            self.acked_seq = frame_seq(front);
+            self.acked_bytes += len as u64;
+            if let Frame::Data { fin, .. } = front {
+                self.acked_messages += u64::from(*fin);
+                self.acked_mid = !*fin;
+            }
             self.unacked.pop_front();
         }
         // One give per ACK, not per frame: each may wake waiting senders.
@@ -317,6 +372,11 @@ impl State {
     pub(crate) fn take_chunk(&mut self) -> Option<Chunk> {
         let chunk = self.inbox.pop_front()?;
         self.consumed_bytes += chunk.payload.len() as u64;
+        if self.params.ack_on_take
+            && let Some(link) = &self.link
+        {
+            link.ack([(self.id, self.ack_point())]);
+        }
         let window = u64::from(self.params.window);
         if self.granted - self.consumed_bytes <= window / 2 {
             self.granted = self.consumed_bytes + window;
@@ -376,6 +436,7 @@ impl State {
             b.take(len);
         }
         self.out_text = (!fin).then_some(text);
+        self.sent_messages += u64::from(fin);
         self.keep_and_emit(frame);
     }
 
@@ -435,6 +496,83 @@ impl State {
             });
         }
         Ok(())
+    }
+
+    /// Upstream: another gateway instance takes the session over on
+    /// `link`, its agent having received the first `messages` complete
+    /// messages. Those count as acknowledged; the answer says where both
+    /// streams stand, and the rest is replayed from the first message the
+    /// agent lacks. Fails when that message is no longer held
+    /// (`REPLAY_UNAVAILABLE`) or was never sent (`SEQUENCE`).
+    pub(crate) fn take_over(&mut self, link: Arc<ConnShared>, messages: u64, window: u32) -> Result<(), ErrorCode> {
+        if messages > self.sent_messages {
+            return Err(ErrorCode::Sequence);
+        }
+        if messages < self.acked_messages || (messages == self.acked_messages && self.acked_mid) {
+            return Err(ErrorCode::ReplayUnavailable);
+        }
+        // The last frame of message `messages - 1`, if still held.
+        let mut through = self.acked_seq;
+        let mut counted = self.acked_messages;
+        for frame in &self.unacked {
+            if counted == messages {
+                break;
+            }
+            if let Frame::Data { seq, fin, .. } = frame {
+                through = *seq;
+                counted += u64::from(*fin);
+            }
+        }
+        self.drop_acked(through);
+        // The new gateway's credit counts from the replay point; what was
+        // already numbered past it stays sendable (replay needs no credit).
+        let granted = (self.acked_bytes + u64::from(window)).max(self.sent_bytes);
+        self.peer_limit = granted;
+        if let Some(old) = self.link.take().filter(|old| old.id != link.id) {
+            old.forget(self.id);
+        }
+        self.link = Some(link);
+        self.pending = None;
+        self.epoch += 1;
+        self.emit(Frame::TakeoverOk(Box::new(TakeoverOk {
+            session: self.id,
+            last_seq: self.ack_seq(),
+            received_bytes: self.received_bytes,
+            messages: self.recv_messages,
+            partial: self.in_text.map(|text| (text, self.recv_partial)),
+            limit: self.granted,
+            replay_seq: self.acked_seq,
+            replay_bytes: self.acked_bytes,
+            granted,
+            subprotocol: self.subprotocol.clone(),
+        })));
+        for frame in &self.unacked {
+            self.emit(frame.clone());
+        }
+        Ok(())
+    }
+
+    /// Gateway: takes on a session another instance carried, from the
+    /// upstream's TAKEOVER_OK (see [`State::take_over`]).
+    pub(crate) fn adopt(&mut self, link: Arc<ConnShared>, t: &TakeoverOk) {
+        self.recv_next = t.replay_seq + 1;
+        self.received_bytes = t.replay_bytes;
+        self.consumed_bytes = t.replay_bytes;
+        self.granted = t.granted;
+        self.send_next = t.last_seq + 1;
+        self.sent_bytes = t.received_bytes;
+        self.sent_messages = t.messages;
+        self.acked_seq = t.last_seq;
+        self.acked_bytes = t.received_bytes;
+        self.acked_messages = t.messages;
+        self.acked_mid = t.partial.is_some();
+        self.out_text = t.partial.map(|(text, _)| text);
+        self.peer_limit = t.limit;
+        self.subprotocol.clone_from(&t.subprotocol);
+        self.adopted = Some((t.messages, t.partial));
+        self.link = Some(link);
+        self.pending = None;
+        self.epoch += 1;
     }
 
     fn emit_answer(&self, answer: Answer) {

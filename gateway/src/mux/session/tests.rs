@@ -12,6 +12,7 @@ fn state(window: u32, replay_limit: usize, peer_limit: u64) -> State {
         replay_limit,
         max_message: 1 << 20,
         budget: None,
+        ack_on_take: false,
     };
     State::new(7, params, peer_limit)
 }
@@ -24,6 +25,7 @@ fn a_shared_budget_caps_room_and_is_given_back_on_ack_and_drop() {
         replay_limit: 100,
         max_message: 1 << 20,
         budget: Some(budget.clone()),
+        ack_on_take: false,
     };
     let mut a = State::new(1, params.clone(), 1 << 20);
     let mut b = State::new(2, params, 1 << 20);

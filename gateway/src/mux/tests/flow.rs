@@ -96,16 +96,21 @@ async fn fragments_are_reassembled_and_large_messages_split() {
     // A 3.5 MiB message goes as frames of at most 1 MiB; a relay sees them
     // one by one, the last with fin.
     let big = Bytes::from((0..(7 << 19)).map(|i| i as u8).collect::<Vec<u8>>());
-    upstream.send(Message::Binary(big.clone())).await.unwrap();
-    let mut got = Vec::new();
-    loop {
-        let chunk = agent.recv_chunk().await.unwrap();
-        assert!(!chunk.text && chunk.payload.len() <= MAX_FRAME_PAYLOAD);
-        got.extend_from_slice(&chunk.payload);
-        if chunk.fin {
-            break;
+    // Received concurrently: the gateway acknowledges what it takes, so
+    // the upstream's replay bound (1 MiB) makes the send wait for it.
+    let receiving = async {
+        let mut got = Vec::new();
+        loop {
+            let chunk = agent.recv_chunk().await.unwrap();
+            assert!(!chunk.text && chunk.payload.len() <= MAX_FRAME_PAYLOAD);
+            got.extend_from_slice(&chunk.payload);
+            if chunk.fin {
+                return got;
+            }
         }
-    }
+    };
+    let (sent, got) = tokio::join!(upstream.send(Message::Binary(big.clone())), receiving);
+    sent.unwrap();
     assert_eq!(Bytes::from(got), big);
     // Mixing text and binary within one message is refused locally.
     let text = Chunk {

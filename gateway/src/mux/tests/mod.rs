@@ -6,6 +6,7 @@ mod bad_input;
 mod flow;
 mod raw;
 mod resume;
+mod takeover;
 
 use std::time::Duration;
 
