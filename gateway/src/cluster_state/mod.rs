@@ -10,9 +10,9 @@
 //!   ([`lease`]; the limiter itself is the filters crate's
 //!   `rate_limit::global`);
 //! - **the session registry**: session id → instance, route, endpoint, last
-//!   acknowledged sequence, with a TTL ([`registry`]): affinity for
-//!   reconnecting WebSocket agents, and the contract mux mode will resume
-//!   sessions on another instance with;
+//!   acknowledged sequence, mux session id, with a TTL ([`registry`]):
+//!   affinity for reconnecting WebSocket agents, and the takeover of a mux
+//!   session by another instance when the one holding it dies;
 //! - **pub/sub** ([`pubsub`]): a reload on one instance announces the
 //!   config file's hash and the others reload their own copy of the file
 //!   when theirs matches; a circuit that opens is announced and peers open

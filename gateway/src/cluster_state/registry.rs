@@ -1,15 +1,17 @@
 //! The session registry: session id → the instance holding the session,
-//! its route and upstream endpoint, and the last sequence number the
-//! upstream acknowledged. Entries expire `session_ttl` after the session's
-//! last sign of life, so a reconnect within that window can be sent back
-//! to the same endpoint.
+//! its route and upstream endpoint, its `agentmux.v1` session id (mux
+//! mode), and the last sequence number the upstream acknowledged. Entries
+//! expire `session_ttl` after the session's last sign of life, so a
+//! reconnect within that window can be sent back to the same endpoint (or,
+//! in mux mode, take its session over).
 //!
 //! # Storage
 //!
 //! One Redis hash per session, `{prefix}session:{digest}` (the digest is
 //! SHA-256 of the id, cut to 128 bits: ids of any spelling map to short,
 //! safe keys and are not stored in clear), with the fields `instance`,
-//! `route`, `endpoint`, `acked_seq` and `updated_ms` (Redis server time),
+//! `route`, `endpoint`, `mux` (mux sessions), `acked_seq` and `updated_ms`
+//! (Redis server time),
 //! and a TTL of `session_ttl`. Live sessions are rewritten every third of
 //! the TTL and once more when they end, so the TTL counts from the end.
 //!
@@ -22,33 +24,32 @@
 //! it reached; otherwise the balancer picks. Once upgraded, the session is
 //! registered for this instance.
 //!
-//! # Resume on another instance (the contract for mux mode)
+//! # How mux mode uses it (takeover by another instance)
 //!
-//! Mux mode does not use the registry yet: its sessions resume on other
-//! upstream connections of the instance holding them (see
-//! `crate::muxmode`), and an agent whose gateway instance dies reconnects
-//! as a new session. Resuming on another instance needs the agent to
-//! resend what the dead instance had not delivered, which plain WebSocket
-//! agents cannot; the registry already offers what that takes:
+//! A mux session opened on an instance with `[cluster_state]` is given an
+//! unguessable token (the `agentmux-session` header of its `101`) and
+//! registered under it with its `agentmux.v1` session id in the `mux`
+//! field. When that instance dies, the agent reconnects to any instance
+//! with the token and its count of messages received
+//! (`agentmux-received`). That instance:
 //!
-//! 1. When a mux session opens, register it with
-//!    [`ClusterState::register_session`] and keep the returned
-//!    [`SessionHold`] for as long as the session lives on this instance.
-//! 2. As the upstream acknowledges frames, record the sequence number with
-//!    [`ClusterState::ack_session`] — batched (say every 100 ms or every N
-//!    frames), never per frame. It only moves forward, and only while this
-//!    instance still owns the session: `Ok(false)` means another instance
-//!    took it over, and this one must stop relaying it.
-//! 3. An agent that lost its connection reconnects to any instance with
-//!    RESUME(session id). That instance calls
-//!    [`ClusterState::lookup_session`]; if the entry belongs to another
-//!    instance it takes it over with [`ClusterState::claim_session`] (a
-//!    compare-and-set on the owner, so two instances cannot both resume
-//!    it), connects to the entry's `endpoint`, and replays from
-//!    `acked_seq + 1` out of the agent's resend buffer. If the entry has
-//!    expired, the session cannot be resumed and starts afresh.
-//! 4. While Redis is down every call fails fast with [`Unavailable`]:
-//!    sessions resume only on the instance that holds them.
+//! 1. looks the token up ([`ClusterState::lookup_session`]): no entry, or
+//!    one of another route, is 404;
+//! 2. takes the entry over with [`ClusterState::claim_session`], a
+//!    compare-and-set on the owner, so of two instances racing for one
+//!    session one gets it and the other answers 409;
+//! 3. sends TAKEOVER for the `mux` id on a connection to the entry's
+//!    `endpoint` (PROTOCOL.md section 8.1); the upstream replays what the
+//!    agent lacks and says how many of the agent's messages it has, which
+//!    the `101` passes on (`agentmux-upstream-received`) so the agent
+//!    resends the rest;
+//! 4. registers the session as its own (the same token).
+//!
+//! Positions come from the upstream and the agent, not from the registry:
+//! a registry written every few hundred milliseconds would always be
+//! behind. `acked_seq` stays 0 for mux sessions. While Redis is down a
+//! takeover is answered 503 (retry): sessions then survive only on the
+//! instance holding them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};

@@ -11,6 +11,23 @@
 //! a mux connection dies its sessions are resumed on another with nothing
 //! lost or repeated ([`upstream`]); one that cannot be resumed in time is
 //! closed with 1011 and counted.
+//!
+//! # Surviving the death of a gateway instance
+//!
+//! With `[cluster_state]`, each session's `101` carries a token
+//! (`agentmux-session`), and the session is registered under it in Redis.
+//! If its instance dies, the agent reconnects to any instance with the
+//! token and `agentmux-received: n` (complete messages it received); that
+//! instance claims the session and sends TAKEOVER to its upstream
+//! (PROTOCOL.md section 8.1), which replays every message after the first
+//! `n`. The `101` says how many of the agent's messages the upstream has
+//! (`agentmux-upstream-received: m`); the agent resends from message `m`
+//! (the part of a half-received one the upstream has is skipped here).
+//! Answers instead of a `101`: 400 (a header missing or malformed, or `n`
+//! more than was sent), 404 (no such session on this route, or expired),
+//! 409 (another instance took it, or it is live here), 410 (the upstream
+//! no longer holds what the agent lacks, counted as lost, or forgot the
+//! session), 503 (Redis unavailable, or no connection to its upstream).
 
 mod agent;
 mod relay;
