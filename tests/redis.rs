@@ -506,6 +506,8 @@ fn upgrade_header(r: &Upgrade, name: &str) -> Option<String> {
 struct AgentStream {
     next: usize,
     got: Vec<String>,
+    /// The close code the gateway ended the stream with, if it sent one.
+    close_code: Option<u16>,
 }
 
 /// Keeps up to [`WINDOW`] messages `s{s}-m{k}` in flight on `c` until
@@ -560,6 +562,10 @@ async fn pump(
                 }
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                st.close_code = frame.map(|f| u16::from(f.code));
+                return false;
+            }
             Some(Ok(other)) => panic!("agent {s}: unexpected {other:?}"),
             Some(Err(_)) | None => return false,
         }
@@ -594,6 +600,20 @@ async fn raw_upgrade_head(addr: std::net::SocketAddr, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_mux_sessions_resume_on_another_instance_when_their_gateway_dies() {
+    mux_sessions_move_to_b_when_a_gets("KILL").await;
+}
+
+/// A drained gateway (SIGTERM: a restart, an upgrade) leaves its mux
+/// sessions intact upstream and tells its agents 1012; they carry on on
+/// another instance exactly as after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_mux_sessions_resume_on_another_instance_when_their_gateway_restarts() {
+    mux_sessions_move_to_b_when_a_gets("TERM").await;
+}
+
+/// Agents stream through gateway A; A gets `signal`; every agent takes its
+/// session over on B and must see every echo exactly once, in order.
+async fn mux_sessions_move_to_b_when_a_gets(signal: &str) {
     let Some(redis) = Redis::start() else { return };
     const AGENTS: usize = 20;
     // Echoes each agent has before the kill, at least; and messages each
@@ -644,6 +664,7 @@ resume_timeout = "20s"
         agents.push((c, token));
     }
 
+    let expect_cut = signal == "KILL";
     let warm = Arc::new(AtomicU64::new(0));
     let lost = Arc::new(AtomicU64::new(0));
     // Agents wait for this after losing A, so the failure answers below are
@@ -658,6 +679,10 @@ resume_timeout = "20s"
             // the kill, whenever it comes).
             let ended = pump(&mut c, s, &mut st, usize::MAX, Some((&warm, WARMUP))).await;
             assert!(!ended, "agent {s}: stream on A ended by itself");
+            // Killed: the connection just breaks. Drained: A says 1012
+            // (service restart) and leaves the session to be taken over.
+            let want_close = (!expect_cut).then_some(1012);
+            assert_eq!(st.close_code, want_close, "agent {s}: how A ended the stream");
             drop(c);
             let (received, sent) = (st.got.len(), st.next);
             lost.fetch_add(1, Ordering::SeqCst);
@@ -728,9 +753,9 @@ resume_timeout = "20s"
     })
     .await;
     let mut gw_a = gws.remove(0);
-    gw_a.signal("KILL");
+    gw_a.signal(signal);
     let gw_a = tokio::task::spawn_blocking(move || {
-        assert!(gw_a.wait(Duration::from_secs(20)).is_some(), "A outlived SIGKILL");
+        assert!(gw_a.wait(Duration::from_secs(20)).is_some(), "A outlived its signal");
         gw_a
     })
     .await

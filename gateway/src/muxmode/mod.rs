@@ -28,6 +28,9 @@
 //! 409 (another instance took it, or it is live here), 410 (the upstream
 //! no longer holds what the agent lacks, counted as lost, or forgot the
 //! session), 503 (Redis unavailable, or no connection to its upstream).
+//! A draining instance hands its sessions over the same way: it parks
+//! them (nothing more is sent for them, not even a CLOSE) and closes their
+//! agents with 1012.
 
 mod agent;
 mod relay;
@@ -129,10 +132,24 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         );
         // Registered once the agent is here: a takeover before that would
         // find nothing worth resuming.
-        let _held = token
+        let held = token
             .map(|(registry, id)| registry.register_mux_session(&id, t.route.name(), endpoint.label(), session.id()));
         let skip = takeover.and_then(|at| at.partial);
-        let end = relay::run(agent, &early, session, max_message, p.messages, m.clone(), drain, skip).await;
+        // A session with a token can be taken over elsewhere: a draining
+        // gateway leaves it to that instead of closing it.
+        let handover = held.is_some();
+        let end = relay::run(
+            agent,
+            &early,
+            session,
+            max_message,
+            p.messages,
+            m.clone(),
+            drain,
+            skip,
+            handover,
+        )
+        .await;
         drop(early);
         m.sessions_active.dec();
         m.session_ended(end.as_str());

@@ -25,6 +25,10 @@ use crate::ws::relay::EndReason;
 /// many bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// The close reason an agent hears when its gateway stops and leaves the
+/// session to be taken over elsewhere (close code 1012, service restart).
+const HANDOVER_REASON: &str = "gateway restarting: reconnect with agentmux-session to carry on";
+
 /// How long the upstream may take to answer an agent's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -63,6 +67,10 @@ fn resent((text, left): (bool, u64), mut chunk: Chunk) -> Resent {
 
 /// Runs the session until either side ends it; returns how it ended.
 ///
+/// `handover`: when the gateway drains, the session is parked (left
+/// intact upstream for another instance to take over) and the agent gets
+/// 1012, instead of both sides being closed with 1001.
+///
 /// `skip`, after a takeover: the agent's first message is one the upstream
 /// has part of (its TEXT bit and bytes); those first bytes of the resent
 /// copy are dropped, the rest completes the message.
@@ -76,6 +84,7 @@ pub(crate) async fn run<A>(
     metrics: RouteMetrics,
     drain: crate::ws::drain::DrainWatch,
     skip: Option<(bool, u64)>,
+    handover: bool,
 ) -> EndReason
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
@@ -83,6 +92,8 @@ where
     let (rd, wr) = tokio::io::split(agent);
     let mut reader = AgentReader::new(rd, early, max_message);
     let mut writer = AgentWriter::new(wr);
+    let handle = session.handle();
+    let parked = handle.clone();
     let (mut tx, mut rx) = session.split();
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
     let drain_tx = ctl_tx.clone();
@@ -178,6 +189,10 @@ where
                             return (EndReason::AgentGone, writer);
                         }
                     }
+                    None if parked.is_parked() => {
+                        writer.close(1012, HANDOVER_REASON).await;
+                        return (EndReason::Draining, writer);
+                    }
                     None => {
                         let (code, reason, why) = match rx.end() {
                             Some(SessionEnd::Closed { code, reason }) => (code, reason, EndReason::Closed),
@@ -228,10 +243,16 @@ where
                 return if drained { EndReason::Draining } else { up_end.unwrap_or(EndReason::Closed) };
             }
             _ = &mut draining, if !drained => {
-                // Tell the agent; dropping the reading half (below, when
-                // this function returns) closes the mux session.
                 drained = true;
-                let _ = drain_tx.send(Control::Close(1001, "gateway shutting down".into())).await;
+                if handover {
+                    // Left as it is upstream for another instance to take
+                    // over: the writing half tells the agent (1012).
+                    handle.park();
+                } else {
+                    // Tell the agent; dropping the reading half (below,
+                    // when this function returns) closes the mux session.
+                    let _ = drain_tx.send(Control::Close(1001, "gateway shutting down".into())).await;
+                }
             }
         }
     }

@@ -195,6 +195,9 @@ impl MuxEndpoint {
             if handle.end().is_some() {
                 return; // ended meanwhile (agent left): nothing to resume
             }
+            if handle.is_parked() {
+                return; // left for another instance to take over
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 handle.abort("session could not be resumed in time");

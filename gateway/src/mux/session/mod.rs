@@ -296,6 +296,9 @@ impl SessionReceiver {
             let notified = self.shared.readable.notified();
             {
                 let mut st = self.shared.lock();
+                if st.parked {
+                    return None;
+                }
                 if let Some(chunk) = st.failure.is_none().then(|| st.take_chunk()).flatten() {
                     return Some(chunk);
                 }
@@ -329,6 +332,23 @@ impl SessionHandle {
     /// How the session ended, if it has.
     pub fn end(&self) -> Option<SessionEnd> {
         self.shared.end()
+    }
+
+    /// Leaves the session for another gateway instance to take over
+    /// (TAKEOVER, PROTOCOL.md section 8.1), for a gateway that stops: from
+    /// now on nothing more is sent for it — no DATA, and no CLOSE when its
+    /// handles are dropped — and what the upstream sends is neither
+    /// delivered nor acknowledged, so the upstream keeps it for replay.
+    /// The session stays known here until its connection ends; `recv`
+    /// gives `None` at once.
+    pub fn park(&self) {
+        self.shared.lock().parked = true;
+        self.shared.settle();
+    }
+
+    /// Whether [`park`](Self::park) was called.
+    pub fn is_parked(&self) -> bool {
+        self.shared.lock().parked
     }
 
     /// Gives the session up (e.g. it could not be resumed in time): its

@@ -238,6 +238,11 @@ impl Shared {
         if st.removed {
             return Err(SessionError::InvalidInput("session has finished"));
         }
+        // Parked for another instance, which may hold it by now: a RESUME
+        // from here would take it back.
+        if st.parked {
+            return Err(SessionError::InvalidInput("session is parked for a takeover"));
+        }
         if st.pending.is_some() || st.link.as_ref().is_some_and(|l| l.id == conn.id) {
             return Err(SessionError::InvalidInput("session is already on this connection"));
         }
@@ -321,7 +326,7 @@ impl Shared {
     pub(crate) fn close_on_drop(&self) {
         {
             let mut st = self.lock();
-            if st.failure.is_none() && !st.close_sent {
+            if st.failure.is_none() && !st.close_sent && !st.parked {
                 // Answer the peer's close with its code, else "going away".
                 let code = if st.peer_close.is_some() { 1000 } else { 1001 };
                 st.push_close(code, String::new());

@@ -205,6 +205,9 @@ pub(crate) struct State {
     /// Gateway, after a takeover: the agent messages the upstream has
     /// (complete, and the partial one's TEXT bit and bytes), for the caller.
     pub(crate) adopted: Option<(u64, Option<(bool, u64)>)>,
+    /// Left for another gateway instance to take over: nothing more is
+    /// sent, not even a CLOSE when the handles go.
+    pub(crate) parked: bool,
 }
 
 impl State {
@@ -242,6 +245,7 @@ impl State {
             epoch: 0,
             removed: false,
             adopted: None,
+            parked: false,
         }
     }
 
@@ -401,6 +405,11 @@ impl State {
         }
         if self.close_sent {
             return Err(SessionError::Closed);
+        }
+        if self.parked {
+            return Err(SessionError::Aborted(
+                "session left for another gateway instance".into(),
+            ));
         }
         let credit = usize::try_from(self.peer_limit.saturating_sub(self.sent_bytes)).unwrap_or(usize::MAX);
         let own = credit.min(self.own_room()).min(MAX_FRAME_PAYLOAD);

@@ -120,3 +120,49 @@ async fn takeover_by_another_gateway_resumes_where_the_agent_stands() {
     assert!(matches!(on_b.end(), Some(SessionEnd::Closed { code: 1000, .. })));
     eventually("the session forgotten upstream", || server.stats().sessions == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_session_is_left_intact_for_a_takeover() {
+    let server = server(ServerConfig::default());
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let a = MuxClient::new(client_config());
+    let (conn_a, link_a) = connect_via(&a, &server).await;
+    let (conn_a2, link_a2) = connect_via(&a, &server).await;
+    for conn in [conn_a, conn_a2] {
+        let tx = seen_tx.clone();
+        serve(conn, move |s| chunk_echo(s, tx.clone()));
+    }
+    let mut on_a = link_a.open(5, open_request(4096)).await.unwrap();
+    on_a.send(Message::Text("m0".into())).await.unwrap();
+    assert_eq!(next_text(&mut on_a).await, "m0");
+    on_a.send(Message::Text("m1".into())).await.unwrap();
+    assert_eq!(seen.recv().await.unwrap(), "m0");
+    assert_eq!(seen.recv().await.unwrap(), "m1");
+
+    // A stops: it parks the session. Nothing more is delivered or sent,
+    // dropping it sends no CLOSE, and it will not be resumed from here.
+    let handle = on_a.handle();
+    handle.park();
+    assert!(handle.is_parked());
+    assert_eq!(on_a.recv().await, None);
+    assert!(on_a.send(Message::Text("late".into())).await.is_err());
+    drop(on_a);
+    assert!(matches!(
+        link_a2.resume(&handle).await,
+        Err(ResumeError::NotResumable(_))
+    ));
+
+    // B takes it over while A's connection still carries it: the echo of
+    // m1, never delivered by A, comes to B; the upstream saw no close.
+    let b = MuxClient::new(client_config());
+    let (conn_b, link_b) = connect_via(&b, &server).await;
+    let tx = seen_tx.clone();
+    serve(conn_b, move |s| chunk_echo(s, tx.clone()));
+    let (mut on_b, at) = link_b.take_over(5, open_request(4096), 1).await.unwrap();
+    assert_eq!((at.messages, at.partial), (2, None));
+    assert_eq!(next_text(&mut on_b).await, "m1");
+    on_b.send(Message::Text("m2".into())).await.unwrap();
+    assert_eq!(next_text(&mut on_b).await, "m2");
+    assert_eq!(seen.recv().await.unwrap(), "m2", "the upstream got only m2 after m1");
+    assert_eq!(server.stats().taken_over, 1);
+}
