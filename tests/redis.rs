@@ -806,5 +806,30 @@ resume_timeout = "20s"
         in_flight > 0,
         "the kill found no message in flight, so resuming in-flight traffic went untested"
     );
+    // The registry holds one entry per session, all now B's (A wrote each
+    // first), naming its mux session and (written as each session ended)
+    // how far the upstream acknowledged it.
+    eventually(Duration::from_secs(10), || async {
+        let keys = redis.command(&["KEYS", "agentmux:session:*"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        assert_eq!(keys.len(), AGENTS, "one registry entry per session");
+        let mut owners = std::collections::HashSet::new();
+        let ready = keys.iter().all(|key| {
+            let entry = redis.command(&["HGETALL", key]);
+            let fields: Vec<&str> = entry.lines().collect();
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0] == name)
+                    .map(|kv| kv.get(1).copied().unwrap_or(""))
+            };
+            owners.insert(field("instance").unwrap_or("").to_owned());
+            assert!(field("mux").is_some_and(|m| m.parse::<u64>().is_ok()), "{entry}");
+            field("acked_seq").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0) > 0
+        });
+        assert_eq!(owners.len(), 1, "entries of two instances: {owners:?}");
+        ready.then_some(())
+    })
+    .await;
     drop(gw_a);
 }

@@ -46,8 +46,10 @@
 //! 4. registers the session as its own (the same token).
 //!
 //! Positions come from the upstream and the agent, not from the registry:
-//! a registry written every few hundred milliseconds would always be
-//! behind. `acked_seq` stays 0 for mux sessions. While Redis is down a
+//! a registry written every third of `session_ttl` is always behind. Its
+//! `acked_seq` (how far the upstream acknowledged the gateway's stream of
+//! the session, recorded at each rewrite) is for operators looking at a
+//! session, not for the takeover. While Redis is down a
 //! takeover is answered 503 (retry): sessions then survive only on the
 //! instance holding them.
 
@@ -62,7 +64,8 @@ use tokio::time::Instant;
 use super::{ClusterState, Unavailable};
 
 /// Writes an entry. `ARGV`: instance, route, endpoint, ttl_ms, force, mux
-/// session id ('' for none).
+/// session id ('' for none), acknowledged sequence ('' for none; it only
+/// moves forward).
 /// Without force (a refresh) it leaves an entry another instance has
 /// claimed alone and returns 0.
 const REGISTER_SCRIPT: &str = r"
@@ -73,6 +76,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'route', ARGV[2], 'endpoint', ARGV[3], 'updated_ms', string.format('%.0f', now))
 redis.call('HSETNX', KEYS[1], 'acked_seq', '0')
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'mux', ARGV[6]) end
+if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(redis.call('HGET', KEYS[1], 'acked_seq') or '0') then
+  redis.call('HSET', KEYS[1], 'acked_seq', ARGV[7])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
@@ -118,8 +124,8 @@ pub struct SessionEntry {
     pub route: String,
     /// The upstream endpoint serving it (the endpoint's address label).
     pub endpoint: String,
-    /// The last sequence number the upstream acknowledged (mux mode; 0
-    /// for WebSocket sessions).
+    /// The last sequence number the upstream acknowledged at the entry's
+    /// last rewrite (mux mode; 0 for WebSocket sessions).
     pub acked_seq: u64,
     /// When the entry was last written (Unix milliseconds, Redis clock).
     pub updated_unix_ms: u64,
@@ -177,7 +183,8 @@ impl Drop for SessionHold {
 pub(super) struct LiveSession {
     route: Arc<str>,
     endpoint: Arc<str>,
-    mux: Option<u64>,
+    /// The mux session, whose acknowledged sequence each write records.
+    mux: Option<crate::mux::SessionHandle>,
     hold: u64,
 }
 
@@ -224,12 +231,26 @@ impl ClusterState {
     }
 
     /// Registers mux session `id` (the agent's token), carried upstream as
-    /// `agentmux.v1` session `mux`, like [`register_session`](Self::register_session).
-    pub fn register_mux_session(self: &Arc<Self>, id: &str, route: &str, endpoint: &str, mux: u64) -> SessionHold {
+    /// the `agentmux.v1` session of `mux`, like
+    /// [`register_session`](Self::register_session); every rewrite also
+    /// records how far the upstream has acknowledged it.
+    pub fn register_mux_session(
+        self: &Arc<Self>,
+        id: &str,
+        route: &str,
+        endpoint: &str,
+        mux: crate::mux::SessionHandle,
+    ) -> SessionHold {
         self.register(id, route, endpoint, Some(mux))
     }
 
-    fn register(self: &Arc<Self>, id: &str, route: &str, endpoint: &str, mux: Option<u64>) -> SessionHold {
+    fn register(
+        self: &Arc<Self>,
+        id: &str,
+        route: &str,
+        endpoint: &str,
+        mux: Option<crate::mux::SessionHandle>,
+    ) -> SessionHold {
         static HOLDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let hold = HOLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key: Arc<str> = self.keys().session(id).into();
@@ -292,14 +313,18 @@ impl ClusterState {
     /// Writes one entry for this instance; `force` takes it from another
     /// owner (a new session here), otherwise only refreshes our own.
     async fn write_entry(&self, key: &str, live: &LiveSession, force: bool) -> Result<bool, Unavailable> {
-        let (key, me, route, endpoint, mux, ttl) = (
+        let (key, me, route, endpoint, ttl) = (
             key.to_owned(),
             self.instance_id().to_owned(),
             live.route.to_string(),
             live.endpoint.to_string(),
-            live.mux.map(|m| m.to_string()).unwrap_or_default(),
             self.ttl_ms(),
         );
+        let (mux, acked) = live
+            .mux
+            .as_ref()
+            .map(|h| (h.id().to_string(), h.acked_seq().to_string()))
+            .unwrap_or_default();
         let r: i64 = self
             .link()
             .call("session", |mut conn| async move {
@@ -310,7 +335,8 @@ impl ClusterState {
                     .arg(endpoint)
                     .arg(ttl)
                     .arg(if force { "1" } else { "0" })
-                    .arg(mux);
+                    .arg(mux)
+                    .arg(acked);
                 call.invoke_async(&mut conn).await
             })
             .await?;

@@ -258,11 +258,16 @@ impl MuxClientConnection {
         let registry = Some(Arc::downgrade(&self.registry));
         let shared = Shared::new(open, id, params, self.conn.clone(), registry);
         let (tx, rx) = oneshot::channel();
-        shared.lock().waiter = Some(tx);
+        {
+            let mut st = shared.lock();
+            st.waiter = Some(tx);
+            st.takeover_pending = true;
+        }
         if self.registry.insert(shared.clone()).is_err() {
             return Err(OpenError::InUse(id));
         }
-        // Dropping it (this call cancelled, or failed) ends the session here.
+        // Dropping it before the answer (this call cancelled) sends no
+        // CLOSE: the answer, if it comes, parks the session instead.
         let session = MuxSession::new(shared.clone());
         if !self.conn.insert(shared.clone()) {
             shared.fail(SessionError::Aborted("connection closed".into()));
@@ -270,10 +275,10 @@ impl MuxClientConnection {
         }
         self.conn.send(frame);
         match rx.await {
-            Ok(Ok(())) => {
-                let (messages, partial) = shared.lock().adopted.take().unwrap_or((0, None));
-                Ok((session, Takeover { messages, partial }))
-            }
+            Ok(Ok(())) => match shared.lock().adopted.take() {
+                Some((messages, partial)) => Ok((session, Takeover { messages, partial })),
+                None => Err(OpenError::Failed(SessionError::Protocol(ErrorCode::InvalidState))),
+            },
             Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
             Ok(Err(SessionEnd::Failed(e))) => Err(OpenError::Failed(e)),
             Err(_) => {

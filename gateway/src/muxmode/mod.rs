@@ -132,8 +132,9 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         );
         // Registered once the agent is here: a takeover before that would
         // find nothing worth resuming.
-        let held = token
-            .map(|(registry, id)| registry.register_mux_session(&id, t.route.name(), endpoint.label(), session.id()));
+        let held = token.map(|(registry, id)| {
+            registry.register_mux_session(&id, t.route.name(), endpoint.label(), session.handle())
+        });
         let skip = takeover.and_then(|at| at.partial);
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
@@ -235,8 +236,14 @@ fn takeover_request(
     t: &Terminal,
     req: &Request<ProxyBody>,
 ) -> Result<Option<(Arc<ClusterState>, String, u64)>, ProxyError> {
-    let (Some(registry), Some(token)) = (t.sessions.cluster.as_ref(), req.headers().get(SESSION_HEADER)) else {
+    let Some(token) = req.headers().get(SESSION_HEADER) else {
         return Ok(None);
+    };
+    let Some(registry) = t.sessions.cluster.as_ref() else {
+        return Err(ProxyError::new(
+            Cause::SessionUnknown,
+            "this gateway keeps no session registry ([cluster_state]): sessions cannot be taken over",
+        ));
     };
     if !crate::cluster_state::valid_session_id(token.as_bytes()) {
         return Err(ProxyError::new(
@@ -304,6 +311,10 @@ async fn take_over(
         .ok_or_else(|| ProxyError::new(Cause::SessionLost, "the session's upstream endpoint is gone"))?;
     let wait = acquire_timeout(&me.endpoint);
     let started = tokio::time::Instant::now();
+    // Connections lost under a TAKEOVER: a few is bad luck, more is an
+    // upstream that does not speak it (it ends the connection on an
+    // unknown frame type) and must not cost every connection.
+    let mut lost = 0;
     loop {
         let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
             return Err(ProxyError::new(
@@ -328,7 +339,13 @@ async fn take_over(
                     takeover: Some(at),
                 });
             }
-            Err(OpenError::ConnectionLost) => continue,
+            Err(OpenError::ConnectionLost) if lost < 2 => lost += 1,
+            Err(OpenError::ConnectionLost) => {
+                return Err(ProxyError::new(
+                    Cause::UpstreamProtocol,
+                    "upstream connections ended under the takeover (does the upstream implement TAKEOVER?)",
+                ));
+            }
             // Still live on this instance (its agent's old connection has
             // not been noticed gone yet).
             Err(OpenError::InUse(_)) => {
@@ -341,7 +358,16 @@ async fn take_over(
                 code: ErrorCode::TooManySessions,
                 ..
             })) if me.live() > 1 => continue,
-            Err(OpenError::Failed(SessionError::Peer { code, .. })) if code != ErrorCode::TooManySessions => {
+            Err(OpenError::Failed(SessionError::Peer {
+                code: ErrorCode::TooManySessions,
+                ..
+            })) => {
+                return Err(ProxyError::new(
+                    Cause::PoolExhausted,
+                    "the upstream holds as many sessions as it will on its connection",
+                ));
+            }
+            Err(OpenError::Failed(SessionError::Peer { code, .. })) => {
                 // Whatever the agent lacks is gone with it: say so, count it.
                 if code == ErrorCode::ReplayUnavailable {
                     me.counters.lost.inc();

@@ -121,7 +121,8 @@ fn decode_frame(rest: &mut Bytes) -> Result<Frame, DecodeError> {
 
 fn parse(h: Header, payload: Bytes) -> Result<Frame, DecodeError> {
     let session = h.session;
-    // Only DATA, CLOSE, ACK and RESUME use the sequence field.
+    // Only DATA, CLOSE, ACK, RESUME, TAKEOVER and TAKEOVER_OK use the
+    // sequence field.
     let sequenced = matches!(
         h.frame_type,
         FrameType::Data

@@ -303,6 +303,7 @@ impl SessionReceiver {
                     return Some(chunk);
                 }
                 if st.recv_done() {
+                    st.take_close();
                     return None;
                 }
             }
@@ -344,6 +345,11 @@ impl SessionHandle {
     pub fn park(&self) {
         self.shared.lock().parked = true;
         self.shared.settle();
+    }
+
+    /// The highest sequence of this side's stream the peer acknowledged.
+    pub fn acked_seq(&self) -> u64 {
+        self.shared.lock().acked_seq()
     }
 
     /// Whether [`park`](Self::park) was called.

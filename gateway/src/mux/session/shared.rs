@@ -108,6 +108,12 @@ impl Shared {
             let mut st = self.lock();
             let over = st.failure.is_some() || st.finished();
             if over && !st.removed {
+                if st.failure.is_none() {
+                    // Finished: the peer forgets the session only once its
+                    // CLOSE is acknowledged, held back so far if this side
+                    // acknowledges on take (what waits is still delivered).
+                    st.ack_all();
+                }
                 st.removed = true;
                 (true, st.link.take().or_else(|| st.pending.take()))
             } else {
@@ -143,7 +149,9 @@ impl Shared {
                 return None;
             }
             match apply(&mut st, frame) {
-                Ok(ack) => ack.then(|| st.ack_point()),
+                // A parked session acknowledges nothing: the upstream keeps
+                // it all for the instance that takes the session over.
+                Ok(ack) => (ack && !st.parked).then(|| st.ack_point()),
                 Err(code) => {
                     st.fail(SessionError::Protocol(code));
                     conn.send(error_frame(self.id, code));
@@ -158,6 +166,9 @@ impl Shared {
     /// Client: the upstream's OPEN_OK arrived.
     pub(crate) fn on_open_ok(&self, window: u32, subprotocol: Option<String>) -> Result<(), ErrorCode> {
         let mut st = self.lock();
+        if st.takeover_pending {
+            return Err(ErrorCode::InvalidState);
+        }
         let Some(waiter) = st.waiter.take() else {
             return Err(ErrorCode::InvalidState);
         };
@@ -216,13 +227,20 @@ impl Shared {
     pub(crate) fn on_takeover_ok(&self, conn: &Arc<ConnShared>, t: &TakeoverOk) -> Result<(), ErrorCode> {
         let result = {
             let mut st = self.lock();
-            match st.waiter.take() {
-                Some(w) if st.failure.is_none() => {
-                    st.adopt(conn.clone(), t);
-                    let _ = w.send(Ok(()));
-                    Ok(())
+            if st.failure.is_some() {
+                Err(ErrorCode::InvalidState)
+            } else {
+                let r = st.adopt(conn.clone(), t);
+                match (r, st.waiter.take()) {
+                    (Ok(()), Some(w)) if !w.is_closed() => {
+                        let _ = w.send(Ok(()));
+                    }
+                    // Its taker gave up waiting: the session is left for
+                    // another try (elsewhere), as a draining gateway would.
+                    (Ok(()), _) => st.parked = true,
+                    (Err(_), w) => st.waiter = w,
                 }
-                _ => Err(ErrorCode::InvalidState),
+                r
             }
         };
         self.settle();
@@ -253,9 +271,12 @@ impl Shared {
         }
         st.pending = Some(conn.clone());
         st.waiter = Some(waiter);
+        // What the application took: the upstream replays the rest, which
+        // duplicates what waits here (dropped by sequence) but keeps it
+        // for a takeover elsewhere if this instance dies.
         Ok(Frame::Resume {
             session: self.id,
-            last_seq: st.ack_seq(),
+            last_seq: st.ack_point(),
             limit: st.granted(),
         })
     }
@@ -326,10 +347,15 @@ impl Shared {
     pub(crate) fn close_on_drop(&self) {
         {
             let mut st = self.lock();
-            if st.failure.is_none() && !st.close_sent && !st.parked {
-                // Answer the peer's close with its code, else "going away".
-                let code = if st.peer_close.is_some() { 1000 } else { 1001 };
-                st.push_close(code, String::new());
+            // A takeover nobody waits for any more sends no CLOSE: the
+            // session is not ours yet, and its answer will park it.
+            if !st.takeover_pending && !st.parked {
+                if st.failure.is_none() && !st.close_sent {
+                    // Answer the peer's close with its code, else "going away".
+                    let code = if st.peer_close.is_some() { 1000 } else { 1001 };
+                    st.push_close(code, String::new());
+                }
+                st.drop_handles();
             }
         }
         self.settle();

@@ -208,6 +208,13 @@ pub(crate) struct State {
     /// Left for another gateway instance to take over: nothing more is
     /// sent, not even a CLOSE when the handles go.
     pub(crate) parked: bool,
+    /// Every handle is gone: nothing will be taken any more, so what
+    /// arrives is acknowledged at once (and dropped).
+    pub(crate) handles_gone: bool,
+    /// The application saw the peer's CLOSE (`recv` ended on it).
+    close_taken: bool,
+    /// Client: a TAKEOVER awaits its answer.
+    pub(crate) takeover_pending: bool,
 }
 
 impl State {
@@ -246,6 +253,9 @@ impl State {
             removed: false,
             adopted: None,
             parked: false,
+            handles_gone: false,
+            close_taken: false,
+            takeover_pending: false,
         }
     }
 
@@ -264,19 +274,56 @@ impl State {
     }
 
     /// What to acknowledge now: everything received, or with
-    /// `ack_on_take` what the application took (the peer's CLOSE counts
-    /// once everything before it was taken).
+    /// `ack_on_take` what the application took (the peer's CLOSE once
+    /// `recv` ended on it), until the handles are gone.
     pub(crate) fn ack_point(&self) -> u64 {
-        if !self.params.ack_on_take || self.inbox.is_empty() {
+        if !self.params.ack_on_take || self.handles_gone {
             return self.ack_seq();
         }
-        let waiting = self.inbox.len() as u64 + u64::from(self.peer_close.is_some());
-        self.ack_seq() - waiting
+        let close_waiting = self.peer_close.is_some() && !self.close_taken;
+        let waiting = self.inbox.len() as u64 + u64::from(close_waiting);
+        self.ack_seq().saturating_sub(waiting)
     }
 
     /// Whether a new DATA frame is acknowledged on arrival.
     pub(crate) fn acks_on_arrival(&self) -> bool {
-        !self.params.ack_on_take
+        !self.params.ack_on_take || self.handles_gone
+    }
+
+    /// `recv` ended: if on the peer's CLOSE, it now counts as taken.
+    pub(crate) fn take_close(&mut self) {
+        if self.peer_close.is_some() && !self.close_taken && self.failure.is_none() {
+            self.close_taken = true;
+            if self.params.ack_on_take
+                && let Some(link) = &self.link
+            {
+                link.ack([(self.id, self.ack_point())]);
+            }
+        }
+    }
+
+    /// Every handle is gone: nothing will take what is waiting, so it is
+    /// dropped and acknowledged (the peer can finish the session).
+    pub(crate) fn drop_handles(&mut self) {
+        self.handles_gone = true;
+        self.inbox.clear();
+        self.ack_all();
+    }
+
+    /// Acknowledges everything received, if acknowledging on take held
+    /// some of it back.
+    pub(crate) fn ack_all(&self) {
+        if self.params.ack_on_take
+            && self.failure.is_none()
+            && let Some(link) = &self.link
+        {
+            link.ack([(self.id, self.ack_seq())]);
+        }
+    }
+
+    /// Highest sequence of this side's stream the peer acknowledged.
+    pub(crate) fn acked_seq(&self) -> u64 {
+        self.acked_seq
     }
 
     /// Current credit limit granted to the peer.
@@ -320,7 +367,9 @@ impl State {
         } else {
             self.recv_partial += len;
         }
-        self.inbox.push_back(chunk);
+        if !self.handles_gone {
+            self.inbox.push_back(chunk);
+        }
         Ok(true)
     }
 
@@ -514,6 +563,10 @@ impl State {
     /// agent lacks. Fails when that message is no longer held
     /// (`REPLAY_UNAVAILABLE`) or was never sent (`SEQUENCE`).
     pub(crate) fn take_over(&mut self, link: Arc<ConnShared>, messages: u64, window: u32) -> Result<(), ErrorCode> {
+        // The gateway's direction is over: there is nothing to carry on.
+        if self.peer_close.is_some() {
+            return Err(ErrorCode::UnknownSession);
+        }
         if messages > self.sent_messages {
             return Err(ErrorCode::Sequence);
         }
@@ -538,6 +591,12 @@ impl State {
         let granted = (self.acked_bytes + u64::from(window)).max(self.sent_bytes);
         self.peer_limit = granted;
         if let Some(old) = self.link.take().filter(|old| old.id != link.id) {
+            // A gateway still holding it there (its agent's connection
+            // half-open, or parked) must let it go, not resume it later.
+            old.send(crate::mux::session::shared::error_frame(
+                self.id,
+                ErrorCode::UnknownSession,
+            ));
             old.forget(self.id);
         }
         self.link = Some(link);
@@ -563,7 +622,25 @@ impl State {
 
     /// Gateway: takes on a session another instance carried, from the
     /// upstream's TAKEOVER_OK (see [`State::take_over`]).
-    pub(crate) fn adopt(&mut self, link: Arc<ConnShared>, t: &TakeoverOk) {
+    pub(crate) fn adopt(&mut self, link: Arc<ConnShared>, t: &TakeoverOk) -> Result<(), ErrorCode> {
+        let partial = t.partial.map_or(0, |(_, n)| n);
+        let sane = t.last_seq < u64::MAX
+            && t.replay_seq < u64::MAX
+            && t.replay_bytes <= t.granted
+            && partial <= t.received_bytes
+            && t.messages <= t.last_seq;
+        if !sane || !self.takeover_pending {
+            return Err(if sane {
+                ErrorCode::InvalidState
+            } else {
+                ErrorCode::Protocol
+            });
+        }
+        self.takeover_pending = false;
+        // Nothing may have arrived before the answer; if it did, it goes.
+        self.inbox.clear();
+        self.in_text = None;
+        self.peer_close = None;
         self.recv_next = t.replay_seq + 1;
         self.received_bytes = t.replay_bytes;
         self.consumed_bytes = t.replay_bytes;
@@ -582,6 +659,7 @@ impl State {
         self.link = Some(link);
         self.pending = None;
         self.epoch += 1;
+        Ok(())
     }
 
     fn emit_answer(&self, answer: Answer) {

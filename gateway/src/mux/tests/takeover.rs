@@ -166,3 +166,26 @@ async fn a_parked_session_is_left_intact_for_a_takeover() {
     assert_eq!(seen.recv().await.unwrap(), "m2", "the upstream got only m2 after m1");
     assert_eq!(server.stats().taken_over, 1);
 }
+
+/// The gateway acknowledges what its application takes; an application
+/// that lets go with messages still waiting must not leave the upstream
+/// holding the session (and its replay memory) for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_with_messages_waiting_still_finishes_upstream() {
+    let server = server(ServerConfig::default());
+    let (mut conn, client) = connect(&server).await;
+    let opening = tokio::spawn(async move {
+        let s = client.open(3, open_request(4096)).await.unwrap();
+        (client, s)
+    });
+    let mut upstream = conn.next_session().await.unwrap();
+    let (_client, agent) = opening.await.unwrap();
+    for i in 0..3 {
+        upstream.send(Message::Text(format!("m{i}"))).await.unwrap();
+    }
+    drop(agent);
+    // The gateway's CLOSE arrives; the upstream answers with its own.
+    assert_eq!(upstream.recv().await, None);
+    upstream.close(1000, "").unwrap();
+    eventually("the upstream forgets the session", || server.stats().sessions == 0).await;
+}
