@@ -833,3 +833,67 @@ resume_timeout = "20s"
     .await;
     drop(gw_a);
 }
+
+/// On an authenticated route a takeover token is bound to the identity
+/// that opened the session: another key gets 403 even with the token. The
+/// owner itself, while its session is still live here, gets 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_mux_takeover_is_bound_to_the_agent_identity() {
+    let Some(redis) = Redis::start() else { return };
+    let hash = |key: &str| {
+        let out = std::process::Command::new(agentmux_tests::gateway_bin())
+            .args(["hash-key", key])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let up = agentmux_tests::mux::spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "mux"
+mode = "mux"
+cluster = "up"
+filters = ["keys"]
+[clusters.up]
+endpoints = ["{}"]
+[clusters.up.mux]
+connections = 1
+[filters.keys]
+kind = "auth"
+api_keys = {{ alice = "{}", bob = "{}" }}
+{}"#,
+        up.addr,
+        hash("sk-alice-0123456789"),
+        hash("sk-bob-0123456789"),
+        cluster_state(&redis, "")
+    ));
+    wait_connected(std::slice::from_ref(&gw), 1.0).await;
+    let (_alice, head) = ws::raw_client(gw.addr(), "/", "x-api-key: sk-alice-0123456789\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let token = head
+        .lines()
+        .find_map(|l| l.strip_prefix("agentmux-session: "))
+        .unwrap_or_else(|| panic!("no token: {head}"))
+        .trim()
+        .to_owned();
+    // Registered in the background once the agent is connected.
+    eventually(Duration::from_secs(10), || async {
+        (!redis.command(&["KEYS", "agentmux:session:*"]).trim().is_empty()).then_some(())
+    })
+    .await;
+    let take = |key: &'static str| {
+        let extra = format!("x-api-key: {key}\r\nagentmux-session: {token}\r\nagentmux-received: 0\r\n");
+        let addr = gw.addr();
+        async move { ws::raw_client(addr, "/", &extra).await.1 }
+    };
+    let head = take("sk-bob-0123456789").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "another identity: {head}");
+    let head = take("sk-alice-0123456789").await;
+    assert!(
+        head.starts_with("HTTP/1.1 409"),
+        "the owner, session still live: {head}"
+    );
+}

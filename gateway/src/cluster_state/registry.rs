@@ -65,7 +65,7 @@ use super::{ClusterState, Unavailable};
 
 /// Writes an entry. `ARGV`: instance, route, endpoint, ttl_ms, force, mux
 /// session id ('' for none), acknowledged sequence ('' for none; it only
-/// moves forward).
+/// moves forward), owner digest ('' for none).
 /// Without force (a refresh) it leaves an entry another instance has
 /// claimed alone and returns 0.
 const REGISTER_SCRIPT: &str = r"
@@ -76,6 +76,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'route', ARGV[2], 'endpoint', ARGV[3], 'updated_ms', string.format('%.0f', now))
 redis.call('HSETNX', KEYS[1], 'acked_seq', '0')
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'mux', ARGV[6]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[8]) end
 if ARGV[7] ~= '' and tonumber(ARGV[7]) > tonumber(redis.call('HGET', KEYS[1], 'acked_seq') or '0') then
   redis.call('HSET', KEYS[1], 'acked_seq', ARGV[7])
 end
@@ -131,6 +132,9 @@ pub struct SessionEntry {
     pub updated_unix_ms: u64,
     /// The `agentmux.v1` session id upstream (mux sessions only).
     pub mux: Option<u64>,
+    /// Digest of the authenticated agent identity that opened it (mux
+    /// sessions of authenticated routes), see [`owner_digest`].
+    pub owner: Option<String>,
 }
 
 /// What a takeover found.
@@ -185,11 +189,20 @@ pub(super) struct LiveSession {
     endpoint: Arc<str>,
     /// The mux session, whose acknowledged sequence each write records.
     mux: Option<crate::mux::SessionHandle>,
+    /// Digest of the agent identity that owns it, if authenticated.
+    owner: Option<Arc<str>>,
     hold: u64,
 }
 
 /// Live sessions by registry key.
 pub(super) type LiveSessions = HashMap<Arc<str>, LiveSession>;
+
+/// How an agent identity is kept in the registry: SHA-256, 128 bits in
+/// hex (compared on takeover, never stored in clear).
+pub fn owner_digest(identity: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(identity.as_bytes())[..16])
+}
 
 /// Whether `id` may name a session: 1 to 256 visible ASCII characters.
 pub fn valid_session_id(id: &[u8]) -> bool {
@@ -220,6 +233,7 @@ impl ClusterState {
             acked_seq: number("acked_seq"),
             updated_unix_ms: number("updated_ms"),
             mux: fields.get("mux").and_then(|v| v.parse().ok()),
+            owner: fields.get("owner").cloned(),
         }))
     }
 
@@ -227,7 +241,7 @@ impl ClusterState {
     /// `endpoint` (written in the background; refreshed while the hold
     /// lives, and again when it is dropped).
     pub fn register_session(self: &Arc<Self>, id: &str, route: &str, endpoint: &str) -> SessionHold {
-        self.register(id, route, endpoint, None)
+        self.register(id, route, endpoint, None, None)
     }
 
     /// Registers mux session `id` (the agent's token), carried upstream as
@@ -240,8 +254,9 @@ impl ClusterState {
         route: &str,
         endpoint: &str,
         mux: crate::mux::SessionHandle,
+        owner: Option<&str>,
     ) -> SessionHold {
-        self.register(id, route, endpoint, Some(mux))
+        self.register(id, route, endpoint, Some(mux), owner.map(owner_digest))
     }
 
     fn register(
@@ -250,6 +265,7 @@ impl ClusterState {
         route: &str,
         endpoint: &str,
         mux: Option<crate::mux::SessionHandle>,
+        owner: Option<String>,
     ) -> SessionHold {
         static HOLDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let hold = HOLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -258,6 +274,7 @@ impl ClusterState {
             route: route.into(),
             endpoint: endpoint.into(),
             mux,
+            owner: owner.map(Into::into),
             hold,
         };
         self.live_sessions().insert(key.clone(), live.clone());
@@ -325,6 +342,7 @@ impl ClusterState {
             .as_ref()
             .map(|h| (h.id().to_string(), h.acked_seq().to_string()))
             .unwrap_or_default();
+        let owner = live.owner.as_deref().unwrap_or("").to_owned();
         let r: i64 = self
             .link()
             .call("session", |mut conn| async move {
@@ -336,7 +354,8 @@ impl ClusterState {
                     .arg(ttl)
                     .arg(if force { "1" } else { "0" })
                     .arg(mux)
-                    .arg(acked);
+                    .arg(acked)
+                    .arg(owner);
                 call.invoke_async(&mut conn).await
             })
             .await?;

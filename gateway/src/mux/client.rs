@@ -263,8 +263,12 @@ impl MuxClientConnection {
             st.waiter = Some(tx);
             st.takeover_pending = true;
         }
-        if self.registry.insert(shared.clone()).is_err() {
-            return Err(OpenError::InUse(id));
+        // A session this client parked (its agent left on a subprotocol
+        // mismatch, or its taker gave up) may be taken over here again.
+        match self.registry.insert_over_parked(shared.clone()) {
+            Ok(Some(parked)) => parked.fail(SessionError::Aborted("taken over again".into())),
+            Ok(None) => {}
+            Err(_) => return Err(OpenError::InUse(id)),
         }
         // Dropping it before the answer (this call cancelled) sends no
         // CLOSE: the answer, if it comes, parks the session instead.

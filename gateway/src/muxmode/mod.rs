@@ -24,7 +24,10 @@
 //! (`agentmux-upstream-received: m`); the agent resends from message `m`
 //! (the part of a half-received one the upstream has is skipped here).
 //! Answers instead of a `101`: 400 (a header missing or malformed, or `n`
-//! more than was sent), 404 (no such session on this route, or expired),
+//! more than was sent, or the subprotocol the session speaks not offered:
+//! the session is parked for a corrected retry), 403 (on an authenticated
+//! route, an identity other than the one that opened the session), 404 (no
+//! such session on this route, or expired, or no `[cluster_state]`),
 //! 409 (another instance took it, or it is live here), 410 (the upstream
 //! no longer holds what the agent lacks, counted as lost, or forgot the
 //! session), 503 (Redis unavailable, or no connection to its upstream).
@@ -80,9 +83,18 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         .mux()
         .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no mux connections"))?;
     let open = open_request(t, &req, &p.agent_name);
+    // The authenticated identity (API key name, mTLS subject), if any: it
+    // owns the session, and only it may take the session over.
+    let owner = req
+        .extensions()
+        .get::<agentmux_filters::AgentIdentity>()
+        .map(|a| a.as_str().to_owned());
     let started = tokio::time::Instant::now();
+    let offered = open.subprotocols.clone();
     let placed = match takeover_request(t, &req)? {
-        Some((registry, token, received)) => take_over(t, mux, registry, token, received, open).await?,
+        Some((registry, token, received)) => {
+            take_over(t, mux, registry, token, received, open, owner.as_deref()).await?
+        }
         None => {
             let key = t
                 .cluster
@@ -98,6 +110,19 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         token,
         takeover,
     } = placed;
+    // A session keeps the subprotocol it opened with: an agent taking it
+    // over without offering it would fail its own handshake on our `101`.
+    // It is left parked for a corrected retry, not closed.
+    if takeover.is_some()
+        && let Some(chosen) = session.subprotocol()
+        && !offered.contains(&chosen)
+    {
+        session.handle().park();
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            format!("the session speaks subprotocol {chosen:?}: offer it in Sec-WebSocket-Protocol"),
+        ));
+    }
     let active = endpoint.track();
     let mut response = crate::ws::handshake::switching_protocols_to(&p.agent_key, session.subprotocol().as_deref());
     if let Some((_, id)) = &token
@@ -133,7 +158,13 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         // Registered once the agent is here: a takeover before that would
         // find nothing worth resuming.
         let held = token.map(|(registry, id)| {
-            registry.register_mux_session(&id, t.route.name(), endpoint.label(), session.handle())
+            registry.register_mux_session(
+                &id,
+                t.route.name(),
+                endpoint.label(),
+                session.handle(),
+                owner.as_deref(),
+            )
         });
         let skip = takeover.and_then(|at| at.partial);
         // A session with a token can be taken over elsewhere: a draining
@@ -278,6 +309,7 @@ async fn take_over(
     token: String,
     received: u64,
     open: Open,
+    identity: Option<&str>,
 ) -> Result<Placed, ProxyError> {
     let unavailable = |_| ProxyError::new(Cause::RegistryUnavailable, "session registry unavailable; retry");
     let entry = registry
@@ -289,6 +321,16 @@ async fn take_over(
     let Some(mux_id) = entry.mux else {
         return Err(ProxyError::new(Cause::SessionUnknown, "not a mux session"));
     };
+    // The token is a bearer secret, but on an authenticated route only the
+    // identity that opened the session may take it over.
+    if let Some(owner) = &entry.owner
+        && identity.map(crate::cluster_state::registry::owner_digest).as_ref() != Some(owner)
+    {
+        return Err(ProxyError::new(
+            Cause::Forbidden,
+            "the session belongs to another agent identity",
+        ));
+    }
     match registry
         .claim_session(&token, &entry.instance)
         .await

@@ -38,6 +38,30 @@ impl Registry {
         }
     }
 
+    /// Adds a session in place of a parked one with its id (a takeover
+    /// on the instance that parked it); returns the parked one, now out of
+    /// the map, or the live one that stays.
+    pub(crate) fn insert_over_parked(&self, shared: Arc<Shared>) -> Result<Option<Arc<Shared>>, Arc<Shared>> {
+        loop {
+            // The session lock is never taken under the map's (lock order).
+            let existing = lock(&self.map).get(&shared.id).cloned();
+            let Some(old) = existing else {
+                match self.insert(shared.clone()) {
+                    Ok(()) => return Ok(None),
+                    Err(_) => continue,
+                }
+            };
+            if !old.lock().parked {
+                return Err(old);
+            }
+            let mut map = lock(&self.map);
+            if map.get(&shared.id).is_some_and(|s| Arc::ptr_eq(s, &old)) {
+                map.insert(shared.id, shared);
+                return Ok(Some(old));
+            }
+        }
+    }
+
     pub(crate) fn contains(&self, id: u64) -> bool {
         lock(&self.map).contains_key(&id)
     }
@@ -46,8 +70,15 @@ impl Registry {
         lock(&self.map).len()
     }
 
-    fn remove(&self, id: u64) {
-        lock(&self.map).remove(&id);
+    /// Removes `shared`, unless another session has taken its id since.
+    fn remove(&self, shared: &Shared) {
+        let mut map = lock(&self.map);
+        if map
+            .get(&shared.id)
+            .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), shared))
+        {
+            map.remove(&shared.id);
+        }
     }
 }
 
@@ -124,7 +155,7 @@ impl Shared {
             link.forget(self.id);
         }
         if let (true, Some(reg)) = (removed_now, self.registry.as_ref().and_then(Weak::upgrade)) {
-            reg.remove(self.id);
+            reg.remove(self);
         }
         self.readable.notify_waiters();
         self.writable.notify_waiters();
