@@ -468,6 +468,15 @@ async fn redis_reload_during_an_outage_reaches_the_others_when_it_returns() {
     .await;
 }
 
+/// One mux route `mux` over cluster `up` (the upstream at `up`), with
+/// `route` lines added to the route and `more` tables after the cluster.
+fn mux_config(up: std::net::SocketAddr, route: &str, more: &str, cluster_state: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"mux\"\nmode = \"mux\"\ncluster = \"up\"\n\
+         {route}[clusters.up]\nendpoints = [\"{up}\"]\n{more}{cluster_state}"
+    )
+}
+
 /// A mux agent's WebSocket (plaintext, so the test sees the `101` headers).
 type MuxAgent = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 type Upgrade = tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>;
@@ -624,25 +633,12 @@ async fn mux_sessions_move_to_b_when_a_gets(signal: &str) {
     // The echo delay keeps messages queued at the upstream (received, not
     // yet echoed) all the time, so the kill always finds some in flight.
     let up = agentmux_tests::mux::spawn_mux_echo(Duration::from_millis(10)).await;
-    let config = format!(
-        r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-name = "mux"
-mode = "mux"
-cluster = "up"
-[clusters.up]
-endpoints = ["{}"]
-[clusters.up.pool]
-min_connections = 1
-max_connections = 16
-[clusters.up.mux]
-connections = 2
-resume_timeout = "20s"
-{}"#,
+    let config = mux_config(
         up.addr,
-        cluster_state(&redis, "")
+        "",
+        "[clusters.up.pool]\nmin_connections = 1\nmax_connections = 16\n\
+         [clusters.up.mux]\nconnections = 2\nresume_timeout = \"20s\"\n",
+        &cluster_state(&redis, ""),
     );
     let mut gws: Vec<Gateway> = (0..2).map(|_| Gateway::start(&config)).collect();
     wait_connected(&gws, 1.0).await;
@@ -848,27 +844,16 @@ async fn redis_mux_takeover_is_bound_to_the_agent_identity() {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     let up = agentmux_tests::mux::spawn_mux_echo(Duration::ZERO).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-name = "mux"
-mode = "mux"
-cluster = "up"
-filters = ["keys"]
-[clusters.up]
-endpoints = ["{}"]
-[clusters.up.mux]
-connections = 1
-[filters.keys]
-kind = "auth"
-api_keys = {{ alice = "{}", bob = "{}" }}
-{}"#,
-        up.addr,
+    let keys = format!(
+        "[filters.keys]\nkind = \"auth\"\napi_keys = {{ alice = \"{}\", bob = \"{}\" }}\n",
         hash("sk-alice-0123456789"),
         hash("sk-bob-0123456789"),
-        cluster_state(&redis, "")
+    );
+    let gw = Gateway::start(&mux_config(
+        up.addr,
+        "filters = [\"keys\"]\n",
+        &keys,
+        &cluster_state(&redis, ""),
     ));
     wait_connected(std::slice::from_ref(&gw), 1.0).await;
     let (_alice, head) = ws::raw_client(gw.addr(), "/", "x-api-key: sk-alice-0123456789\r\n").await;

@@ -115,29 +115,33 @@ impl ServerRole {
         let _ = self.sessions.send(MuxSession::new(shared));
     }
 
-    fn on_resume(&self, conn: &Arc<ConnShared>, id: u64, last_seq: u64, limit: u64) {
+    /// The known session `id` may come to `conn`: it exists, and `conn`
+    /// has room. Otherwise the ERROR saying why is sent.
+    fn movable(&self, conn: &Arc<ConnShared>, id: u64) -> Option<Arc<Shared>> {
         let Some(known) = self.server.registry.get(id) else {
             conn.send(error_frame(id, ErrorCode::UnknownSession));
-            return;
+            return None;
         };
         if !self.has_room(conn, id) {
             conn.send(error_frame(id, ErrorCode::TooManySessions));
-            return;
+            return None;
         }
+        Some(known)
+    }
+
+    fn on_resume(&self, conn: &Arc<ConnShared>, id: u64, last_seq: u64, limit: u64) {
+        let Some(known) = self.movable(conn, id) else {
+            return;
+        };
         self.reattach(conn, &known, last_seq, limit, Answer::Resume);
     }
 
     /// Another gateway instance takes a session over (its first one died):
     /// like RESUME, but positioned by the agent's message count.
     fn on_takeover(&self, conn: &Arc<ConnShared>, id: u64, messages: u64, window: u32) {
-        let Some(known) = self.server.registry.get(id) else {
-            conn.send(error_frame(id, ErrorCode::UnknownSession));
+        let Some(known) = self.movable(conn, id) else {
             return;
         };
-        if !self.has_room(conn, id) {
-            conn.send(error_frame(id, ErrorCode::TooManySessions));
-            return;
-        }
         let _ = conn.insert(known.clone());
         match known.take_over(conn, messages, window) {
             Ok(()) => {
