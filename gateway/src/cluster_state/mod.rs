@@ -7,7 +7,7 @@
 //!
 //! - **global rate limits** (`scope = "global"`): a batched GCRA in a Lua
 //!   script hands each instance leases of cells that it spends locally
-//!   ([`lease`]; the limiter itself is the filters crate's
+//!   (`lease`; the limiter itself is the filters crate's
 //!   `rate_limit::global`);
 //! - **the session registry**: session id → instance, route, endpoint, last
 //!   acknowledged sequence, mux session id, with a TTL ([`registry`]):
@@ -22,7 +22,7 @@
 //!
 //! Redis is never required. Every command is bounded by
 //! `command_timeout`; one that fails or times out marks the link down at
-//! once ([`link`]), and from then on nothing waits on Redis: global limits
+//! once (`link`), and from then on nothing waits on Redis: global limits
 //! enforce the local share (rate / instances), the registry is skipped (the
 //! balancer picks), announcements are dropped. The change is logged once,
 //! and `agentmux_cluster_state_connected` reads 0. A heartbeat (every

@@ -2,7 +2,7 @@
 //!
 //! Every struct denies unknown fields so a typo is an error, not a silently
 //! ignored key. Values stay as written here (durations and addresses are
-//! strings); [`super::validate`] turns them into runtime types once.
+//! strings); `super::validate` turns them into runtime types once.
 
 use std::collections::BTreeMap;
 

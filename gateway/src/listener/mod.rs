@@ -4,7 +4,7 @@
 //! Each accepted connection runs in its own task; nothing one agent sends
 //! (garbage TLS, oversized or endless headers) reaches another. Limits:
 //! `tls_handshake_timeout` (the connection is dropped), a first request head
-//! not complete within `request_header_timeout` (408, see [`io`]), request
+//! not complete within `request_header_timeout` (408, see `io`), request
 //! heads over `max_request_header_bytes` (431 from hyper), at most
 //! `max_connections` open connections (further agents wait in the kernel's
 //! accept queue rather than exhaust file descriptors).

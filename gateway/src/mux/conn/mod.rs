@@ -2,7 +2,8 @@
 //! reader task and a writer task, for either role.
 //!
 //! The reader decodes each binary message, applies its frames to the
-//! sessions (acknowledging received DATA once per session per message) and
+//! sessions (acknowledging received DATA once per session per message,
+//! riding along with the next frames written or within [`ACK_DELAY`]) and
 //! hands OPEN, OPEN_OK and RESUME to the role (server or client). The
 //! writer drains a queue that sessions fill without ever blocking and packs
 //! whatever is queued into as few WebSocket messages as the limits allow.
@@ -128,12 +129,25 @@ pub(crate) struct Control {
     errors: Vec<Frame>,
     /// An `Out::Control` is queued and not yet taken.
     signalled: bool,
+    /// ACKs wait to ride along; the writer was told to send them within
+    /// [`ACK_DELAY`] if nothing else goes out first.
+    soon: bool,
 }
 
 impl Control {
+    /// Takes only the pending ACKs (to ride along with other frames).
+    pub(crate) fn take_acks(&mut self) -> Vec<Frame> {
+        self.soon = false;
+        self.acks
+            .drain()
+            .map(|(session, seq)| Frame::Ack { session, seq })
+            .collect()
+    }
+
     /// Takes the pending replies: frames to batch, and a pong to write.
     pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
         self.signalled = false;
+        self.soon = false;
         let mut frames: Vec<Frame> = self
             .acks
             .drain()
@@ -144,11 +158,17 @@ impl Control {
     }
 }
 
+/// Longest an ACK of new DATA waits for other frames to ride along with
+/// (a write of its own for each would double the writes of an echo load).
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(5);
+
 /// The part of a connection that sessions and handles share.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
     tx: mpsc::UnboundedSender<Out>,
     pub(crate) control: Mutex<Control>,
+    /// Wakes the writer to send waiting ACKs within [`ACK_DELAY`].
+    pub(crate) ack_timer: tokio::sync::Notify,
     /// Sessions on this connection; `None` once it has been torn down, so
     /// nothing can be added to a dead connection and then never detached.
     sessions: Mutex<Option<HashMap<u64, Arc<Shared>>>>,
@@ -173,6 +193,7 @@ impl ConnShared {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             tx,
             control: Mutex::default(),
+            ack_timer: tokio::sync::Notify::new(),
             sessions: Mutex::new(Some(HashMap::new())),
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
@@ -199,6 +220,20 @@ impl ConnShared {
                 *at = (*at).max(seq);
             }
         });
+    }
+
+    /// Owes the peer ACKs that can wait: they go with the next frames
+    /// written, or within [`ACK_DELAY`].
+    pub(crate) fn ack_soon(&self, acks: impl IntoIterator<Item = (u64, u64)>) {
+        let mut control = lock(&self.control);
+        for (session, seq) in acks {
+            let at = control.acks.entry(session).or_insert(seq);
+            *at = (*at).max(seq);
+        }
+        if !control.signalled && !control.soon {
+            control.soon = true;
+            self.ack_timer.notify_one();
+        }
     }
 
     pub(crate) fn pong(&self, payload: Bytes) {

@@ -183,6 +183,7 @@ impl Assembler {
 fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<(), EndReason> {
     let frames = decode_message(message).map_err(|e| protocol(Fatal::new(e.code(), e.to_string())))?;
     let mut acks: HashMap<u64, u64> = HashMap::new();
+    let mut soon: HashMap<u64, u64> = HashMap::new();
     let mut unknown: Vec<u64> = Vec::new();
     for frame in frames {
         match frame {
@@ -205,11 +206,15 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
             other => {
                 let id = other.session();
                 match conn.session(id) {
-                    Some(s) => {
-                        if let Some(seq) = s.on_frame(conn, other) {
+                    Some(s) => match s.on_frame(conn, other) {
+                        Some((seq, true)) => {
                             acks.insert(id, seq);
                         }
-                    }
+                        Some((seq, false)) => {
+                            soon.insert(id, seq);
+                        }
+                        None => {}
+                    },
                     // Never answer an ERROR with an ERROR; a session that
                     // moved to another connection gets leftovers here.
                     None if matches!(other, Frame::Error { .. }) || role.is_known(id) => {}
@@ -225,6 +230,9 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
     }
     if !acks.is_empty() {
         conn.ack(acks);
+    }
+    if !soon.is_empty() {
+        conn.ack_soon(soon);
     }
     Ok(())
 }

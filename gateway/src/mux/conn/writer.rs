@@ -51,6 +51,13 @@ pub(super) async fn run<S>(
     conn.cancel.cancel();
 }
 
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(ticker: &mut Option<Interval>) {
     match ticker {
         Some(t) => {
@@ -70,6 +77,8 @@ where
     S: AsyncWrite + Send + Unpin + 'static,
 {
     let mut batch = Batch::new();
+    // When waiting ACKs must go even if nothing else does.
+    let mut acks_due: Option<tokio::time::Instant> = None;
     loop {
         let first = tokio::select! {
             item = rx.recv() => item,
@@ -77,6 +86,14 @@ where
                 wr.write_frame(WsFrame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await?;
                 wr.flush().await?;
                 continue;
+            }
+            () = conn.ack_timer.notified(), if acks_due.is_none() => {
+                acks_due = Some(tokio::time::Instant::now() + super::ACK_DELAY);
+                continue;
+            }
+            () = sleep_until(acks_due) => {
+                acks_due = None;
+                Some(Out::Control)
             }
         };
         let Some(first) = first else {
@@ -88,6 +105,14 @@ where
                 Ok(item) => closing = stage(wr, &mut batch, conn, item).await?,
                 Err(_) => break,
             }
+        }
+        // Waiting ACKs ride along with whatever goes out now.
+        if !batch.is_empty() {
+            let waiting = lock(&conn.control).take_acks();
+            for frame in &waiting {
+                push(wr, &mut batch, frame).await?;
+            }
+            acks_due = None;
         }
         write_batch(wr, &mut batch).await?;
         wr.flush().await?;

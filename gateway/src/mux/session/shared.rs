@@ -171,9 +171,11 @@ impl Shared {
     }
 
     /// Applies a DATA, CLOSE, ACK, WINDOW or ERROR frame that arrived on
-    /// `conn`. Returns the sequence to acknowledge, if any. A violation
-    /// fails the session and sends an ERROR: never the connection.
-    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Option<u64> {
+    /// `conn`. Returns the sequence to acknowledge, if any, and whether at
+    /// once (else it may wait to ride along with other frames). A
+    /// violation fails the session and sends an ERROR: never the
+    /// connection.
+    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Option<(u64, bool)> {
         let ack = {
             let mut st = self.lock();
             if !Self::current_on(&st, conn, &frame) || st.failure.is_some() {
@@ -182,7 +184,7 @@ impl Shared {
             match apply(&mut st, frame) {
                 // A parked session acknowledges nothing: the upstream keeps
                 // it all for the instance that takes the session over.
-                Ok(ack) => (ack && !st.parked).then(|| st.ack_point()),
+                Ok(ack) => (ack != Ack::No && !st.parked).then(|| (st.ack_point(), ack == Ack::Now)),
                 Err(code) => {
                     st.fail(SessionError::Protocol(code));
                     conn.send(error_frame(self.id, code));
@@ -406,7 +408,18 @@ impl Shared {
 }
 
 /// Applies one frame; Ok(true) when it should be acknowledged.
-fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
+/// How a frame just applied is acknowledged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// Not (yet): not sequenced, or acknowledged when taken.
+    No,
+    /// New DATA: with whatever goes out next, within [`ACK_DELAY`](crate::mux::conn::ACK_DELAY).
+    Soon,
+    /// At once: a duplicate (the peer is replaying) or a CLOSE.
+    Now,
+}
+
+fn apply(st: &mut State, frame: Frame) -> Result<Ack, ErrorCode> {
     match frame {
         Frame::Data {
             seq,
@@ -418,7 +431,11 @@ fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
             // A duplicate is acknowledged again (the ACK may have died with
             // a connection); a new frame now or when taken.
             let new = st.on_data(seq, Chunk { text, fin, payload })?;
-            Ok(!new || st.acks_on_arrival())
+            Ok(match (new, st.acks_on_arrival()) {
+                (false, _) => Ack::Now,
+                (true, true) => Ack::Soon,
+                (true, false) => Ack::No,
+            })
         }
         Frame::Close { seq, code, reason, .. } => {
             let new = st.on_close(seq, code, reason.clone())?;
@@ -426,12 +443,12 @@ fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
             if let (true, Some(w)) = (new, st.waiter.take()) {
                 let _ = w.send(Err(SessionEnd::Closed { code, reason }));
             }
-            Ok(true)
+            Ok(Ack::Now)
         }
-        Frame::Ack { seq, .. } => st.on_ack(seq).map(|()| false),
+        Frame::Ack { seq, .. } => st.on_ack(seq).map(|()| Ack::No),
         Frame::Window { limit, .. } => {
             st.on_window(limit);
-            Ok(false)
+            Ok(Ack::No)
         }
         Frame::Error { code, message, .. } => {
             if code == ErrorCode::UnknownSession && st.complete_without_ack() {
@@ -443,7 +460,7 @@ fn apply(st: &mut State, frame: Frame) -> Result<bool, ErrorCode> {
             } else {
                 st.fail(SessionError::Peer { code, message });
             }
-            Ok(false)
+            Ok(Ack::No)
         }
         // Routed to the role by the reader, never here.
         Frame::Open { .. }

@@ -428,7 +428,7 @@ impl State {
         if self.params.ack_on_take
             && let Some(link) = &self.link
         {
-            link.ack([(self.id, self.ack_point())]);
+            link.ack_soon([(self.id, self.ack_point())]);
         }
         let window = u64::from(self.params.window);
         if self.granted - self.consumed_bytes <= window / 2 {
