@@ -257,3 +257,57 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn chunk(text: bool, fin: bool, payload: &'static [u8]) -> Chunk {
+        Chunk {
+            text,
+            fin,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn rest(r: Resent) -> Option<(Vec<u8>, bool)> {
+        match r {
+            Resent::Chunk(c) => Some((c.payload.to_vec(), c.fin)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_resent_message_skips_what_the_upstream_has() {
+        assert_eq!(
+            rest(resent((true, 5), chunk(true, true, b"abcdefg"))),
+            Some((b"fg".to_vec(), true))
+        );
+        // Across fragments: the first is all known, the second is cut.
+        let Resent::Skip(left) = resent((true, 5), chunk(true, false, b"abc")) else {
+            panic!("the first fragment is all known");
+        };
+        assert_eq!(left, (true, 2));
+        assert_eq!(
+            rest(resent(left, chunk(true, true, b"defg"))),
+            Some((b"fg".to_vec(), true))
+        );
+        // Exactly what the upstream has: an empty last fragment still ends
+        // the message.
+        assert_eq!(
+            rest(resent((false, 3), chunk(false, true, b"xyz"))),
+            Some((Vec::new(), true))
+        );
+        // Not the same message: shorter, or another kind.
+        assert!(matches!(
+            resent((true, 5), chunk(true, true, b"abc")),
+            Resent::Mismatch(_)
+        ));
+        assert!(matches!(
+            resent((true, 1), chunk(false, true, b"abc")),
+            Resent::Mismatch(_)
+        ));
+    }
+}
