@@ -144,6 +144,11 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             Ok(u) => take_agent_io(u),
             Err(e) => {
                 tracing::debug!(error = %e, "agent upgrade did not complete");
+                // A session taken over stays for the agent's next try
+                // (it holds the token) instead of being closed upstream.
+                if takeover.is_some() {
+                    session.handle().park();
+                }
                 return;
             }
         };
