@@ -332,9 +332,7 @@ impl Keys {
     }
 
     fn session(&self, id: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(id.as_bytes());
-        format!("{}session:{}", self.0, hex::encode(&digest[..16]))
+        format!("{}session:{}", self.0, registry::digest(id))
     }
 
     fn instances(&self) -> String {

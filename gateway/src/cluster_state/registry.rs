@@ -133,7 +133,7 @@ pub struct SessionEntry {
     /// The `agentmux.v1` session id upstream (mux sessions only).
     pub mux: Option<u64>,
     /// Digest of the authenticated agent identity that opened it (mux
-    /// sessions of authenticated routes), see [`owner_digest`].
+    /// sessions of authenticated routes), see [`digest`].
     pub owner: Option<String>,
 }
 
@@ -197,11 +197,11 @@ pub(super) struct LiveSession {
 /// Live sessions by registry key.
 pub(super) type LiveSessions = HashMap<Arc<str>, LiveSession>;
 
-/// How an agent identity is kept in the registry: SHA-256, 128 bits in
-/// hex (compared on takeover, never stored in clear).
-pub fn owner_digest(identity: &str) -> String {
+/// How session ids (in keys) and agent identities (compared on takeover)
+/// are kept in the registry, never in clear: SHA-256 cut to 128 bits, in hex.
+pub fn digest(s: &str) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(identity.as_bytes())[..16])
+    hex::encode(&Sha256::digest(s.as_bytes())[..16])
 }
 
 /// Whether `id` may name a session: 1 to 256 visible ASCII characters.
@@ -256,7 +256,7 @@ impl ClusterState {
         mux: crate::mux::SessionHandle,
         owner: Option<&str>,
     ) -> SessionHold {
-        self.register(id, route, endpoint, Some(mux), owner.map(owner_digest))
+        self.register(id, route, endpoint, Some(mux), owner.map(digest))
     }
 
     fn register(

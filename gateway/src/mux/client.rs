@@ -201,31 +201,14 @@ impl MuxClientConnection {
     /// instance prefix with a counter) and waits for OPEN_OK. `open.window`
     /// is the credit granted to the upstream.
     pub async fn open(&self, id: u64, open: Open) -> Result<MuxSession, OpenError> {
-        if id == 0 {
-            return Err(OpenError::ZeroId);
-        }
-        let params = self.session_params(open.window);
         let frame = Frame::Open {
             session: id,
             open: Box::new(open.clone()),
         };
-        let registry = Some(Arc::downgrade(&self.registry));
-        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
-        let (tx, rx) = oneshot::channel();
-        shared.lock().waiter = Some(tx);
-        if self.registry.insert(shared.clone()).is_err() {
-            return Err(OpenError::InUse(id));
-        }
-        // Created before waiting: if this call is cancelled, dropping it
-        // closes the session upstream.
-        let session = MuxSession::new(shared.clone());
-        if !self.conn.insert(shared.clone()) {
-            shared.fail(SessionError::Aborted("connection closed".into()));
-            return Err(OpenError::ConnectionLost);
-        }
-        self.conn.send(frame);
-        let outcome = rx.await;
-        match outcome {
+        // If this call is cancelled, dropping the session closes it
+        // upstream.
+        let (session, shared, answer) = self.start(id, open, frame, false)?;
+        match answer.await {
             Ok(Ok(())) => Ok(session),
             // The upstream's CLOSE is answered by dropping the session.
             Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
@@ -246,39 +229,15 @@ impl MuxClientConnection {
     /// upstream already has, so the agent resends the rest. `open` is
     /// kept as the session's request (route, identity); it is not sent.
     pub async fn take_over(&self, id: u64, open: Open, messages: u64) -> Result<(MuxSession, Takeover), OpenError> {
-        if id == 0 {
-            return Err(OpenError::ZeroId);
-        }
-        let params = self.session_params(open.window);
         let frame = Frame::Takeover {
             session: id,
             messages,
-            window: params.window,
+            window: open.window.max(1),
         };
-        let registry = Some(Arc::downgrade(&self.registry));
-        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = shared.lock();
-            st.waiter = Some(tx);
-            st.takeover_pending = true;
-        }
-        // A session this client parked (its agent left on a subprotocol
-        // mismatch, or its taker gave up) may be taken over here again.
-        match self.registry.insert_over_parked(shared.clone()) {
-            Ok(Some(parked)) => parked.fail(SessionError::Aborted("taken over again".into())),
-            Ok(None) => {}
-            Err(_) => return Err(OpenError::InUse(id)),
-        }
-        // Dropping it before the answer (this call cancelled) sends no
-        // CLOSE: the answer, if it comes, parks the session instead.
-        let session = MuxSession::new(shared.clone());
-        if !self.conn.insert(shared.clone()) {
-            shared.fail(SessionError::Aborted("connection closed".into()));
-            return Err(OpenError::ConnectionLost);
-        }
-        self.conn.send(frame);
-        match rx.await {
+        // Dropping the session before the answer (this call cancelled)
+        // sends no CLOSE: the answer, if it comes, parks the session.
+        let (session, shared, answer) = self.start(id, open, frame, true)?;
+        match answer.await {
             Ok(Ok(())) => match shared.lock().adopted.take() {
                 Some((messages, partial)) => Ok((session, Takeover { messages, partial })),
                 None => Err(OpenError::Failed(SessionError::Protocol(ErrorCode::InvalidState))),
@@ -320,6 +279,51 @@ impl MuxClientConnection {
             Ok(Err(SessionEnd::Closed { .. })) => Ok(()),
             Err(_) => Err(ResumeError::ConnectionLost),
         }
+    }
+
+    /// Registers session `id` and sends `frame` (its OPEN or TAKEOVER);
+    /// returns the session and the receiver of the upstream's answer. A
+    /// takeover may replace a session this client parked (its agent left
+    /// on a subprotocol mismatch, or its taker gave up).
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        id: u64,
+        open: Open,
+        frame: Frame,
+        takeover: bool,
+    ) -> Result<(MuxSession, Arc<Shared>, oneshot::Receiver<Result<(), SessionEnd>>), OpenError> {
+        if id == 0 {
+            return Err(OpenError::ZeroId);
+        }
+        let params = self.session_params(open.window);
+        let registry = Some(Arc::downgrade(&self.registry));
+        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = shared.lock();
+            st.waiter = Some(tx);
+            st.takeover_pending = takeover;
+        }
+        let registered = if takeover {
+            self.registry.insert_over_parked(shared.clone()).map(|parked| {
+                if let Some(p) = parked {
+                    p.fail(SessionError::Aborted("taken over again".into()));
+                }
+            })
+        } else {
+            self.registry.insert(shared.clone())
+        };
+        if registered.is_err() {
+            return Err(OpenError::InUse(id));
+        }
+        let session = MuxSession::new(shared.clone());
+        if !self.conn.insert(shared.clone()) {
+            shared.fail(SessionError::Aborted("connection closed".into()));
+            return Err(OpenError::ConnectionLost);
+        }
+        self.conn.send(frame);
+        Ok((session, shared, rx))
     }
 
     /// The settings of a session opened or taken over here. The gateway

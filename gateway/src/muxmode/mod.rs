@@ -329,7 +329,7 @@ async fn take_over(
     // The token is a bearer secret, but on an authenticated route only the
     // identity that opened the session may take it over.
     if let Some(owner) = &entry.owner
-        && identity.map(crate::cluster_state::registry::owner_digest).as_ref() != Some(owner)
+        && identity.map(crate::cluster_state::registry::digest).as_ref() != Some(owner)
     {
         return Err(ProxyError::new(
             Cause::Forbidden,

@@ -135,6 +135,14 @@ pub(crate) struct Control {
 }
 
 impl Control {
+    /// Keeps the highest ACK owed per session.
+    fn merge_acks(&mut self, acks: impl IntoIterator<Item = (u64, u64)>) {
+        for (session, seq) in acks {
+            let at = self.acks.entry(session).or_insert(seq);
+            *at = (*at).max(seq);
+        }
+    }
+
     /// Takes only the pending ACKs (to ride along with other frames).
     pub(crate) fn take_acks(&mut self) -> Vec<Frame> {
         self.soon = false;
@@ -147,12 +155,7 @@ impl Control {
     /// Takes the pending replies: frames to batch, and a pong to write.
     pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
         self.signalled = false;
-        self.soon = false;
-        let mut frames: Vec<Frame> = self
-            .acks
-            .drain()
-            .map(|(session, seq)| Frame::Ack { session, seq })
-            .collect();
+        let mut frames = self.take_acks();
         frames.append(&mut self.errors);
         (frames, self.pong.take())
     }
@@ -214,22 +217,14 @@ impl ConnShared {
     }
 
     pub(crate) fn ack(&self, acks: impl IntoIterator<Item = (u64, u64)>) {
-        self.reply(|c| {
-            for (session, seq) in acks {
-                let at = c.acks.entry(session).or_insert(seq);
-                *at = (*at).max(seq);
-            }
-        });
+        self.reply(|c| c.merge_acks(acks));
     }
 
     /// Owes the peer ACKs that can wait: they go with the next frames
     /// written, or within [`ACK_DELAY`].
     pub(crate) fn ack_soon(&self, acks: impl IntoIterator<Item = (u64, u64)>) {
         let mut control = lock(&self.control);
-        for (session, seq) in acks {
-            let at = control.acks.entry(session).or_insert(seq);
-            *at = (*at).max(seq);
-        }
+        control.merge_acks(acks);
         if !control.signalled && !control.soon {
             control.soon = true;
             self.ack_timer.notify_one();
