@@ -143,6 +143,11 @@ impl Control {
         }
     }
 
+    /// ACKs that wait to ride along (and the writer was told of).
+    pub(crate) fn acks_waiting(&self) -> bool {
+        self.soon
+    }
+
     /// Takes only the pending ACKs (to ride along with other frames).
     pub(crate) fn take_acks(&mut self) -> Vec<Frame> {
         self.soon = false;

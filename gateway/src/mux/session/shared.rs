@@ -407,7 +407,6 @@ impl Shared {
     }
 }
 
-/// Applies one frame; Ok(true) when it should be acknowledged.
 /// How a frame just applied is acknowledged.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ack {
@@ -419,6 +418,7 @@ enum Ack {
     Now,
 }
 
+/// Applies one frame; says how it is to be acknowledged.
 fn apply(st: &mut State, frame: Frame) -> Result<Ack, ErrorCode> {
     match frame {
         Frame::Data {

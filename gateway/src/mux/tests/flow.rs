@@ -349,3 +349,52 @@ async fn a_total_replay_budget_is_shared_and_freed_by_any_sessions_ack() {
     eventually("the failed session's bytes freed", || budget.used() == 0).await;
     drop(b);
 }
+
+/// New DATA is acknowledged with the next frames written, or on its own
+/// within `ACK_DELAY` when nothing else goes out, also while the one
+/// timer the writer keeps is already running from an earlier ACK.
+#[tokio::test(start_paused = true)]
+async fn acks_ride_along_or_go_within_the_ack_delay() {
+    use super::raw::data;
+    use crate::mux::conn::ACK_DELAY;
+    use tokio::time::Instant;
+
+    let server = server(ServerConfig::default());
+    let (mut peer, mut conn) = RawPeer::connect(&server).await;
+    peer.open(1, 1 << 20).await;
+    let mut session = conn.next_session().await.unwrap();
+    let acked = |seq: u64| move |f: &Frame| matches!(f, Frame::Ack { session: 1, seq: s } if *s == seq);
+
+    // Nothing else to send: the ACK goes on its own, after the delay.
+    let sent = Instant::now();
+    peer.send(&[data(1, 1, b"a")]).await;
+    peer.expect(acked(1)).await;
+    let waited = sent.elapsed();
+    assert!(waited > Duration::ZERO && waited <= ACK_DELAY, "waited {waited:?}");
+    assert_eq!(session.recv().await.unwrap().as_bytes(), b"a");
+
+    // The session answers at once: the ACK rides along, no waiting.
+    let sent = Instant::now();
+    peer.send(&[data(1, 2, b"b")]).await;
+    assert_eq!(session.recv().await.unwrap().as_bytes(), b"b");
+    session.send(Message::Binary(Bytes::from_static(b"B"))).await.unwrap();
+    peer.expect(acked(2)).await;
+    assert_eq!(sent.elapsed(), Duration::ZERO);
+
+    // The timer armed for ACK 2 still runs; ACK 3 is owed part way
+    // through it and goes when it runs out, sooner than a delay of its own.
+    tokio::time::sleep(ACK_DELAY / 2).await;
+    let sent = Instant::now();
+    peer.send(&[data(1, 3, b"c")]).await;
+    peer.expect(acked(3)).await;
+    let waited = sent.elapsed();
+    assert!(waited > Duration::ZERO && waited <= ACK_DELAY, "waited {waited:?}");
+
+    // And a later one, after the timer ran out idle, waits its own delay.
+    tokio::time::sleep(ACK_DELAY * 3).await;
+    let sent = Instant::now();
+    peer.send(&[data(1, 4, b"d")]).await;
+    peer.expect(acked(4)).await;
+    let waited = sent.elapsed();
+    assert!(waited > Duration::ZERO && waited <= ACK_DELAY, "waited {waited:?}");
+}
