@@ -209,7 +209,9 @@ pub(crate) struct UpstreamArgs {
 /// Flags of `agentmux-bench compare`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CompareArgs {
-    /// Targets to run, in order (direct, agentmux, nginx, haproxy).
+    /// Targets to run, in order (direct, echo, agentmux, nginx, haproxy).
+    /// `echo` is the floor: this tool's WebSocket echo as a process of its
+    /// own on the proxy's core, its CPU measured like a proxy's.
     #[arg(long, value_delimiter = ',', default_value = "direct,agentmux,nginx,haproxy")]
     pub(crate) targets: Vec<String>,
     /// Session mode: websocket echo or http echo.

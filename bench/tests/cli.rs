@@ -105,7 +105,7 @@ fn compare_reports_a_missing_gateway_and_runs_the_rest() {
         .args([
             "compare",
             "--targets",
-            "direct,agentmux",
+            "direct,echo,agentmux",
             "--rates",
             "400",
             "--duration",
@@ -139,10 +139,18 @@ fn compare_reports_a_missing_gateway_and_runs_the_rest() {
     assert_eq!(targets[0]["status"], "ok");
     assert_eq!(targets[0]["points"][0]["errors_total"], 0);
     assert_eq!(targets[0]["idle"]["open"], 20);
-    assert_eq!(targets[1]["name"], "agentmux");
-    assert!(targets[1]["status"].as_str().unwrap().contains("not found"));
+    assert!(targets[0]["points"][0]["cpu_us_per_msg"].is_null());
+    // The echo floor is a process of its own, measured like a proxy.
+    assert_eq!(targets[1]["name"], "echo");
+    assert_eq!(targets[1]["status"], "ok", "{}", targets[1]);
+    assert_eq!(targets[1]["points"][0]["errors_total"], 0);
+    assert_eq!(targets[1]["points"][0]["mismatched"], 0);
+    assert!(targets[1]["points"][0]["cpu_us_per_msg"].as_f64().unwrap() > 0.0);
+    assert_eq!(targets[2]["name"], "agentmux");
+    assert!(targets[2]["status"].as_str().unwrap().contains("not found"));
     let markdown = std::fs::read_to_string(out_dir.join("compare.md")).unwrap();
     assert!(markdown.contains("| direct |"));
+    assert!(markdown.contains("| echo |"));
     assert!(out_dir.join("latency-vs-load.svg").is_file());
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -258,6 +258,27 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
     };
     match name {
         "direct" => Ok(None),
+        // The floor: this tool's own WebSocket echo, run as a process of
+        // its own on the proxy's core and measured like a proxy. Any proxy
+        // whose agents each have their own connection reads and writes
+        // every message on them as this does; what it costs per message is
+        // what no such proxy can go below, whatever it does upstream.
+        "echo" => {
+            if site.tls.is_some() {
+                return Err("the echo floor runs plaintext only".into());
+            }
+            let program = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+            Ok(Some(Launch {
+                program,
+                args: ["upstream", "--mode", "serve", "--threads", "1", "--listen"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain([site.listen.to_string()])
+                    .collect(),
+                listen: site.listen,
+                log: dir.join("echo.log"),
+            }))
+        }
         "nginx" => {
             let program = process::find_program(&args.nginx).ok_or("nginx not installed (bench/install-peers.sh)")?;
             let conf = write(
@@ -307,7 +328,9 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
                 &args.agentmux_args,
             )))
         }
-        other => Err(format!("unknown target `{other}` (direct, agentmux, nginx, haproxy)")),
+        other => Err(format!(
+            "unknown target `{other}` (direct, echo, agentmux, nginx, haproxy)"
+        )),
     }
 }
 

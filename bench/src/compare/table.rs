@@ -27,7 +27,7 @@ pub(crate) struct Comparison {
     pub(crate) targets: Vec<TargetResult>,
 }
 
-/// One target (direct, agentmux, nginx, haproxy).
+/// One target (direct, echo, agentmux, nginx, haproxy).
 #[derive(Debug, Serialize)]
 pub(crate) struct TargetResult {
     pub(crate) name: String,
