@@ -261,8 +261,9 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
         // The floor: this tool's own WebSocket echo, run as a process of
         // its own on the proxy's core and measured like a proxy. Any proxy
         // whose agents each have their own connection reads and writes
-        // every message on them as this does; what it costs per message is
-        // what no such proxy can go below, whatever it does upstream.
+        // every message on them as this does, whatever it does upstream;
+        // the echo does nothing else (its kernel share is the part no
+        // user-space work can take away).
         "echo" => {
             if site.tls.is_some() {
                 return Err("the echo floor runs plaintext only".into());

@@ -73,8 +73,8 @@ where
     // When waiting ACKs must go even if nothing else does. One timer,
     // armed at most once per ACK_DELAY and left to run out even when the
     // ACKs rode along meanwhile: arming a timer wakes the runtime's driver
-    // (an eventfd write and one more epoll_wait), which under an echo load
-    // cost more than the rest of a batch's writing.
+    // (an eventfd write and one more epoll_wait), and a new timer per
+    // batch did that about 1,500 times a second under a 10,000 msg/s echo.
     let ack_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(ack_timer);
     let mut armed = false;
