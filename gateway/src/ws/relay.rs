@@ -330,8 +330,11 @@ where
                     let before = this.phase;
                     let a = this.up.pump(cx, &mut this.agent, &mut this.upstream);
                     let yielded = matches!(a, Pumped::Yield);
+                    // A new throttle's timer has not been polled yet, so it
+                    // would not wake this task: go round once to register it.
+                    let throttled = matches!(a, Pumped::Throttled(_));
                     this.on_up(a);
-                    if this.phase != before {
+                    if this.phase != before || throttled {
                         continue;
                     }
                     let b = this.down.pump(cx, &mut this.upstream, &mut this.agent);

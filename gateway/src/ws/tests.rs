@@ -315,3 +315,76 @@ fn a_close_after_the_gateway_sent_its_own_is_not_forwarded() {
     assert_eq!(frames.len(), 1, "one close frame only");
     assert_eq!(frames[0].2, frame::close_payload(1001, "gateway shutting down"));
 }
+
+/// A throttled agent is read again when its wait is over, even when
+/// nothing else happens on the session meanwhile: the relay must have
+/// registered the throttle's timer before it went to sleep. (It once did
+/// not, and a flood with a quiet upstream hung until the upstream spoke.)
+#[tokio::test(start_paused = true)]
+async fn a_throttled_agent_is_read_again_when_its_wait_is_over() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use agentmux_filters::NoopMetrics;
+    use agentmux_filters::rate_limit::{LimitKey, MessageLimitParams, MessageLimiter};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::drain::Drain;
+    use super::relay::{Relay, RelayParams};
+
+    let (agent_end, mut agent) = tokio::io::duplex(1 << 16);
+    let (upstream_end, mut upstream) = tokio::io::duplex(1 << 16);
+    // Two messages in the burst, then one every 100 ms.
+    let params = MessageLimitParams::new(10.0, 2, 1000.0, 1000, Duration::from_secs(1)).unwrap();
+    let gate = MessageLimiter::new(params, Arc::new(NoopMetrics)).session(LimitKey::from_bytes(b"agent"));
+    let relay = Relay::new(
+        agent_end,
+        upstream_end,
+        RelayParams {
+            max_message: 1 << 16,
+            read_size: 4096,
+            keepalive: None,
+        },
+        (&[], &[]),
+        Arc::new(Drain::default()).watch(),
+    )
+    .with_messages(Some(gate));
+    let _relay = tokio::spawn(relay);
+
+    let start = tokio::time::Instant::now();
+    let mut flood = Vec::new();
+    for p in [b"a", b"b", b"c", b"d"] {
+        flood.extend(masked(true, op::TEXT, p));
+    }
+    agent.write_all(&flood).await.unwrap();
+    // The upstream never answers, so only the throttle's timer can wake
+    // the relay for the last two messages.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while decode_complete(&got) < 4 {
+        let n = tokio::time::timeout(Duration::from_secs(10), upstream.read(&mut buf))
+            .await
+            .expect("the throttled messages never came")
+            .unwrap();
+        assert!(n > 0, "the relay closed the upstream");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let payloads: Vec<Vec<u8>> = decode(&got, true).into_iter().map(|f| f.2).collect();
+    assert_eq!(payloads, [b"a", b"b", b"c", b"d"].map(|p| p.to_vec()));
+    // Held back, not dropped: the fourth message waited two periods.
+    assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+}
+
+/// How many whole frames `bytes` holds.
+fn decode_complete(mut bytes: &[u8]) -> usize {
+    let mut n = 0;
+    while let Ok(Some(h)) = frame::parse_head(bytes, true) {
+        let end = h.header_len + h.len as usize;
+        if bytes.len() < end {
+            break;
+        }
+        n += 1;
+        bytes = &bytes[end..];
+    }
+    n
+}
