@@ -2,19 +2,28 @@
 //! HTTP/2 with limits, and drain on shutdown.
 //!
 //! Each accepted connection runs in its own task; nothing one agent sends
-//! (garbage TLS, oversized or endless headers) reaches another. Limits:
-//! `tls_handshake_timeout` (the connection is dropped), a first request head
-//! not complete within `request_header_timeout` (408, see `io`), request
-//! heads over `max_request_header_bytes` (431 from hyper), at most
-//! `max_connections` open connections (further agents wait in the kernel's
-//! accept queue rather than exhaust file descriptors).
+//! (garbage TLS, oversized or endless headers) reaches another. Every phase
+//! of a connection has a deadline: `tls_handshake_timeout` (the connection
+//! is dropped), a request head — or the HTTP/2 preface and first SETTINGS
+//! — not complete within `request_header_timeout` (408 for the first
+//! HTTP/1.1 head, see `io`), nothing in flight for `idle_timeout` (HTTP/1.1
+//! closes, HTTP/2 gets GOAWAY, see `activity`), a request body not complete
+//! within its route's `request_body_timeout` (408, `crate::edge::body`).
+//! Request heads over `max_request_header_bytes` get 431 from hyper; at
+//! most `max_connections` connections are open (further agents wait in
+//! the kernel's accept queue rather than exhaust file descriptors); TCP
+//! keepalive finds agents that vanished without a FIN.
+//!
+//! HTTP/2 does not advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL`: extended
+//! CONNECT (RFC 8441 WebSockets) is not served yet, and a browser told it
+//! is would send its `wss://` sessions where they get no answer.
 
+mod activity;
 mod io;
 mod upgraded;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -29,7 +38,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
 use crate::gateway::Gateway;
-use io::HeaderTimeoutIo;
+use activity::{Activity, TrackedBody};
+use io::DeadlineIo;
 pub(crate) use upgraded::take_agent_io;
 
 /// What the request path knows about the agent's connection.
@@ -43,6 +53,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified mTLS client identity, if any.
     pub peer_identity: Option<Arc<str>>,
+    /// The listener's settings (its edge policy).
+    pub settings: Arc<ListenerConfig>,
     /// The listener's connection slot, held until the connection and any
     /// session upgraded from it have ended.
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -110,10 +122,26 @@ pub(crate) async fn serve(
             failures = 0;
         }
         let _ = tcp.set_nodelay(true);
+        if let Some(idle) = config.tcp_keepalive {
+            set_tcp_keepalive(&tcp, idle);
+        }
         let (config, tls, gateway, shutdown) = (config.clone(), tls.clone(), gateway.clone(), shutdown.clone());
         tracker.spawn(async move {
             serve_connection(tcp, client, &config, tls, gateway, shutdown, permit).await;
         });
+    }
+}
+
+/// Turns on TCP keepalive: probes after `idle` of silence, then every
+/// 10 s, and the connection ends after 3 unanswered (about `idle` + 30 s
+/// for a peer that vanished without a FIN or RST).
+pub(crate) fn set_tcp_keepalive(tcp: &TcpStream, idle: Duration) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "could not enable TCP keepalive");
     }
 }
 
@@ -165,7 +193,7 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: appli
 async fn serve_connection(
     tcp: TcpStream,
     client: SocketAddr,
-    config: &ListenerConfig,
+    config: &Arc<ListenerConfig>,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
@@ -178,6 +206,7 @@ async fn serve_connection(
                 listener: config.name.clone(),
                 tls: false,
                 peer_identity: None,
+                settings: config.clone(),
                 _slot: slot,
             };
             serve_http(tcp, info, false, config, gateway, shutdown).await;
@@ -206,6 +235,7 @@ async fn serve_connection(
                 listener: config.name.clone(),
                 tls: true,
                 peer_identity,
+                settings: config.clone(),
                 _slot: slot,
             };
             serve_http(stream, info, h2, config, gateway, shutdown).await;
@@ -223,29 +253,35 @@ async fn serve_http<T>(
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let first_request = Arc::new(AtomicBool::new(false));
-    let io = HeaderTimeoutIo::new(io, config.request_header_timeout, first_request.clone(), h2);
+    let activity = Activity::new();
+    let io = DeadlineIo::new(io, config.request_header_timeout, activity.clone(), h2);
     let info = Arc::new(info);
-    let service = service_fn(move |req| {
-        first_request.store(true, Ordering::Relaxed);
-        let (gateway, info) = (gateway.clone(), info.clone());
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(info, req).await) }
-    });
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let in_flight = activity.start();
+            let (gateway, info) = (gateway.clone(), info.clone());
+            async move {
+                let resp = gateway.handle(info, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
+            }
+        })
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Covers later requests on a keep-alive connection; the wrapper
-        // above answers 408 for the first one, so it must fire first.
-        .header_read_timeout(config.request_header_timeout + Duration::from_secs(1))
+        // hyper's timer starts when a connection goes idle, so it cannot
+        // tell a slow head from an idle keep-alive connection; `io` and
+        // the idle watchdog bound both. This is a backstop.
+        .header_read_timeout(config.idle_timeout + config.request_header_timeout + Duration::from_secs(1))
         .max_buf_size(config.max_request_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(config.max_request_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(30))
-        .enable_connect_protocol();
+        .keep_alive_interval(Duration::from_secs(30));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -253,6 +289,11 @@ async fn serve_http<T>(
         _ = shutdown.cancelled() => {
             // Finish in-flight requests, refuse new ones (HTTP/1.1 closes
             // after the current response, HTTP/2 sends GOAWAY).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.idle_for(config.idle_timeout) => {
+            tracing::debug!("closing an idle agent connection");
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -3,11 +3,11 @@
 //! TLS stream) itself.
 //!
 //! hyper hands an upgrade over as `Upgraded`: a boxed trait object behind
-//! a rewind buffer, behind the listener's [`HeaderTimeoutIo`] wrapper. Each
+//! a rewind buffer, behind the listener's [`DeadlineIo`] wrapper. Each
 //! read and write then goes through three dynamic or wrapping layers, and
 //! the boxes stay allocated for the session's life. The listener built the
 //! connection, so it knows the two concrete types it can be; taking them
-//! back also drops the header-timeout wrapper, which has no job after the
+//! back also drops the deadline wrapper, which has no job after the
 //! first request. Bytes hyper read past the upgrade request come back with
 //! the transport and must be relayed first.
 
@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::io::HeaderTimeoutIo;
+use super::io::DeadlineIo;
 
 /// An agent's transport after a WebSocket upgrade.
 #[derive(Debug)]
@@ -41,14 +41,14 @@ pub(crate) enum AgentIo {
 /// Takes the transport out of `upgraded`; returns it with the bytes that
 /// were read past the upgrade request.
 pub(crate) fn take_agent_io(upgraded: Upgraded) -> (AgentIo, Bytes) {
-    let upgraded = match downcast::<TokioIo<HeaderTimeoutIo<TcpStream>>>(upgraded) {
+    let upgraded = match downcast::<TokioIo<DeadlineIo<TcpStream>>>(upgraded) {
         Ok(parts) => {
             let io = parts.io.into_inner().into_inner();
             return (AgentIo::Tcp(io), parts.read_buf);
         }
         Err(u) => u,
     };
-    match downcast::<TokioIo<HeaderTimeoutIo<TlsStream<TcpStream>>>>(upgraded) {
+    match downcast::<TokioIo<DeadlineIo<TlsStream<TcpStream>>>>(upgraded) {
         Ok(parts) => {
             let io = parts.io.into_inner().into_inner();
             (AgentIo::Tls(Box::new(io)), parts.read_buf)

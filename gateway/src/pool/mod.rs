@@ -179,6 +179,7 @@ impl Pool {
             addr: crate::config::EndpointAddr::Ip(addr),
             tls: None,
             timeout: Duration::from_secs(5),
+            keepalive: None,
         };
         Self::new(addr.to_string().into(), flavor, connector, params)
     }

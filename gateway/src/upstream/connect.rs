@@ -73,6 +73,8 @@ pub(crate) enum Connector {
         addr: EndpointAddr,
         tls: Option<TlsConnect>,
         timeout: Duration,
+        /// TCP keepalive idle time; `None`: off.
+        keepalive: Option<Duration>,
     },
     /// The built-in echo upstream: each connection is a fresh in-process
     /// pipe served by [`crate::echo`].
@@ -119,20 +121,27 @@ impl Connector {
                     .push(far);
                 Ok(UpstreamIo::Duplex(near))
             }
-            Self::Net { addr, tls, timeout } => {
-                match tokio::time::timeout(*timeout, connect_net(addr, tls.as_ref())).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ConnectError::Timeout {
-                        addr: addr.to_string(),
-                        after: *timeout,
-                    }),
-                }
-            }
+            Self::Net {
+                addr,
+                tls,
+                timeout,
+                keepalive,
+            } => match tokio::time::timeout(*timeout, connect_net(addr, tls.as_ref(), *keepalive)).await {
+                Ok(r) => r,
+                Err(_) => Err(ConnectError::Timeout {
+                    addr: addr.to_string(),
+                    after: *timeout,
+                }),
+            },
         }
     }
 }
 
-async fn connect_net(addr: &EndpointAddr, tls: Option<&TlsConnect>) -> Result<UpstreamIo, ConnectError> {
+async fn connect_net(
+    addr: &EndpointAddr,
+    tls: Option<&TlsConnect>,
+    keepalive: Option<Duration>,
+) -> Result<UpstreamIo, ConnectError> {
     let tcp = match addr {
         EndpointAddr::Ip(a) => TcpStream::connect(a).await,
         EndpointAddr::Dns { host, port } => {
@@ -152,6 +161,11 @@ async fn connect_net(addr: &EndpointAddr, tls: Option<&TlsConnect>) -> Result<Up
     })?;
     // Agent traffic is small messages; Nagle would add up to 40 ms each.
     let _ = tcp.set_nodelay(true);
+    // A pooled connection to a host that vanished (no FIN, no RST) would
+    // otherwise look open until a request is sent on it.
+    if let Some(idle) = keepalive {
+        crate::listener::set_tcp_keepalive(&tcp, idle);
+    }
     let Some(tls) = tls else {
         return Ok(UpstreamIo::Tcp(tcp));
     };

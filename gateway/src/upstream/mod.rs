@@ -79,6 +79,7 @@ impl Cluster {
                     addr: addr.clone(),
                     tls,
                     timeout: config.connect_timeout,
+                    keepalive: config.tcp_keepalive,
                 })
             };
             let http_alpn = match config.protocol {
