@@ -59,6 +59,10 @@ pub enum Cause {
     SessionLost,
     /// The cross-instance session registry (Redis) is unavailable.
     RegistryUnavailable,
+    /// A method the gateway does not serve (a plain CONNECT tunnel).
+    MethodNotAllowed,
+    /// The request body did not arrive within its deadline.
+    RequestTimeout,
 }
 
 /// Which side a failure came from.
@@ -74,7 +78,7 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 20] = [
+    pub const ALL: [Cause; 22] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
@@ -95,6 +99,8 @@ impl Cause {
         Self::SessionTaken,
         Self::SessionLost,
         Self::RegistryUnavailable,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
     ];
 
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
@@ -121,6 +127,8 @@ impl Cause {
             Self::SessionTaken => (StatusCode::CONFLICT, 1008, Downstream),
             Self::SessionLost => (StatusCode::GONE, 1011, Upstream),
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1002, Downstream),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, 1008, Downstream),
         }
     }
 
@@ -147,6 +155,8 @@ impl Cause {
             Self::SessionTaken => "session_taken",
             Self::SessionLost => "session_lost",
             Self::RegistryUnavailable => "registry_unavailable",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -221,14 +231,39 @@ impl ProxyError {
         resp
     }
 
+    /// The agent's own body failure (too large, too slow) when it is
+    /// somewhere in `e`'s source chain: an upstream exchange that failed
+    /// because the agent's body was cut is the agent's doing, not the
+    /// upstream's.
+    pub fn from_agent_body(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        use crate::edge::BodyError;
+        let mut next = Some(e);
+        while let Some(e) = next {
+            if let Some(b) = e.downcast_ref::<BodyError>() {
+                let cause = match b {
+                    BodyError::TooLarge { .. } => Cause::TooLarge,
+                    BodyError::TimedOut(_) => Cause::RequestTimeout,
+                    BodyError::Read(_) => Cause::BadRequest,
+                };
+                return Some(Self::new(cause, b.to_string()));
+            }
+            next = e.source();
+        }
+        None
+    }
+
     /// Recovers a typed error from a boxed one (tower stacks box errors):
-    /// the gateway's own, and each filter's, falling back to `Internal`.
+    /// the gateway's own, each filter's, and an agent body failure
+    /// anywhere in the source chain, falling back to `Internal`.
     pub fn from_box(e: BoxError) -> Self {
         use agentmux_filters::{auth, circuit_breaker, load_shed, rate_limit, timeout};
         let e = match e.downcast::<ProxyError>() {
             Ok(p) => return *p,
             Err(e) => e,
         };
+        if let Some(body) = Self::from_agent_body(&*e) {
+            return body.with_source(e);
+        }
         if let Some(r) = e.downcast_ref::<rate_limit::RateLimited>() {
             let after = r.retry_after();
             return Self::new(Cause::RateLimited, "rate limit exceeded").with_retry_after(after);

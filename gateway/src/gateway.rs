@@ -97,7 +97,15 @@ impl Gateway {
 
     /// Answers one agent request with the current runtime.
     pub(crate) async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
-        crate::proxy::handle(self.runtime(), conn, req, self.tracing.as_deref(), self.access_log).await
+        crate::proxy::handle(
+            self.runtime(),
+            conn,
+            req,
+            self.tracing.as_deref(),
+            self.access_log,
+            &self.metrics,
+        )
+        .await
     }
 
     /// Swaps in a new configuration: clusters whose settings did not

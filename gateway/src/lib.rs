@@ -21,6 +21,7 @@ pub mod body;
 pub mod cluster_state;
 pub mod config;
 mod echo;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod listener;

@@ -21,6 +21,8 @@ pub struct ClusterConfig {
     pub(crate) strategy: Strategy,
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) connect_timeout: Duration,
+    /// TCP keepalive idle time on upstream sockets; `None`: off.
+    pub(crate) tcp_keepalive: Option<Duration>,
     pub(crate) tls: Option<UpstreamTls>,
     pub(crate) pool: PoolParams,
     pub(crate) health: HealthCheckConfig,
@@ -273,6 +275,7 @@ impl ClusterConfig {
             &spec.connect_timeout,
             Duration::from_secs(5),
         );
+        let tcp_keepalive = duration(errs, at("tcp_keepalive"), &spec.tcp_keepalive, Duration::from_secs(60));
         let tls = match &spec.tls {
             None => Some(None),
             Some(t) => UpstreamTls::from_spec(&at("tls"), t, errs).map(Some),
@@ -286,6 +289,7 @@ impl ClusterConfig {
             strategy: strategy?,
             protocol: protocol?,
             connect_timeout: connect_timeout?,
+            tcp_keepalive: Some(tcp_keepalive?).filter(|d| !d.is_zero()),
             tls: tls?,
             pool: pool?,
             health: health?,

@@ -22,6 +22,9 @@ pub struct ListenerConfig {
     pub(crate) max_request_header_bytes: usize,
     pub(crate) max_connections: usize,
     pub(crate) h2_max_concurrent_streams: u32,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) tcp_keepalive: Option<Duration>,
+    pub(crate) edge: super::EdgePolicy,
 }
 
 /// TLS files of a listener.
@@ -55,6 +58,9 @@ impl ListenerConfig {
         };
         let handshake = duration("tls_handshake_timeout", &spec.tls_handshake_timeout, 10, errs);
         let header = duration("request_header_timeout", &spec.request_header_timeout, 10, errs);
+        let idle = duration("idle_timeout", &spec.idle_timeout, 60, errs);
+        let keepalive = duration("tcp_keepalive", &spec.tcp_keepalive, 60, errs);
+        let edge = super::edge::edge_policy(&format!("listeners[{i}]"), spec, errs);
         let max_header = spec.max_request_header_bytes.unwrap_or(16 * 1024);
         if max_header < 8192 {
             errs.push(
@@ -70,7 +76,11 @@ impl ListenerConfig {
         if streams == 0 {
             errs.push(at("h2_max_concurrent_streams"), "must be at least 1, got 0");
         }
-        for (key, d) in [("tls_handshake_timeout", handshake), ("request_header_timeout", header)] {
+        for (key, d) in [
+            ("tls_handshake_timeout", handshake),
+            ("request_header_timeout", header),
+            ("idle_timeout", idle),
+        ] {
             if d == Some(Duration::ZERO) {
                 errs.push(at(key), "must be longer than 0s");
             }
@@ -84,6 +94,9 @@ impl ListenerConfig {
             max_request_header_bytes: max_header,
             max_connections,
             h2_max_concurrent_streams: streams,
+            idle_timeout: idle?,
+            tcp_keepalive: Some(keepalive?).filter(|d| !d.is_zero()),
+            edge: edge?,
         })
     }
 
@@ -100,6 +113,11 @@ impl ListenerConfig {
     /// Whether it terminates TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Its edge policy (path normalization, trusted proxies).
+    pub fn edge(&self) -> &super::EdgePolicy {
+        &self.edge
     }
 }
 

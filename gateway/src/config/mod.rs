@@ -11,9 +11,11 @@
 //! working directory of the process, like the default config path
 //! `config/agentmux.toml`.
 
+mod cidr;
 mod cluster;
 mod cluster_state;
 mod duration;
+mod edge;
 mod error;
 mod filter;
 mod listener;
@@ -28,12 +30,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cidr::{Cidr, InvalidCidr};
 pub use cluster::{
     ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, MuxParams,
     PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
 };
 pub use cluster_state::{ClusterStateConfig, ClusterStateSpec, InstanceId, RedisUrl};
 pub use duration::{format_duration, parse_duration};
+pub use edge::{BodyParams, EdgePolicy, EscapedSlashes, ForwardPath, PathPolicy};
 pub use error::{ConfigError, ConfigErrors};
 pub use filter::{BreakerConfig, FilterConfig, FilterSpec, RateLimitConfig, RetryConfig};
 pub use listener::{ListenerConfig, ListenerTls};

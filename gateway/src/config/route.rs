@@ -43,6 +43,8 @@ pub struct RouteConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) websocket: WebSocketParams,
     pub(crate) filters: Vec<Arc<str>>,
+    pub(crate) body: super::BodyParams,
+    pub(crate) forward_path: super::ForwardPath,
 }
 
 /// What requests a route takes. All given conditions must hold.
@@ -136,6 +138,24 @@ impl RouteConfig {
             errs.push(at("request_timeout"), "must be longer than 0s");
         }
         let websocket = WebSocketParams::from_spec(&at("websocket"), &spec.websocket, errs);
+        let max_body = spec.max_request_body_bytes.unwrap_or(super::edge::DEFAULT_MAX_BODY);
+        let body_timeout = match &spec.request_body_timeout {
+            None => Some(Some(Duration::from_secs(60))),
+            Some(s) => errs
+                .check(at("request_body_timeout"), parse_duration(s))
+                .map(|d| (!d.is_zero()).then_some(d)),
+        };
+        let forward_path = match spec.forward_path.as_deref() {
+            None | Some("normalized") => Some(super::ForwardPath::Normalized),
+            Some("raw") => Some(super::ForwardPath::Raw),
+            Some(other) => {
+                errs.push(
+                    at("forward_path"),
+                    format!("unknown value {other:?} (expected \"normalized\" or \"raw\")"),
+                );
+                None
+            }
+        };
         let mut names = Vec::new();
         for (j, f) in spec.filters.iter().enumerate() {
             if !filters.contains_key(f) {
@@ -165,6 +185,11 @@ impl RouteConfig {
             request_timeout: request_timeout?,
             websocket: websocket?,
             filters: names,
+            body: super::BodyParams {
+                max_bytes: max_body,
+                timeout: body_timeout?,
+            },
+            forward_path: forward_path?,
         })
     }
 
@@ -182,6 +207,16 @@ impl RouteConfig {
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
+
+    /// Its request body bounds.
+    pub fn body_limits(&self) -> super::BodyParams {
+        self.body
+    }
+
+    /// Which path it forwards.
+    pub fn forward_path(&self) -> super::ForwardPath {
+        self.forward_path
+    }
 }
 
 impl RouteMatch {
@@ -194,6 +229,14 @@ impl RouteMatch {
             None => Some("/".to_owned()),
             Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => {
                 let trimmed = p.trim_end_matches('/');
+                if let Some(why) = not_normal(trimmed) {
+                    errs.push(
+                        format!("{at}.path_prefix"),
+                        format!(
+                            "must be a normalized path ({why}), got {p:?}: requests are matched after normalization"
+                        ),
+                    );
+                }
                 Some(if trimmed.is_empty() {
                     "/".to_owned()
                 } else {
@@ -251,6 +294,36 @@ impl RouteMatch {
     }
 }
 
+/// Why a path prefix could never match a normalized request path
+/// (`crate::edge::path`), if it could not.
+fn not_normal(prefix: &str) -> Option<&'static str> {
+    let segments = prefix.split('/').skip(1);
+    for s in segments {
+        match s {
+            "" => return Some("no empty segments"),
+            "." | ".." => return Some("no '.' or '..' segments"),
+            _ => {}
+        }
+    }
+    if prefix.contains('\\') {
+        return Some("no backslash");
+    }
+    let b = prefix.as_bytes();
+    for (i, _) in prefix.match_indices('%') {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let Some(c) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+            return Some("'%' must start a two-digit hex escape");
+        };
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+            return Some("write letters, digits and -._~ unescaped");
+        }
+        if hex.is_some_and(|h| h.bytes().any(|x| x.is_ascii_lowercase())) {
+            return Some("escapes in upper-case hex");
+        }
+    }
+    None
+}
+
 impl HostMatch {
     fn parse(h: &str) -> Result<Self, String> {
         let lower = h.trim().to_ascii_lowercase();
@@ -286,7 +359,7 @@ impl WebSocketParams {
             );
         }
         let keepalive = match &spec.keepalive_interval {
-            None => Some(None),
+            None => Some(Some(Duration::from_secs(30))),
             Some(s) => errs
                 .check(format!("{at}.keepalive_interval"), parse_duration(s))
                 .map(|d| (!d.is_zero()).then_some(d)),

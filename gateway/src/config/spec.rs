@@ -81,6 +81,32 @@ pub struct ListenerSpec {
     pub max_connections: Option<usize>,
     /// HTTP/2 streams per agent connection. Default 256.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Close a connection with nothing in flight for this long: an idle
+    /// HTTP/1.1 keep-alive connection is closed, an HTTP/2 connection with
+    /// no open stream gets GOAWAY. Default `"60s"`.
+    pub idle_timeout: Option<String>,
+    /// TCP keepalive on agent sockets: probes start after this much
+    /// silence (then every 10 s, 3 unanswered end the connection), so a
+    /// vanished agent's socket is found. `"0s"` turns it off. Default
+    /// `"60s"`.
+    pub tcp_keepalive: Option<String>,
+    /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` headers are
+    /// kept and appended to; from anyone else they are replaced. Default:
+    /// none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Normalize request paths before routing and forward the normalized
+    /// path: percent-decoded unreserved characters, dot segments removed.
+    /// `false` routes and forwards paths as received. Default `true`.
+    pub normalize_path: Option<bool>,
+    /// Merge runs of slashes (`//a` → `/a`) while normalizing. Default
+    /// `true`.
+    pub merge_slashes: Option<bool>,
+    /// `"reject"` (default: `%2F`, `%5C` or `\` in a path is answered 400)
+    /// or `"keep"` (passed through as ordinary characters, never as
+    /// segment separators).
+    pub escaped_slashes: Option<String>,
 }
 
 /// `listeners[].tls`
@@ -136,6 +162,19 @@ pub struct RouteSpec {
     /// WebSocket relay settings (modes `websocket` and `mux`).
     #[serde(default)]
     pub websocket: WebSocketSpec,
+    /// Largest request body accepted, in bytes: a larger `Content-Length`
+    /// is answered 413 before anything else runs, a streamed body is cut
+    /// when it passes the limit (413 if no response has started).
+    /// Default 33554432 (32 MiB).
+    pub max_request_body_bytes: Option<u64>,
+    /// Time from a request's head to the last byte of its body (408
+    /// beyond, if no response has started). `"0s"` turns it off. Default
+    /// `"60s"`.
+    pub request_body_timeout: Option<String>,
+    /// `"normalized"` (default: the path the route matched) or `"raw"`
+    /// (the path exactly as the agent sent it, for upstreams that need
+    /// it; routing still uses the normalized path).
+    pub forward_path: Option<String>,
     /// Names of `[filters.NAME]` entries, applied in this order (the first
     /// sees the request first). Default: none.
     #[serde(default)]
@@ -176,8 +215,9 @@ pub struct WebSocketSpec {
     /// Bytes a session may hold in the gateway waiting for a slow reader
     /// before it stops reading the other side. Default 1 MiB.
     pub max_buffered_bytes: Option<usize>,
-    /// Send a ping to an agent silent this long; `"0s"` turns it off.
-    /// Default `"0s"`.
+    /// Send a ping to an agent silent this long and close the session
+    /// (1001) when two in a row go unanswered; `"0s"` turns it off.
+    /// Default `"30s"`.
     pub keepalive_interval: Option<String>,
     /// Time allowed for the upstream's `101` answer. Default `"10s"`.
     pub handshake_timeout: Option<String>,
@@ -204,6 +244,11 @@ pub struct ClusterSpec {
     pub protocol: Option<String>,
     /// Time allowed for TCP connect plus TLS handshake. Default `"5s"`.
     pub connect_timeout: Option<String>,
+    /// TCP keepalive on upstream sockets: probes start after this much
+    /// silence (then every 10 s, 3 unanswered end the connection), so a
+    /// pooled connection to a vanished host is found. `"0s"` turns it off.
+    /// Default `"60s"`.
+    pub tcp_keepalive: Option<String>,
     /// Upstream TLS; omit for plaintext upstreams.
     pub tls: Option<UpstreamTlsSpec>,
     /// The warm pool of each endpoint.

@@ -376,3 +376,85 @@ fn mux_settings_take_defaults_and_errors_name_their_keys() {
     );
     assert!(has(&errs, "clusters.backend.mux.resume_timeout"), "{errs:?}");
 }
+
+#[test]
+fn the_edge_is_safe_by_default() {
+    let c = Config::parse(BASE, "test.toml").unwrap();
+    let l = &c.listeners()[0];
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!(l.tcp_keepalive, Some(Duration::from_secs(60)));
+    assert_eq!(l.edge, EdgePolicy::default());
+    assert!(l.edge.path.normalize && l.edge.path.merge_slashes);
+    assert_eq!(l.edge.path.escaped_slashes, EscapedSlashes::Reject);
+    assert!(l.edge.trusted_proxies.is_empty());
+    let r = &c.routes()[0];
+    assert_eq!(r.websocket.keepalive_interval, Some(Duration::from_secs(30)));
+    assert_eq!(r.body.max_bytes, 32 << 20);
+    assert_eq!(r.body.timeout, Some(Duration::from_secs(60)));
+    assert_eq!(r.forward_path, ForwardPath::Normalized);
+    assert_eq!(c.clusters()["backend"].tcp_keepalive, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn edge_keys_are_validated_with_their_paths() {
+    let text = BASE.replace(
+        "listen = \"127.0.0.1:8443\"",
+        "listen = \"127.0.0.1:8443\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\nescaped_slashes = \"decode\"\nidle_timeout = \"0s\"",
+    )
+    .replace(
+        "cluster = \"backend\"\n",
+        "cluster = \"backend\"\nforward_path = \"verbatim\"\nrequest_body_timeout = \"soon\"\nmatch = { path_prefix = \"/a/../b\" }\n",
+    );
+    let errs = errors(&text);
+    assert!(
+        has(
+            &errs,
+            "listeners[0].trusted_proxies[1]: invalid address range \"10.0.0.0/40\""
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "listeners[0].escaped_slashes: unknown action \"decode\""),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "listeners[0].idle_timeout: must be longer than 0s"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "routes[0].forward_path: unknown value \"verbatim\""),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "routes[0].request_body_timeout"), "{errs:?}");
+    assert!(
+        has(&errs, "routes[0].match.path_prefix: must be a normalized path"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn edge_switches_loosen_what_they_name() {
+    let text = BASE.replace(
+        "listen = \"127.0.0.1:8443\"",
+        "listen = \"127.0.0.1:8443\"\nnormalize_path = false\nmerge_slashes = false\nescaped_slashes = \"keep\"\ntcp_keepalive = \"0s\"",
+    )
+    .replace(
+        "cluster = \"backend\"\n",
+        "cluster = \"backend\"\nforward_path = \"raw\"\nrequest_body_timeout = \"0s\"\nmax_request_body_bytes = 10\nwebsocket = { keepalive_interval = \"0s\" }\n",
+    );
+    let c = Config::parse(&text, "test.toml").unwrap();
+    let l = &c.listeners()[0];
+    assert!(!l.edge.path.normalize && !l.edge.path.merge_slashes);
+    assert_eq!(l.edge.path.escaped_slashes, EscapedSlashes::Keep);
+    assert_eq!(l.tcp_keepalive, None);
+    let r = &c.routes()[0];
+    assert_eq!(r.forward_path, ForwardPath::Raw);
+    assert_eq!(
+        r.body,
+        BodyParams {
+            max_bytes: 10,
+            timeout: None
+        }
+    );
+    assert_eq!(r.websocket.keepalive_interval, None);
+}

@@ -100,6 +100,12 @@ pub(crate) struct CircuitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabels {
+    listener: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -136,6 +142,7 @@ pub struct Metrics {
     pub(crate) circuit_state: Family<CircuitLabels, Gauge>,
     pub(crate) rate_limit_keys: Family<RouteLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    edge_rejected: Family<EdgeLabels, Counter>,
     mux_resumes: Family<ClusterLabels, Counter>,
     mux_lost: Family<ClusterLabels, Counter>,
     mux_takeovers: Family<ClusterLabels, Counter>,
@@ -186,6 +193,7 @@ impl Metrics {
             circuit_state: Family::default(),
             rate_limit_keys: Family::default(),
             reloads: Family::default(),
+            edge_rejected: Family::default(),
             mux_resumes: Family::default(),
             mux_lost: Family::default(),
             mux_takeovers: Family::default(),
@@ -278,6 +286,11 @@ impl Metrics {
             m.rate_limit_keys.clone(),
         );
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
+        r.register(
+            "edge_rejected",
+            "Requests refused before routing (malformed path or authority, no route, CONNECT), by listener and cause",
+            m.edge_rejected.clone(),
+        );
         r.register(
             "mux_resumes",
             "Mux sessions resumed on another connection",
@@ -394,6 +407,17 @@ impl Metrics {
         self.acquire_seconds.get_or_create_owned(&ClusterLabels {
             cluster: cluster.to_owned(),
         })
+    }
+
+    /// Counts a request refused before it reached a route (rare: looks
+    /// the label set up).
+    pub fn edge_rejected(&self, listener: &str, cause: Cause) {
+        self.edge_rejected
+            .get_or_create(&EdgeLabels {
+                listener: listener.to_owned(),
+                cause: cause.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a reload attempt.

@@ -1,7 +1,5 @@
-//! Header rewriting between agent and upstream: hop-by-hop removal,
-//! `x-forwarded-*` and `via`.
-
-use std::net::IpAddr;
+//! Header rewriting between agent and upstream: hop-by-hop removal and
+//! `via` (the forwarding headers are the edge's: `crate::edge::forwarded`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -43,34 +41,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the agent's address to `x-forwarded-for` and sets
-/// `x-forwarded-proto` and `x-forwarded-host` (the gateway is the edge, so
-/// agent-sent values of the latter two are replaced).
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let client = client.to_string();
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    let xfh = HeaderName::from_static("x-forwarded-host");
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        Some(h) => {
-            headers.insert(xfh, h);
-        }
-        None => {
-            headers.remove(xfh);
-        }
-    }
-}
-
 /// Appends this hop to `Via` (RFC 9110 §7.6.3).
 pub(crate) fn add_via(headers: &mut HeaderMap, version: http::Version) {
     let proto = match version {
@@ -109,14 +79,8 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append_and_replace() {
+    fn via_appends_this_hop() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
-        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), true, Some("api.example.com"));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "api.example.com");
         add_via(&mut h, http::Version::HTTP_2);
         add_via(&mut h, http::Version::HTTP_11);
         assert_eq!(h[header::VIA], "2 agentmux, 1.1 agentmux");

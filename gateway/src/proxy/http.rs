@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{FirstByte, LeaseBody};
-use super::headers::{add_via, set_forwarded, strip_hop_by_hop};
+use super::headers::{add_via, strip_hop_by_hop};
 use crate::body::{Body, boxed};
 use crate::config::HashKey;
 use crate::error::{Cause, ProxyError};
@@ -42,8 +42,8 @@ pub(crate) async fn forward(t: &Terminal, req: Request<ProxyBody>) -> Result<Res
     let tls_upstream = cluster.config().tls.is_some();
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
+    // The edge already set the forwarding headers and the one `Host`.
     strip_hop_by_hop(&mut parts.headers);
-    set_forwarded(&mut parts.headers, conn.client.ip(), conn.tls, host.as_deref());
     add_via(&mut parts.headers, downstream_version);
     let mut req = Request::from_parts(parts, body.into_body());
     let threshold = cluster.config().health.unhealthy_threshold;
@@ -82,6 +82,16 @@ pub(crate) async fn forward(t: &Terminal, req: Request<ProxyBody>) -> Result<Res
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            // The agent's body was cut (too large, too slow): the agent's
+            // failure, not the endpoint's.
+            let agent = match &e {
+                SendError::Failed(c) | SendError::NotSent { cause: Some(c), .. } => ProxyError::from_agent_body(c),
+                SendError::NotSent { cause: None, .. } => None,
+            };
+            if let Some(agent) = agent {
+                picked.record(Some(agent.status()));
+                return Err(agent);
+            }
             endpoint.report(false, None, threshold);
             picked.record(None);
             let cause = match &e {
@@ -123,6 +133,8 @@ fn set_upstream_target(req: &mut Request<Body>, h2: bool, tls: bool, host: Optio
         req.headers_mut().remove(header::HOST);
         *req.version_mut() = Version::HTTP_2;
     } else {
+        // The edge left exactly one `Host` (the request's authority);
+        // an HTTP/2 agent's request has one too.
         if !req.headers().contains_key(header::HOST)
             && let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok())
         {

@@ -7,7 +7,7 @@ mod http;
 
 use std::sync::Arc;
 
-use ::http::{Request, Response};
+use ::http::{Request, Response, Uri};
 use agentmux_filters::{ClientAddr, PeerIdentity};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -16,41 +16,66 @@ use tower::ServiceExt;
 pub(crate) use http::{affinity_key, forward};
 
 use crate::body::Body;
+use crate::config::ForwardPath;
+use crate::edge;
 use crate::error::{Cause, ProxyError};
 use crate::listener::ConnInfo;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::stack::{ProxyBody, RequestHost};
 use crate::telemetry::Tracing;
 
-/// Answers one agent request: routes it and runs the route's stack; every
-/// failure becomes its mapped HTTP answer here, at the edge.
+/// Answers one agent request: settles it at the edge, routes it and runs
+/// the route's stack; every failure becomes its mapped HTTP answer here.
 pub(crate) async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     tracing: Option<&Tracing>,
     access_log: bool,
+    gateway_metrics: &Metrics,
 ) -> Response<Body> {
-    let host = request_host(&req).map(str::to_owned);
-    let Some((route, index)) = rt.router().find(host.as_deref(), req.uri().path(), req.headers()) else {
-        let msg = format!(
-            "no route for host {:?} path {:?}",
-            host.as_deref().unwrap_or(""),
-            req.uri().path()
-        );
-        return ProxyError::new(Cause::NoRoute, msg).into_response();
+    let (mut parts, body) = req.into_parts();
+    let peer = edge::Peer {
+        addr: conn.client.ip(),
+        tls: conn.tls,
+    };
+    let admitted = match edge::admit(&mut parts, peer, conn.settings.edge()) {
+        Ok(a) => a,
+        Err(e) => return refuse_at_edge(gateway_metrics, &conn, e),
+    };
+    let host = admitted.host.as_ref().map(|a| a.as_str());
+    let Some((route, index)) = rt.router().find(host, parts.uri.path(), &parts.headers) else {
+        let msg = format!("no route for host {:?} path {:?}", host.unwrap_or(""), parts.uri.path());
+        return refuse_at_edge(gateway_metrics, &conn, ProxyError::new(Cause::NoRoute, msg));
     };
     let Some(stack) = rt.stack(index) else {
         return ProxyError::new(Cause::Internal, "route has no stack").into_response();
     };
     let metrics = &stack.terminal.metrics;
     let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
+    let body = match edge::admit_body(body, route.body_limits()) {
+        Ok(b) => b,
+        Err(e) => {
+            metrics.error(e.cause());
+            metrics.status(e.status());
+            return e.into_response();
+        }
+    };
+    if route.forward_path() == ForwardPath::Raw
+        && let Some(edge::RawPath(raw)) = parts.extensions.remove::<edge::RawPath>()
+    {
+        parts.uri = Uri::from(raw);
+    }
+    let host = admitted.host.map(|a| a.as_str().to_owned());
     let method = parts.method.clone();
     let span = tracing.map(|t| {
         let span = t.start("agentmux.request", route.name(), &mut parts.headers);
         span.set("http.request.method", method.to_string());
         span.set("agentmux.mode", route.mode().as_str());
+        if let Some(h) = &host {
+            span.set("server.address", h.clone());
+        }
         span
     });
     if let Some(s) = &span {
@@ -64,12 +89,11 @@ pub(crate) async fn handle(
     let conn_addr = conn.client;
     let request_bytes = http_body::Body::size_hint(&body).exact().unwrap_or(0);
     parts.extensions.insert(conn);
-    let resp = match ProxyBody::prepare(body, stack.replay_limit).await {
-        Ok(body) => stack.service().oneshot(Request::from_parts(parts, body)).await,
-        Err(e) => Err(ProxyError::new(Cause::BadRequest, "could not read the request body")
-            .with_source(e)
-            .into()),
-    };
+    // Nothing of the body is read here: filters that decide on the head
+    // alone (auth, rate limits, circuits, shedding) run before any byte of
+    // it is, and a retry filter replays what passed (`ProxyBody`).
+    let body = ProxyBody::new(body, stack.replay_limit);
+    let resp = stack.service().oneshot(Request::from_parts(parts, body)).await;
     let resp = resp.unwrap_or_else(|e| {
         let e = ProxyError::from_box(e);
         tracing::debug!(route = route.name(), cause = e.cause().as_str(), error = %e, "request failed");
@@ -102,10 +126,10 @@ pub(crate) async fn handle(
     resp
 }
 
-/// The host the agent asked for: `:authority` / absolute URI, else `Host`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(::http::header::HOST).and_then(|h| h.to_str().ok()))
+/// Answers a request refused before it reached a route, counted per
+/// listener and cause.
+fn refuse_at_edge(metrics: &Metrics, conn: &ConnInfo, e: ProxyError) -> Response<Body> {
+    tracing::debug!(listener = %conn.listener, client = %conn.client, cause = e.cause().as_str(), error = %e, "request refused at the edge");
+    metrics.edge_rejected(&conn.listener, e.cause());
+    e.into_response()
 }

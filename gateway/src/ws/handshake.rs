@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::Body;
-use crate::proxy::headers::{add_via, set_forwarded, strip_hop_by_hop};
+use crate::proxy::headers::{add_via, strip_hop_by_hop};
 use crate::upstream::io::UpstreamIo;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -115,18 +115,13 @@ pub(crate) struct UpstreamUpgrade {
     offered: Vec<String>,
 }
 
-/// What the agent's connection looks like, for forwarding headers.
-pub(crate) struct Origin<'a> {
-    pub(crate) client: std::net::IpAddr,
-    pub(crate) tls: bool,
-    pub(crate) host: Option<&'a str>,
-}
-
 impl UpstreamUpgrade {
     /// Builds the request: the agent's path and end-to-end headers, its
     /// subprotocol offer, a fresh key, no extensions (a frame relay cannot
-    /// carry compressed frames it does not decompress).
-    pub(crate) fn new<B>(req: &Request<B>, origin: &Origin<'_>) -> Self {
+    /// carry compressed frames it does not decompress). The forwarding
+    /// headers are the ones the edge set; `host` is the request's one
+    /// authority.
+    pub(crate) fn new<B>(req: &Request<B>, host: Option<&str>) -> Self {
         let mut headers = req.headers().clone();
         strip_hop_by_hop(&mut headers);
         for name in [
@@ -139,7 +134,6 @@ impl UpstreamUpgrade {
         ] {
             headers.remove(name);
         }
-        set_forwarded(&mut headers, origin.client, origin.tls, origin.host);
         add_via(&mut headers, req.version());
         let offered = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -153,7 +147,7 @@ impl UpstreamUpgrade {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut bytes = Vec::with_capacity(512);
         bytes.extend_from_slice(format!("GET {target} HTTP/1.1\r\n").as_bytes());
-        if let Some(host) = origin.host {
+        if let Some(host) = host {
             bytes.extend_from_slice(format!("host: {host}\r\n").as_bytes());
         }
         bytes.extend_from_slice(b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n");
@@ -394,14 +388,10 @@ mod tests {
             .header("sec-websocket-extensions", "permessage-deflate")
             .header("sec-websocket-protocol", "chat.v2, chat.v1")
             .header("x-agent", "7")
+            .header("x-forwarded-for", "10.0.0.1")
             .body(())
             .unwrap();
-        let origin = Origin {
-            client: "10.0.0.1".parse().unwrap(),
-            tls: true,
-            host: Some("gw.test"),
-        };
-        let up = UpstreamUpgrade::new(&req, &origin);
+        let up = UpstreamUpgrade::new(&req, Some("gw.test"));
         let text = String::from_utf8(up.bytes.clone()).unwrap();
         assert!(text.starts_with("GET /ws HTTP/1.1\r\nhost: gw.test\r\n"), "{text}");
         assert!(!text.contains("permessage-deflate"));

@@ -37,7 +37,7 @@ use crate::body::Body;
 use crate::error::{Cause, ProxyError};
 use crate::listener::{ConnInfo, take_agent_io};
 use crate::stack::{ProxyBody, RequestHost, Terminal};
-use handshake::{HandshakeError, Origin, UpstreamUpgrade};
+use handshake::{HandshakeError, UpstreamUpgrade};
 use lane::LaneCounters;
 use relay::{Relay, RelayParams};
 
@@ -137,12 +137,7 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         .as_ref()
         .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no WebSocket pool"))?;
     let active = endpoint.track();
-    let origin = Origin {
-        client: conn.client.ip(),
-        tls: conn.tls,
-        host: host.as_deref(),
-    };
-    let upgrade = UpstreamUpgrade::new(&req, &origin);
+    let upgrade = UpstreamUpgrade::new(&req, host.as_deref());
     let threshold = cluster.config().health.unhealthy_threshold;
     let limit = t.route.websocket.handshake_timeout;
 

@@ -266,8 +266,8 @@ where
         }
     }
 
-    /// Pings a quiet agent; ends the session if it stays silent through a
-    /// second interval.
+    /// Pings a quiet agent; ends the session when two pings in a row go
+    /// unanswered (nothing at all heard from the agent for three intervals).
     fn poll_keepalive(&mut self, cx: &mut Context<'_>) {
         let Some((interval, timer, missed)) = self.keepalive.as_mut() else {
             return;
@@ -280,7 +280,7 @@ where
         let _ = timer.as_mut().poll(cx);
         if std::mem::take(&mut self.up.activity) {
             *missed = 0;
-        } else if *missed >= 1 {
+        } else if *missed >= MISSED_PINGS {
             self.down.send_close(1001, "keepalive timeout");
             self.up.send_close(1001, "agent stopped answering");
             self.finish(EndReason::KeepaliveTimeout, Phase::Flushing);
@@ -290,6 +290,9 @@ where
         }
     }
 }
+
+/// Unanswered keepalive pings after which an agent is taken for gone.
+const MISSED_PINGS: u32 = 2;
 
 impl<A, U> Future for Relay<A, U>
 where
