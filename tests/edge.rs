@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use agentmux_tests::client::{connect_tls, tls_config};
-use agentmux_tests::{Gateway, TLS, ws};
+use agentmux_tests::{Gateway, TLS, eventually, ws};
 
 const KEY: &str = "sk-edge-0123456789abcdef";
 
@@ -314,6 +314,21 @@ async fn silent_and_preface_only_h2_connections_lose_their_slot() {
     // The slots are free again.
     let r = raw(addr, &get("/x", "open.example", false)).await;
     assert_eq!(r.status, 200);
+    // Each cut is counted with its reason.
+    eventually(Duration::from_secs(20), || async {
+        let (_, m) = gw.admin_get("/metrics").await;
+        (cut(&m, "header_timeout") == 2 && cut(&m, "preface_timeout") == 2).then_some(())
+    })
+    .await;
+}
+
+/// `agentmux_listener_connections_cut_total` of the `agents` listener.
+fn cut(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("agentmux_listener_connections_cut_total{{listener=\"agents\",reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 #[tokio::test]
@@ -350,6 +365,12 @@ async fn idle_connections_are_closed_and_h2_gets_goaway() {
     drop(resp);
     let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
     assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
+    // Counted once the gateway's side of each connection has ended.
+    eventually(Duration::from_secs(20), || async {
+        let (_, metrics) = gw.admin_get("/metrics").await;
+        (cut(&metrics, "idle") == 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

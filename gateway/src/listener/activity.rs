@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +28,42 @@ pub(crate) struct Activity {
     requests: AtomicU64,
     /// Milliseconds after `born` when `in_flight` last fell to zero.
     idle_since_ms: AtomicU64,
+    /// Which deadline ended the connection, if one did (a [`Cut`]).
+    cut: AtomicU8,
+}
+
+/// A deadline that ended a connection, counted in
+/// `agentmux_listener_connections_cut_total{listener,reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// A request head not complete in time (408 for the first one).
+    HeaderTimeout,
+    /// The HTTP/2 preface and first SETTINGS not received in time.
+    PrefaceTimeout,
+    /// Nothing in flight for `idle_timeout`.
+    Idle,
+    /// The TLS handshake failed or timed out.
+    TlsHandshake,
+}
+
+impl Cut {
+    /// Every reason, for the metric's label values.
+    pub(crate) const ALL: [Cut; 4] = [
+        Self::HeaderTimeout,
+        Self::PrefaceTimeout,
+        Self::Idle,
+        Self::TlsHandshake,
+    ];
+
+    /// The `reason` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::PrefaceTimeout => "preface_timeout",
+            Self::Idle => "idle",
+            Self::TlsHandshake => "tls_handshake",
+        }
+    }
 }
 
 impl Activity {
@@ -37,7 +73,20 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            cut: AtomicU8::new(0),
         })
+    }
+
+    /// Records the deadline that is ending the connection.
+    pub(crate) fn cut(&self, why: Cut) {
+        let i = Cut::ALL.iter().position(|c| *c == why).unwrap_or(0);
+        self.cut.store(u8::try_from(i + 1).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The deadline that ended the connection, if one did.
+    pub(crate) fn cut_by(&self) -> Option<Cut> {
+        let i = usize::from(self.cut.load(Ordering::Relaxed));
+        i.checked_sub(1).and_then(|i| Cut::ALL.get(i).copied())
     }
 
     /// A request starts; it stays in flight until the guard is dropped.

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::activity::Activity;
+use super::activity::{Activity, Cut};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The preface and the header of the first frame.
@@ -213,11 +213,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for DeadlineIo<T> {
             if expired {
                 match this.phase {
                     Phase::FirstHead { .. } => {
+                        this.activity.cut(Cut::HeaderTimeout);
                         this.phase = Phase::Answering(response_408(), 0);
                         // Start writing now; the read stays pending until done.
                         cx.waker().wake_by_ref();
                     }
                     _ => {
+                        let why = match this.phase {
+                            Phase::H2Preface { .. } => Cut::PrefaceTimeout,
+                            _ => Cut::HeaderTimeout,
+                        };
+                        this.activity.cut(why);
                         this.phase = Phase::Off;
                         let e = io::Error::new(io::ErrorKind::TimedOut, "request head or HTTP/2 preface timeout");
                         return Poll::Ready(Err(e));

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
 use crate::gateway::Gateway;
+pub(crate) use activity::Cut;
 use activity::{Activity, TrackedBody};
 use io::DeadlineIo;
 pub(crate) use upgraded::take_agent_io;
@@ -216,10 +217,12 @@ async fn serve_connection(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    gateway.metrics().connection_cut(&config.name, Cut::TlsHandshake);
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(%client, "TLS handshake timed out");
+                    gateway.metrics().connection_cut(&config.name, Cut::TlsHandshake);
                     return;
                 }
             };
@@ -255,6 +258,7 @@ async fn serve_http<T>(
 {
     let activity = Activity::new();
     let io = DeadlineIo::new(io, config.request_header_timeout, activity.clone(), h2);
+    let metrics = gateway.metrics().clone();
     let info = Arc::new(info);
     let service = {
         let activity = activity.clone();
@@ -294,10 +298,14 @@ async fn serve_http<T>(
         }
         () = activity.idle_for(config.idle_timeout) => {
             tracing::debug!("closing an idle agent connection");
+            activity.cut(Cut::Idle);
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
+    if let Some(why) = activity.cut_by() {
+        metrics.connection_cut(&config.name, why);
+    }
     if let Err(e) = result {
         tracing::debug!(error = %e, "agent connection ended with an error");
     }

@@ -106,6 +106,12 @@ struct EdgeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -143,6 +149,7 @@ pub struct Metrics {
     pub(crate) rate_limit_keys: Family<RouteLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     edge_rejected: Family<EdgeLabels, Counter>,
+    connections_cut: Family<CutLabels, Counter>,
     mux_resumes: Family<ClusterLabels, Counter>,
     mux_lost: Family<ClusterLabels, Counter>,
     mux_takeovers: Family<ClusterLabels, Counter>,
@@ -194,6 +201,7 @@ impl Metrics {
             rate_limit_keys: Family::default(),
             reloads: Family::default(),
             edge_rejected: Family::default(),
+            connections_cut: Family::default(),
             mux_resumes: Family::default(),
             mux_lost: Family::default(),
             mux_takeovers: Family::default(),
@@ -290,6 +298,11 @@ impl Metrics {
             "edge_rejected",
             "Requests refused before routing (malformed path or authority, no route, CONNECT), by listener and cause",
             m.edge_rejected.clone(),
+        );
+        r.register(
+            "listener_connections_cut",
+            "Agent connections ended by a deadline (head, HTTP/2 preface, idle, TLS handshake), by listener and reason",
+            m.connections_cut.clone(),
         );
         r.register(
             "mux_resumes",
@@ -416,6 +429,16 @@ impl Metrics {
             .get_or_create(&EdgeLabels {
                 listener: listener.to_owned(),
                 cause: cause.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an agent connection ended by a deadline.
+    pub(crate) fn connection_cut(&self, listener: &str, why: crate::listener::Cut) {
+        self.connections_cut
+            .get_or_create(&CutLabels {
+                listener: listener.to_owned(),
+                reason: why.as_str(),
             })
             .inc();
     }
