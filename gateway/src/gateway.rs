@@ -343,7 +343,7 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
     }
     let tracing = match config.telemetry() {
         Some(t) => Some(Arc::new(
-            crate::telemetry::Tracing::new(t).map_err(StartError::Cluster)?,
+            crate::telemetry::Tracing::new(t).map_err(|e| StartError::Cluster(e.to_string()))?,
         )),
         None => None,
     };

@@ -28,6 +28,7 @@ pub mod listener;
 pub mod metrics;
 pub mod mux;
 mod muxmode;
+mod outbound;
 pub mod pool;
 mod proxy;
 pub mod router;

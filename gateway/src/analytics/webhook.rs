@@ -10,10 +10,8 @@
 //! order; while the receiver is down the queue (`queue` events) fills and
 //! further events are dropped and counted rather than held without bound.
 //!
-//! HTTP/1.1 over plain TCP or TLS (tokio-rustls with the ring provider via
-//! `agentmux_certs::client_config`: the webpki roots, or a CA file). One
-//! connection per delivery: alerts are rare, and a fresh connection never
-//! fails on a stale keep-alive.
+//! HTTP/1.1 over plain TCP or TLS, one connection per delivery
+//! ([`crate::outbound`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,35 +19,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::Full;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use http::{Request, StatusCode, header};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 
 use super::alert::{AlertEvent, AlertStats};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::outbound::Target;
 
 /// Why a webhook could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    /// The URL is not an absolute `http://` or `https://` URL with a host.
-    #[error("webhook url {url:?}: {why}")]
-    BadUrl {
-        /// The URL given.
-        url: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// The TLS client configuration could not be built (CA file).
-    #[error("webhook TLS: {0}")]
-    Tls(#[from] agentmux_certs::CertError),
-}
+pub type WebhookError = crate::outbound::TargetError;
 
 /// Where and how to deliver alert events.
 #[derive(Clone, Debug)]
@@ -67,65 +44,12 @@ pub struct WebhookParams {
     pub queue: usize,
 }
 
-#[derive(Clone)]
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("authority", &self.authority)
-            .field("path", &self.path)
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
 impl WebhookParams {
     /// Parses and checks `url`; for `https`, trusts `ca` (a PEM file) or,
     /// without one, the webpki roots.
     pub fn new(url: &str, ca: Option<&Path>) -> Result<Self, WebhookError> {
-        let bad = |why| WebhookError::BadUrl {
-            url: url.to_owned(),
-            why,
-        };
-        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(bad("scheme must be http or https")),
-        };
-        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-        if authority.as_str().contains('@') {
-            // It would travel in the Host header; put a token in the path.
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let tls = if https {
-            let name = ServerName::try_from(host.to_owned()).map_err(|_| bad("bad host name"))?;
-            let config = agentmux_certs::client_config(ca, vec![b"http/1.1".to_vec()])?;
-            Some((TlsConnector::from(Arc::new(config)), name))
-        } else {
-            None
-        };
         Ok(Self {
-            target: Target {
-                host: host.to_owned(),
-                port,
-                authority: authority.as_str().to_owned(),
-                path,
-                tls,
-            },
+            target: Target::parse(url, ca)?,
             attempts: 5,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -167,21 +91,17 @@ pub(crate) fn spawn(params: WebhookParams, stats: Arc<AlertStats>) -> mpsc::Send
 /// Tries one event up to `attempts` times. True on a 2xx answer.
 async fn deliver(p: &WebhookParams, body: Bytes) -> bool {
     for attempt in 1..=p.attempts.max(1) {
-        let result = tokio::time::timeout(p.timeout, post(&p.target, body.clone())).await;
-        let retry = match result {
-            Ok(Ok(s)) if s.is_success() => return true,
-            Ok(Ok(s)) => {
+        let result = p.target.send(request(&p.target, body.clone()), p.timeout).await;
+        let retry = match result.map(|r| r.status()) {
+            Ok(s) if s.is_success() => return true,
+            Ok(s) => {
                 let retryable =
                     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT;
                 tracing::warn!(status = s.as_u16(), attempt, "alert webhook answered an error");
                 retryable
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, attempt, "alert webhook delivery failed");
-                true
-            }
-            Err(_) => {
-                tracing::warn!(attempt, "alert webhook timed out");
                 true
             }
         };
@@ -195,31 +115,14 @@ async fn deliver(p: &WebhookParams, body: Bytes) -> bool {
     false
 }
 
-async fn post(t: &Target, body: Bytes) -> Result<StatusCode, BoxError> {
-    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
-    tcp.set_nodelay(true)?;
-    let req = Request::post(t.path.as_str())
-        .header(header::HOST, t.authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, "agentmux-analytics")
-        .body(Full::new(body))?;
-    match &t.tls {
-        Some((connector, name)) => {
-            let io = connector.connect(name.clone(), tcp).await?;
-            send(io, req).await
-        }
-        None => send(tcp, req).await,
+fn request(t: &Target, body: Bytes) -> Request<Bytes> {
+    let mut req = Request::new(body);
+    *req.method_mut() = http::Method::POST;
+    if let Ok(uri) = t.path.parse() {
+        *req.uri_mut() = uri;
     }
-}
-
-async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<StatusCode, BoxError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await?;
-    let conn = tokio::spawn(conn);
-    let status = sender.send_request(req).await.map(|r| r.status());
-    // One request per connection: close it whatever the outcome.
-    conn.abort();
-    Ok(status?)
+    let h = req.headers_mut();
+    h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    h.insert(header::USER_AGENT, http::HeaderValue::from_static("agentmux-analytics"));
+    req
 }

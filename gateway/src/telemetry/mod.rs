@@ -9,7 +9,8 @@
 //! `[telemetry]` section nothing is created at all.
 
 mod log;
+mod otlp;
 mod trace;
 
 pub use log::init_logging;
-pub use trace::{RequestSpan, Tracing};
+pub use trace::{RequestSpan, Tracing, TracingError};

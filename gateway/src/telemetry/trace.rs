@@ -8,11 +8,25 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
 
 use crate::config::TelemetryConfig;
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    /// `telemetry.otlp_endpoint` is not a usable URL.
+    #[error("telemetry.otlp_endpoint: {0}")]
+    Endpoint(#[from] crate::outbound::TargetError),
+    /// The exporter refused its settings.
+    #[error("telemetry.otlp_endpoint: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// Not called on a tokio runtime.
+    #[error("tracing must start on the gateway's runtime")]
+    NoRuntime,
+}
 
 /// The tracer and its exporter.
 #[derive(Debug)]
@@ -23,14 +37,17 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// Builds the OTLP/HTTP exporter and a batching tracer provider.
-    pub fn new(config: &TelemetryConfig) -> Result<Self, String> {
+    /// Builds the OTLP/HTTP exporter and a batching tracer provider. Must
+    /// be called on the gateway's runtime: exports are sent from it.
+    pub fn new(config: &TelemetryConfig) -> Result<Self, TracingError> {
+        let client = super::otlp::OtlpClient::new(&config.endpoint)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(client)
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(config.endpoint.clone())
             .build()
-            .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+            .map_err(TracingError::Exporter)?;
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(config.service_name.clone())
