@@ -368,7 +368,10 @@ impl State {
             self.recv_partial += len;
         }
         if !self.handles_gone {
-            self.inbox.push_back(chunk);
+            self.inbox.push_back(Chunk {
+                payload: own_copy(&chunk.payload),
+                ..chunk
+            });
         }
         Ok(true)
     }
@@ -740,6 +743,24 @@ impl Drop for State {
     fn drop(&mut self) {
         self.release_unacked();
     }
+}
+
+/// The bytes of a payload the inbox keeps, in an allocation of their own.
+///
+/// A decoded DATA payload is a slice of its WebSocket message, and the
+/// message a slice of the transport's read buffer (fastwebsockets splits
+/// each frame off a buffer that grows to the largest frame read, up to
+/// 4 MiB). Kept as it is, a one-byte chunk waiting for a slow application
+/// would pin that whole buffer — and `Bytes` does not tell how large the
+/// allocation behind a slice is, so "small relative to its buffer" cannot
+/// be decided here. Copying costs one `memcpy` of the payload, next to a
+/// system call per write on the way out; a retained chunk then holds
+/// exactly its own bytes.
+fn own_copy(payload: &Bytes) -> Bytes {
+    if payload.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::copy_from_slice(payload)
 }
 
 fn frame_seq(frame: &Frame) -> u64 {

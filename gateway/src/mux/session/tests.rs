@@ -131,3 +131,41 @@ fn failure_is_sticky_and_first_wins() {
     assert_eq!(st.room().err(), Some(SessionError::Expired));
     assert!(st.recv_done());
 }
+
+#[test]
+fn a_kept_chunk_does_not_pin_the_buffer_it_arrived_in() {
+    // A 4 MiB read buffer of which one DATA payload of 10 bytes is kept
+    // while the application does not read.
+    let buffer = Bytes::from(vec![7u8; 4 << 20]);
+    let mut st = state(1000, 1 << 20, 0);
+    assert!(
+        st.on_data(
+            1,
+            Chunk {
+                text: false,
+                fin: true,
+                payload: buffer.slice(100..110),
+            }
+        )
+        .unwrap()
+    );
+    // Nothing in the inbox shares the buffer any more.
+    assert!(buffer.is_unique(), "the inbox keeps the 4 MiB buffer alive");
+    let kept = st.take_chunk().unwrap();
+    assert_eq!(&kept.payload[..], &[7u8; 10]);
+    let range = buffer.as_ptr_range();
+    assert!(!range.contains(&kept.payload.as_ptr()));
+    // Empty payloads allocate nothing.
+    assert!(
+        st.on_data(
+            2,
+            Chunk {
+                text: false,
+                fin: true,
+                payload: buffer.slice(5..5),
+            }
+        )
+        .unwrap()
+    );
+    assert!(buffer.is_unique());
+}
