@@ -443,4 +443,9 @@ impl Role for ClientRole {
     fn on_detached(&self, _sessions: Vec<(Arc<Shared>, u64)>) {
         // The gateway decides where (and whether) to resume: see closed().
     }
+
+    fn on_violation(&self, _code: ErrorCode) {
+        // The session's end says it (`SessionError::Protocol`): the
+        // gateway counts it where it closes the agent.
+    }
 }

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 
 use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
 use crate::metrics::RouteMetrics;
-use crate::mux::{Chunk, MuxSession, SessionEnd};
+use crate::mux::{Chunk, MuxSession, SessionEnd, SessionError};
 use crate::ws::frame::op;
 use crate::ws::relay::EndReason;
 
@@ -196,6 +196,12 @@ where
                     None => {
                         let (code, reason, why) = match rx.end() {
                             Some(SessionEnd::Closed { code, reason }) => (code, reason, EndReason::Closed),
+                            // The upstream broke the protocol on this
+                            // session (past its credit or frame bound, a
+                            // sequence gap): counted as its violation.
+                            Some(SessionEnd::Failed(e @ SessionError::Protocol(_))) => {
+                                (e.close_code(), e.to_string(), EndReason::UpstreamViolation(e.close_code()))
+                            }
                             Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), EndReason::UpstreamGone),
                             None => (1011, "upstream session ended".to_owned(), EndReason::UpstreamGone),
                         };

@@ -207,13 +207,17 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
                 let id = other.session();
                 match conn.session(id) {
                     Some(s) => match s.on_frame(conn, other) {
-                        Some((seq, true)) => {
+                        Ok(Some((seq, true))) => {
                             acks.insert(id, seq);
                         }
-                        Some((seq, false)) => {
+                        Ok(Some((seq, false))) => {
                             soon.insert(id, seq);
                         }
-                        None => {}
+                        Ok(None) => {}
+                        Err(code) => {
+                            tracing::debug!(conn = conn.id, session = id, %code, "mux session failed: the peer broke the protocol on it");
+                            role.on_violation(code);
+                        }
                     },
                     // Never answer an ERROR with an ERROR; a session that
                     // moved to another connection gets leftovers here.

@@ -173,22 +173,22 @@ impl Shared {
     /// Applies a DATA, CLOSE, ACK, WINDOW or ERROR frame that arrived on
     /// `conn`. Returns the sequence to acknowledge, if any, and whether at
     /// once (else it may wait to ride along with other frames). A
-    /// violation fails the session and sends an ERROR: never the
-    /// connection.
-    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Option<(u64, bool)> {
+    /// violation fails the session and sends an ERROR — never the
+    /// connection — and is returned as `Err` with the code sent.
+    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Result<Option<(u64, bool)>, ErrorCode> {
         let ack = {
             let mut st = self.lock();
             if !Self::current_on(&st, conn, &frame) || st.failure.is_some() {
-                return None;
+                return Ok(None);
             }
             match apply(&mut st, frame) {
                 // A parked session acknowledges nothing: the upstream keeps
                 // it all for the instance that takes the session over.
-                Ok(ack) => (ack != Ack::No && !st.parked).then(|| (st.ack_point(), ack == Ack::Now)),
+                Ok(ack) => Ok((ack != Ack::No && !st.parked).then(|| (st.ack_point(), ack == Ack::Now))),
                 Err(code) => {
                     st.fail(SessionError::Protocol(code));
                     conn.send(error_frame(self.id, code));
-                    None
+                    Err(code)
                 }
             }
         };
