@@ -23,6 +23,9 @@ pub enum Cause {
     BadRequest,
     /// A body, header block or message over its limit.
     TooLarge,
+    /// Request headers that do not fit where they must go (a mux OPEN:
+    /// 128 headers, 64 KiB in all).
+    HeadersTooLarge,
     /// Credentials missing.
     Unauthenticated,
     /// Credentials not allowed.
@@ -74,10 +77,11 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 20] = [
+    pub const ALL: [Cause; 21] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
+        Self::HeadersTooLarge,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::RateLimited,
@@ -104,6 +108,7 @@ impl Cause {
             Self::NoRoute => (StatusCode::NOT_FOUND, 1008, Downstream),
             Self::BadRequest => (StatusCode::BAD_REQUEST, 1002, Downstream),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1009, Downstream),
+            Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 1009, Downstream),
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, 1008, Downstream),
             Self::Forbidden => (StatusCode::FORBIDDEN, 1008, Downstream),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, 1008, Downstream),
@@ -130,6 +135,7 @@ impl Cause {
             Self::NoRoute => "no_route",
             Self::BadRequest => "bad_request",
             Self::TooLarge => "too_large",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",

@@ -26,7 +26,7 @@ mod session;
 mod tests;
 
 pub use client::{ClientConfig, ConnectError, MuxClient, MuxClientConnection, OpenError, ResumeError, Takeover};
-pub use codec::{Batch, DecodeError, Decoder, FrameError, decode_message, encode, encoded_len};
+pub use codec::{Batch, DecodeError, Decoder, FrameError, check_open, decode_message, encode, encoded_len};
 pub use conn::{ConnectionEnd, EndReason};
 pub use frame::{
     ErrorCode, Frame, FrameType, HEADER_LEN, MAX_CLOSE_REASON, MAX_ERROR_MESSAGE, MAX_FRAME_PAYLOAD,
