@@ -369,3 +369,67 @@ async fn headers_an_open_cannot_carry_get_431_before_any_upstream_work() {
         "an OPEN reached the upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_pinged_closed_and_its_upstream_session_released() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config_with(
+        up.addr,
+        1,
+        "",
+        r#"websocket = { keepalive_interval = "300ms" }"#,
+    ));
+    // An agent that completes its handshake, then answers nothing (a raw
+    // socket: no library answers pings for it).
+    let (mut silent, head) = ws::raw_client(gw.addr(), "/", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // An agent whose library answers pings while it reads.
+    let (live, _) = ws::connect(gw.addr(), None, "/", None).await.unwrap();
+    let (mut to_live, mut from_live) = live.split();
+    let reading = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(m) = from_live.next().await {
+            match m.unwrap() {
+                Message::Ping(_) => pings += 1,
+                Message::Text(t) => return (pings, t.to_string()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("the live agent was closed");
+    });
+    let server = up.server.clone();
+    eventually(Duration::from_secs(5), || {
+        let n = server.stats().sessions;
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+
+    let first = tokio::time::timeout(Duration::from_secs(10), ws::read_frame(&mut silent))
+        .await
+        .expect("the silent agent was never pinged")
+        .expect("the silent agent's connection ended");
+    assert_eq!((first.opcode, &first.payload[..]), (0x9, &b"agentmux"[..]));
+    let (code, _) = ws::read_close(&mut silent).await.expect("no close");
+    assert_eq!(code, 1001);
+    // Its mux session is closed upstream; the live one stays.
+    eventually(Duration::from_secs(5), || {
+        let n = server.stats().sessions;
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    to_live.send(Message::text("still here")).await.unwrap();
+    let (pings, echo) = reading.await.unwrap();
+    assert_eq!(echo, "still here");
+    assert!(pings >= 1, "the live agent was never pinged");
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentmux_sessions_ended_total{",
+            &["end=\"keepalive_timeout\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}

@@ -62,6 +62,9 @@ pub enum Cause {
     SessionLost,
     /// The cross-instance session registry (Redis) is unavailable.
     RegistryUnavailable,
+    /// The agent stopped answering keepalive pings (a half-open
+    /// connection): its session is closed.
+    KeepaliveTimeout,
 }
 
 /// Which side a failure came from.
@@ -77,7 +80,7 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 21] = [
+    pub const ALL: [Cause; 22] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
@@ -99,6 +102,7 @@ impl Cause {
         Self::SessionTaken,
         Self::SessionLost,
         Self::RegistryUnavailable,
+        Self::KeepaliveTimeout,
     ];
 
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
@@ -126,6 +130,9 @@ impl Cause {
             Self::SessionTaken => (StatusCode::CONFLICT, 1008, Downstream),
             Self::SessionLost => (StatusCode::GONE, 1011, Upstream),
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
+            // 408 is never sent for it (it happens after the `101`); the
+            // agent hears 1001, going away, as in websocket mode.
+            Self::KeepaliveTimeout => (StatusCode::REQUEST_TIMEOUT, 1001, Downstream),
         }
     }
 
@@ -153,6 +160,7 @@ impl Cause {
             Self::SessionTaken => "session_taken",
             Self::SessionLost => "session_lost",
             Self::RegistryUnavailable => "registry_unavailable",
+            Self::KeepaliveTimeout => "keepalive_timeout",
         }
     }
 }

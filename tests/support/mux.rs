@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 pub struct MuxEcho {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
+    /// The upstream's library server (its stats: sessions known now).
+    pub server: MuxServer,
     kill: Arc<Notify>,
 }
 
@@ -34,7 +36,7 @@ pub async fn spawn_mux_echo(delay: Duration) -> MuxEcho {
     let server = MuxServer::new(ServerConfig::default());
     let accepted = Arc::new(AtomicUsize::new(0));
     let kill = Arc::new(Notify::new());
-    let (acc, k) = (accepted.clone(), kill.clone());
+    let (acc, k, server_handle) = (accepted.clone(), kill.clone(), server.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
@@ -57,7 +59,12 @@ pub async fn spawn_mux_echo(delay: Duration) -> MuxEcho {
             });
         }
     });
-    MuxEcho { addr, accepted, kill }
+    MuxEcho {
+        addr,
+        accepted,
+        server: server_handle,
+        kill,
+    }
 }
 
 /// A mux upstream that accepts connections (selecting `agentmux.v1`)

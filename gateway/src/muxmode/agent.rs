@@ -12,6 +12,8 @@
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -52,6 +54,9 @@ pub(crate) struct AgentReader<R> {
     frame: Option<(u64, [u8; 4], usize, bool)>,
     /// The message being passed on: text?, bytes so far, UTF-8 state.
     msg: Option<(bool, u64, Utf8Stream)>,
+    /// Set on every read that brought bytes (a pong, or part of a frame
+    /// not passed on yet, counts): the relay's keepalive looks at it.
+    heard: Option<Arc<AtomicBool>>,
 }
 
 impl<R: AsyncRead + Unpin> AgentReader<R> {
@@ -62,7 +67,14 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             max_message: max_message as u64,
             frame: None,
             msg: None,
+            heard: None,
         }
+    }
+
+    /// Reports every read that brings bytes in `heard`.
+    pub(crate) fn with_heard(mut self, heard: Arc<AtomicBool>) -> Self {
+        self.heard = Some(heard);
+        self
     }
 
     /// The next event; `Ok(None)` when the agent closed the stream.
@@ -92,6 +104,9 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             let mut rb = ReadBuf::new(&mut scratch[..]);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
             self.buf.extend_from_slice(rb.filled());
+            if let (Some(heard), false) = (&self.heard, rb.filled().is_empty()) {
+                heard.store(true, Ordering::Relaxed);
+            }
             Poll::Ready(Ok(rb.filled().len()))
         })
     }

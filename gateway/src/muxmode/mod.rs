@@ -19,7 +19,10 @@
 //! websocket mode: past it the agent gets 504 (before its `101`: the
 //! gateway answers the upgrade only after OPEN_OK), the session is given
 //! up upstream with ERROR `INTERNAL` and forgotten here, and the failure is
-//! counted (`agentmux_errors_total{cause="upstream_timeout"}`).
+//! counted (`agentmux_errors_total{cause="upstream_timeout"}`). With the
+//! route's `websocket.keepalive_interval`, the relay pings an agent silent
+//! that long and closes one that stays silent through the next interval
+//! too with 1001, releasing its mux session ([`relay`]).
 //!
 //! # Surviving the death of a gateway instance
 //!
@@ -48,6 +51,8 @@
 
 mod agent;
 mod relay;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::sync::Arc;
@@ -150,6 +155,7 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_message = t.route.websocket.max_message_bytes;
+    let keepalive = t.route.websocket.keepalive_interval;
     let drain = t.sessions.drain.watch();
     let t = t.clone();
     t.sessions.tracker.clone().spawn(async move {
@@ -188,18 +194,13 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
         let handover = held.is_some();
-        let end = relay::run(
-            agent,
-            &early,
-            session,
+        let params = relay::RelayParams {
             max_message,
-            p.messages,
-            m.clone(),
-            drain,
+            keepalive,
             skip,
             handover,
-        )
-        .await;
+        };
+        let end = relay::run(agent, &early, session, params, p.messages, m.clone(), drain).await;
         drop(early);
         m.sessions_active.dec();
         m.session_ended(end.as_str());
