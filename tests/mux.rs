@@ -11,18 +11,26 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use agentmux_tests::mux::{spawn_mux_echo, spawn_poisoner};
-use agentmux_tests::{Gateway, ws};
+use agentmux::mux::{ErrorCode, Frame};
+use agentmux_tests::mux::{spawn_mux_echo, spawn_mux_silent, spawn_poisoner};
+use agentmux_tests::{Gateway, eventually, ws};
 
 fn config(upstream: std::net::SocketAddr, connections: usize) -> String {
+    config_with(upstream, connections, "", "")
+}
+
+/// `config` with more keys for the listener and for the route.
+fn config_with(upstream: std::net::SocketAddr, connections: usize, listener: &str, route: &str) -> String {
     format!(
         r#"
 [[listeners]]
 listen = "127.0.0.1:0"
+{listener}
 [[routes]]
 name = "mux"
 mode = "mux"
 cluster = "up"
+{route}
 [clusters.up]
 endpoints = ["{upstream}"]
 [clusters.up.pool]
@@ -271,4 +279,157 @@ async fn sessions_continue_when_a_reload_rebuilds_their_cluster() {
     exchange(&mut d, 1, 0, 5).await;
     c.close(None).await.unwrap();
     d.close(None).await.unwrap();
+}
+
+/// The value of the first metric line that starts with `prefix` and
+/// contains every one of `labels`.
+fn metric(metrics: &str, prefix: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_open_gets_the_agent_a_504_and_the_session_given_up() {
+    // OPEN_OK comes, but long after the route's handshake timeout.
+    let (up, seen) = spawn_mux_silent(Some(Duration::from_millis(1500))).await;
+    let gw = Gateway::start(&config_with(
+        up,
+        1,
+        "",
+        r#"websocket = { handshake_timeout = "500ms" }"#,
+    ));
+    let started = tokio::time::Instant::now();
+    let (_tcp, head) = tokio::time::timeout(Duration::from_secs(10), ws::raw_client(gw.addr(), "/", ""))
+        .await
+        .expect("the agent's upgrade hung");
+    let took = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The session is given up upstream, and the late OPEN_OK finds
+    // nothing left to open.
+    let frames = |id: u64| {
+        let seen = seen.clone();
+        move || {
+            let seen = seen.lock().unwrap();
+            let errors: Vec<ErrorCode> = seen
+                .iter()
+                .filter_map(|f| match f {
+                    Frame::Error { session, code, .. } if *session == id => Some(*code),
+                    _ => None,
+                })
+                .collect();
+            async move { (errors.len() >= 2).then_some(errors) }
+        }
+    };
+    let id = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|f| match f {
+            Frame::Open { session, .. } => Some(*session),
+            _ => None,
+        })
+        .expect("no OPEN reached the upstream");
+    let errors = eventually(Duration::from_secs(5), frames(id)).await;
+    assert_eq!(errors, [ErrorCode::Internal, ErrorCode::UnknownSession]);
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentmux_errors_total{",
+            &["route=\"mux\"", "cause=\"upstream_timeout\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_an_open_cannot_carry_get_431_before_any_upstream_work() {
+    let (up, seen) = spawn_mux_silent(None).await;
+    // The listener takes heads this large; an OPEN carries 64 KiB.
+    let gw = Gateway::start(&config_with(up, 1, "max_request_header_bytes = 262144", ""));
+    let big = "v".repeat(70 * 1024);
+    let (_tcp, head) = tokio::time::timeout(
+        Duration::from_secs(10),
+        ws::raw_client(gw.addr(), "/", &format!("x-big: {big}\r\n")),
+    )
+    .await
+    .expect("the agent's upgrade hung: the OPEN was dropped unanswered");
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    assert!(
+        !seen.lock().unwrap().iter().any(|f| matches!(f, Frame::Open { .. })),
+        "an OPEN reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_pinged_closed_and_its_upstream_session_released() {
+    let up = spawn_mux_echo(Duration::ZERO).await;
+    let gw = Gateway::start(&config_with(
+        up.addr,
+        1,
+        "",
+        r#"websocket = { keepalive_interval = "300ms" }"#,
+    ));
+    // An agent that completes its handshake, then answers nothing (a raw
+    // socket: no library answers pings for it).
+    let (mut silent, head) = ws::raw_client(gw.addr(), "/", "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // An agent whose library answers pings while it reads.
+    let (live, _) = ws::connect(gw.addr(), None, "/", None).await.unwrap();
+    let (mut to_live, mut from_live) = live.split();
+    let reading = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(m) = from_live.next().await {
+            match m.unwrap() {
+                Message::Ping(_) => pings += 1,
+                Message::Text(t) => return (pings, t.to_string()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("the live agent was closed");
+    });
+    let server = up.server.clone();
+    eventually(Duration::from_secs(5), || {
+        let n = server.stats().sessions;
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+
+    let first = tokio::time::timeout(Duration::from_secs(10), ws::read_frame(&mut silent))
+        .await
+        .expect("the silent agent was never pinged")
+        .expect("the silent agent's connection ended");
+    assert_eq!((first.opcode, &first.payload[..]), (0x9, &b"agentmux"[..]));
+    let (code, _) = ws::read_close(&mut silent).await.expect("no close");
+    assert_eq!(code, 1001);
+    // Its mux session is closed upstream; the live one stays.
+    eventually(Duration::from_secs(5), || {
+        let n = server.stats().sessions;
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    to_live.send(Message::text("still here")).await.unwrap();
+    let (pings, echo) = reading.await.unwrap();
+    assert_eq!(echo, "still here");
+    assert!(pings >= 1, "the live agent was never pinged");
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "agentmux_sessions_ended_total{",
+            &["end=\"keepalive_timeout\""]
+        ),
+        1.0,
+        "{metrics}"
+    );
 }

@@ -23,6 +23,9 @@ pub enum Cause {
     BadRequest,
     /// A body, header block or message over its limit.
     TooLarge,
+    /// Request headers that do not fit where they must go (a mux OPEN:
+    /// 128 headers, 64 KiB in all).
+    HeadersTooLarge,
     /// Credentials missing.
     Unauthenticated,
     /// Credentials not allowed.
@@ -63,6 +66,9 @@ pub enum Cause {
     MethodNotAllowed,
     /// The request body did not arrive within its deadline.
     RequestTimeout,
+    /// The agent stopped answering keepalive pings (a half-open
+    /// connection): its session is closed.
+    KeepaliveTimeout,
 }
 
 /// Which side a failure came from.
@@ -78,10 +84,11 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 22] = [
+    pub const ALL: [Cause; 24] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
+        Self::HeadersTooLarge,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::RateLimited,
@@ -101,6 +108,7 @@ impl Cause {
         Self::RegistryUnavailable,
         Self::MethodNotAllowed,
         Self::RequestTimeout,
+        Self::KeepaliveTimeout,
     ];
 
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
@@ -110,6 +118,7 @@ impl Cause {
             Self::NoRoute => (StatusCode::NOT_FOUND, 1008, Downstream),
             Self::BadRequest => (StatusCode::BAD_REQUEST, 1002, Downstream),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1009, Downstream),
+            Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 1009, Downstream),
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, 1008, Downstream),
             Self::Forbidden => (StatusCode::FORBIDDEN, 1008, Downstream),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, 1008, Downstream),
@@ -129,6 +138,9 @@ impl Cause {
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1002, Downstream),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, 1008, Downstream),
+            // 408 is never sent for it (it happens after the `101`); the
+            // agent hears 1001, going away, as in websocket mode.
+            Self::KeepaliveTimeout => (StatusCode::REQUEST_TIMEOUT, 1001, Downstream),
         }
     }
 
@@ -138,6 +150,7 @@ impl Cause {
             Self::NoRoute => "no_route",
             Self::BadRequest => "bad_request",
             Self::TooLarge => "too_large",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
@@ -157,6 +170,7 @@ impl Cause {
             Self::RegistryUnavailable => "registry_unavailable",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
+            Self::KeepaliveTimeout => "keepalive_timeout",
         }
     }
 }

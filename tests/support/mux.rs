@@ -4,11 +4,11 @@
 //! that can inject garbage into one connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentmux::mux::{MuxServer, ServerConfig};
+use agentmux::mux::{Batch, Frame, MuxServer, ServerConfig, decode_message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 pub struct MuxEcho {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
+    /// The upstream's library server (its stats: sessions known now).
+    pub server: MuxServer,
     kill: Arc<Notify>,
 }
 
@@ -34,7 +36,7 @@ pub async fn spawn_mux_echo(delay: Duration) -> MuxEcho {
     let server = MuxServer::new(ServerConfig::default());
     let accepted = Arc::new(AtomicUsize::new(0));
     let kill = Arc::new(Notify::new());
-    let (acc, k) = (accepted.clone(), kill.clone());
+    let (acc, k, server_handle) = (accepted.clone(), kill.clone(), server.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
@@ -57,7 +59,80 @@ pub async fn spawn_mux_echo(delay: Duration) -> MuxEcho {
             });
         }
     });
-    MuxEcho { addr, accepted, kill }
+    MuxEcho {
+        addr,
+        accepted,
+        server: server_handle,
+        kill,
+    }
+}
+
+/// A mux upstream that accepts connections (selecting `agentmux.v1`)
+/// and answers pings, but never answers an OPEN in time: with
+/// `late_open_ok`, it sends OPEN_OK that long after the OPEN. It records
+/// every mux frame the gateway sends.
+pub async fn spawn_mux_silent(late_open_ok: Option<Duration>) -> (SocketAddr, Arc<Mutex<Vec<Frame>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(silent(tcp, late_open_ok, log.clone()));
+        }
+    });
+    (addr, seen)
+}
+
+async fn silent(mut tcp: TcpStream, late_open_ok: Option<Duration>, log: Arc<Mutex<Vec<Frame>>>) {
+    use crate::ws::{accept, encode, header, read_frame, read_head};
+    let head = read_head(&mut tcp).await;
+    if head.is_empty() {
+        return; // a pre-warmed connection closed unused
+    }
+    let key = header(&head, "sec-websocket-key").unwrap_or("").to_owned();
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\nsec-websocket-protocol: agentmux.v1\r\n\r\n",
+        accept(&key)
+    );
+    tcp.write_all(resp.as_bytes()).await.unwrap();
+    let (mut rd, wr) = tcp.into_split();
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    while let Some(f) = read_frame(&mut rd).await {
+        match f.opcode {
+            0x9 => {
+                let pong = encode(true, 0xA, &f.payload, None);
+                let _ = wr.lock().await.write_all(&pong).await;
+            }
+            0x2 => {
+                let Ok(frames) = decode_message(bytes::Bytes::from(f.payload)) else {
+                    return;
+                };
+                for frame in frames {
+                    if let (Frame::Open { session, .. }, Some(after)) = (&frame, late_open_ok) {
+                        let (session, wr) = (*session, wr.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let mut batch = Batch::new();
+                            batch
+                                .push(&Frame::OpenOk {
+                                    session,
+                                    window: 1 << 16,
+                                    subprotocol: None,
+                                })
+                                .unwrap();
+                            let msg = encode(true, 0x2, &batch.take(), None);
+                            let _ = wr.lock().await.write_all(&msg).await;
+                        });
+                    }
+                    log.lock().unwrap().push(frame);
+                }
+            }
+            0x8 => return,
+            _ => {}
+        }
+    }
 }
 
 async fn echo(mut s: agentmux::mux::MuxSession, delay: Duration) {

@@ -81,7 +81,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<RawFrame> {
     })
 }
 
-fn accept(key: &str) -> String {
+/// The `Sec-WebSocket-Accept` value for `key`.
+pub fn accept(key: &str) -> String {
     let mut h = Sha1::new();
     h.update(key.as_bytes());
     h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
@@ -101,7 +102,8 @@ pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+/// A header's value in an HTTP head read by [`read_head`].
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())

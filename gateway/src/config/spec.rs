@@ -219,7 +219,8 @@ pub struct WebSocketSpec {
     /// (1001) when two in a row go unanswered; `"0s"` turns it off.
     /// Default `"30s"`.
     pub keepalive_interval: Option<String>,
-    /// Time allowed for the upstream's `101` answer. Default `"10s"`.
+    /// Time allowed for the upstream's `101` answer (mux mode: for its
+    /// OPEN_OK or TAKEOVER_OK; then 504). Default `"10s"`.
     pub handshake_timeout: Option<String>,
 }
 

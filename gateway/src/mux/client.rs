@@ -85,6 +85,10 @@ pub enum OpenError {
     /// Session id 0 is reserved for the connection.
     #[error("session id 0 is reserved")]
     ZeroId,
+    /// The OPEN cannot be encoded (too many or too large headers, too
+    /// many subprotocols): nothing was sent. See [`check_open`](super::check_open).
+    #[error("OPEN cannot be sent: {0}")]
+    Invalid(#[from] super::FrameError),
     /// The id is already open on a connection of this client.
     #[error("session id {0} is already in use")]
     InUse(u64),
@@ -199,15 +203,27 @@ pub struct MuxClientConnection {
 impl MuxClientConnection {
     /// Opens session `id` (unique on the upstream: the gateway combines an
     /// instance prefix with a counter) and waits for OPEN_OK. `open.window`
-    /// is the credit granted to the upstream.
+    /// is the credit granted to the upstream. An OPEN that cannot be
+    /// encoded is refused at once ([`OpenError::Invalid`]).
+    ///
+    /// There is no deadline here: the caller puts one around the call
+    /// (the gateway uses the route's `websocket.handshake_timeout`). A
+    /// call cancelled before the answer gives the session up: ERROR
+    /// `INTERNAL` goes to the upstream (which forgets the session) and
+    /// the session is forgotten here, so an OPEN_OK arriving later finds
+    /// nothing and is answered `UNKNOWN_SESSION`.
     pub async fn open(&self, id: u64, open: Open) -> Result<MuxSession, OpenError> {
         let frame = Frame::Open {
             session: id,
             open: Box::new(open.clone()),
         };
-        // If this call is cancelled, dropping the session closes it
-        // upstream.
         let (session, shared, answer) = self.start(id, open, frame, false)?;
+        // Declared after `session`, so it runs first when the call is
+        // cancelled: the session fails before its drop would send CLOSE.
+        let _abandon = Abandon {
+            shared: &shared,
+            takeover: false,
+        };
         match answer.await {
             Ok(Ok(())) => Ok(session),
             // The upstream's CLOSE is answered by dropping the session.
@@ -228,15 +244,24 @@ impl MuxClientConnection {
     /// the returned [`Takeover`] says which of the agent's messages the
     /// upstream already has, so the agent resends the rest. `open` is
     /// kept as the session's request (route, identity); it is not sent.
+    ///
+    /// As for [`open`](Self::open), the caller sets the deadline. A call
+    /// cancelled before the answer leaves the session *parked*: nothing
+    /// is sent for it (not even a CLOSE), a late TAKEOVER_OK leaves it as
+    /// it was upstream for the agent's next try, and it is forgotten here
+    /// when its connection ends. A new takeover of it on this client is
+    /// refused ([`OpenError::InUse`]) until the late answer came.
     pub async fn take_over(&self, id: u64, open: Open, messages: u64) -> Result<(MuxSession, Takeover), OpenError> {
         let frame = Frame::Takeover {
             session: id,
             messages,
             window: open.window.max(1),
         };
-        // Dropping the session before the answer (this call cancelled)
-        // sends no CLOSE: the answer, if it comes, parks the session.
         let (session, shared, answer) = self.start(id, open, frame, true)?;
+        let _abandon = Abandon {
+            shared: &shared,
+            takeover: true,
+        };
         match answer.await {
             Ok(Ok(())) => match shared.lock().adopted.take() {
                 Some((messages, partial)) => Ok((session, Takeover { messages, partial })),
@@ -295,6 +320,11 @@ impl MuxClientConnection {
     ) -> Result<(MuxSession, Arc<Shared>, oneshot::Receiver<Result<(), SessionEnd>>), OpenError> {
         if id == 0 {
             return Err(OpenError::ZeroId);
+        }
+        // The writer would drop a frame it cannot encode, and the caller
+        // would wait for an answer that never comes.
+        if let Frame::Open { open, .. } = &frame {
+            super::check_open(open)?;
         }
         let params = self.session_params(open.window);
         let registry = Some(Arc::downgrade(&self.registry));
@@ -383,6 +413,19 @@ impl std::fmt::Debug for MuxClientConnection {
     }
 }
 
+/// Gives up an OPEN or TAKEOVER whose caller stopped waiting for the
+/// answer (its deadline passed): see [`Shared::abandon`].
+struct Abandon<'a> {
+    shared: &'a Shared,
+    takeover: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        self.shared.abandon(self.takeover);
+    }
+}
+
 /// Gives up a pending RESUME when `resume` does not finish.
 struct CancelResume<'a> {
     shared: &'a Shared,
@@ -440,7 +483,17 @@ impl Role for ClientRole {
         self.registry.contains(id)
     }
 
-    fn on_detached(&self, _sessions: Vec<(Arc<Shared>, u64)>) {
+    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
         // The gateway decides where (and whether) to resume: see closed().
+        // A parked session is never resumed from here: it is forgotten,
+        // so a takeover of it on this instance later starts afresh.
+        for (s, _) in sessions {
+            s.forget_if_parked();
+        }
+    }
+
+    fn on_violation(&self, _code: ErrorCode) {
+        // The session's end says it (`SessionError::Protocol`): the
+        // gateway counts it where it closes the agent.
     }
 }

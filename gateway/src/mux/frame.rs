@@ -33,6 +33,16 @@ pub const MAX_OPEN_LEN: usize = 64 << 10;
 pub const MAX_OPEN_HEADERS: usize = 128;
 /// Most subprotocols one OPEN may offer.
 pub const MAX_SUBPROTOCOLS: usize = 32;
+/// Most DATA frames a sender keeps unacknowledged per session (its CLOSE
+/// may come on top); at the bound it waits for ACKs (credit counts bytes,
+/// and empty DATA frames cost none, so frames need a bound of their own).
+pub const MAX_UNACKED_FRAMES: usize = 4096;
+/// Most DATA frames a receiver holds per session that its application has
+/// not taken; one more fails the session with `FLOW_CONTROL`. A receiver
+/// acknowledges on arrival only the first `MAX_HELD_FRAMES -
+/// MAX_UNACKED_FRAMES` of them (the rest as they are taken), so a sender
+/// within [`MAX_UNACKED_FRAMES`] never reaches this bound.
+pub const MAX_HELD_FRAMES: usize = 2 * MAX_UNACKED_FRAMES;
 
 /// DATA flag: last fragment of a message.
 pub(crate) const FLAG_FIN: u8 = 0x01;

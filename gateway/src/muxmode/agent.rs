@@ -5,10 +5,15 @@
 //! Frames are not reassembled: each frame's payload becomes one or more
 //! chunks as it arrives (a large frame is passed on in pieces, so memory
 //! per session stays at one read), with the message's FIN on the last.
+//! Pieces under 16 KiB are copied out of the read buffer: the session keeps
+//! each until the upstream acknowledges it, and a small slice must not keep
+//! a whole buffer alive meanwhile.
 
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,6 +54,9 @@ pub(crate) struct AgentReader<R> {
     frame: Option<(u64, [u8; 4], usize, bool)>,
     /// The message being passed on: text?, bytes so far, UTF-8 state.
     msg: Option<(bool, u64, Utf8Stream)>,
+    /// Set on every read that brought bytes (a pong, or part of a frame
+    /// not passed on yet, counts): the relay's keepalive looks at it.
+    heard: Option<Arc<AtomicBool>>,
 }
 
 impl<R: AsyncRead + Unpin> AgentReader<R> {
@@ -59,7 +67,14 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             max_message: max_message as u64,
             frame: None,
             msg: None,
+            heard: None,
         }
+    }
+
+    /// Reports every read that brings bytes in `heard`.
+    pub(crate) fn with_heard(mut self, heard: Arc<AtomicBool>) -> Self {
+        self.heard = Some(heard);
+        self
     }
 
     /// The next event; `Ok(None)` when the agent closed the stream.
@@ -89,6 +104,9 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             let mut rb = ReadBuf::new(&mut scratch[..]);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
             self.buf.extend_from_slice(rb.filled());
+            if let (Some(heard), false) = (&self.heard, rb.filled().is_empty()) {
+                heard.store(true, Ordering::Relaxed);
+            }
             Poll::Ready(Ok(rb.filled().len()))
         })
     }
@@ -111,7 +129,19 @@ impl<R: AsyncRead + Unpin> AgentReader<R> {
             if avail == 0 || (avail < PIECE && (avail as u64) < left) {
                 return Ok(Step::NeedMore);
             }
-            let mut piece = self.buf.split_to(avail);
+            let mut piece = if avail < PIECE {
+                // A small piece gets its own allocation: the session keeps
+                // it for replay until the upstream acknowledges it (longer
+                // across a resume), and a slice would pin the whole read
+                // buffer it came in (up to one read and a partial frame).
+                let piece = BytesMut::from(&self.buf[..avail]);
+                self.buf.advance(avail);
+                piece
+            } else {
+                // A piece this large is at least a quarter of the buffer it
+                // shares (which holds under one piece and one read).
+                self.buf.split_to(avail)
+            };
             frame::apply_mask(&mut piece, key, phase);
             let left = left - avail as u64;
             let last = left == 0;
@@ -335,6 +365,22 @@ mod tests {
             ev.iter()
                 .any(|e| matches!(e, Ok(Some(AgentEvent::Ping(p))) if &p[..] == b"p"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_small_chunk_does_not_share_the_read_buffer() {
+        // One read brings a small frame and the start of a large one: the
+        // small one's chunk must not keep the read buffer alive.
+        let mut input = masked(true, op::BINARY, b"tiny");
+        let big = masked(true, op::BINARY, &[1u8; 64 << 10]);
+        input.extend_from_slice(&big[..8 << 10]);
+        let mut r = AgentReader::new(&input[..], &[], 1 << 20);
+        let Ok(Some(AgentEvent::Data(c))) = r.next().await else {
+            panic!("no chunk");
+        };
+        assert_eq!(&c.payload[..], b"tiny");
+        assert!(c.payload.is_unique(), "the chunk shares the reader's buffer");
+        assert!(!r.buf.is_empty(), "the large frame's start is still buffered");
     }
 
     #[tokio::test]

@@ -12,6 +12,18 @@
 //! lost or repeated ([`upstream`]); one that cannot be resumed in time is
 //! closed with 1011 and counted.
 //!
+//! Before any upstream work, an upgrade whose headers an OPEN cannot carry
+//! (over 128 headers or 64 KiB with path and subprotocols) is answered
+//! 431. The upstream has the route's `websocket.handshake_timeout`
+//! (default 10 s) to answer OPEN, as it would have for its `101` in
+//! websocket mode: past it the agent gets 504 (before its `101`: the
+//! gateway answers the upgrade only after OPEN_OK), the session is given
+//! up upstream with ERROR `INTERNAL` and forgotten here, and the failure is
+//! counted (`agentmux_errors_total{cause="upstream_timeout"}`). With the
+//! route's `websocket.keepalive_interval`, the relay pings an agent silent
+//! that long and closes one that stays silent through the next interval
+//! too with 1001, releasing its mux session ([`relay`]).
+//!
 //! # Surviving the death of a gateway instance
 //!
 //! With `[cluster_state]`, each session's `101` carries a token
@@ -30,13 +42,17 @@
 //! such session on this route, or expired, or no `[cluster_state]`),
 //! 409 (another instance took it, or it is live here), 410 (the upstream
 //! no longer holds what the agent lacks, counted as lost, or forgot the
-//! session), 503 (Redis unavailable, or no connection to its upstream).
+//! session), 503 (Redis unavailable, or no connection to its upstream),
+//! 504 (the upstream did not answer TAKEOVER within the handshake timeout:
+//! the session is left parked for the agent's next try).
 //! A draining instance hands its sessions over the same way: it parks
 //! them (nothing more is sent for them, not even a CLOSE) and closes their
 //! agents with 1012.
 
 mod agent;
 mod relay;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::sync::Arc;
@@ -82,7 +98,9 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         .cluster
         .mux()
         .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no mux connections"))?;
-    let open = open_request(t, &req, &p.agent_name);
+    // Refused before any upstream work: an OPEN that cannot be encoded
+    // would never be sent, and never answered.
+    let open = open_request(t, &req, &p.agent_name)?;
     // The authenticated identity (API key name, mTLS subject), if any: it
     // owns the session, and only it may take the session over.
     let owner = req
@@ -137,6 +155,7 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_message = t.route.websocket.max_message_bytes;
+    let keepalive = t.route.websocket.keepalive_interval;
     let drain = t.sessions.drain.watch();
     let t = t.clone();
     t.sessions.tracker.clone().spawn(async move {
@@ -175,18 +194,13 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
         let handover = held.is_some();
-        let end = relay::run(
-            agent,
-            &early,
-            session,
+        let params = relay::RelayParams {
             max_message,
-            p.messages,
-            m.clone(),
-            drain,
+            keepalive,
             skip,
             handover,
-        )
-        .await;
+        };
+        let end = relay::run(agent, &early, session, params, p.messages, m.clone(), drain).await;
         drop(early);
         m.sessions_active.dec();
         m.session_ended(end.as_str());
@@ -200,7 +214,11 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
 }
 
 /// A new session on the least-loaded connection of the endpoint the
-/// balancer picks.
+/// balancer picks. The upstream has the route's
+/// `websocket.handshake_timeout` to answer (the `101` of websocket mode),
+/// counted from the first OPEN across retries on other connections:
+/// past it the agent gets 504, and the session is given up upstream
+/// (ERROR `INTERNAL`; a late OPEN_OK is answered `UNKNOWN_SESSION`).
 async fn open_new(
     t: &Arc<Terminal>,
     mux: &MuxCluster,
@@ -218,6 +236,7 @@ async fn open_new(
         .ok_or_else(|| ProxyError::new(Cause::Internal, "endpoint has no mux connections"))?;
     let wait = acquire_timeout(&endpoint);
     let id = upstream::next_session_id();
+    let mut answer_by = None;
     let session = loop {
         let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
             picked.record(None);
@@ -226,7 +245,21 @@ async fn open_new(
                 "no mux connection to the upstream is up",
             ));
         };
-        match conn.open(id, open.clone()).await {
+        let deadline =
+            *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + t.route.websocket.handshake_timeout);
+        let Ok(opened) = tokio::time::timeout_at(deadline, conn.open(id, open.clone())).await else {
+            picked.record(None);
+            tracing::warn!(
+                endpoint = endpoint.label(),
+                session = id,
+                "mux upstream did not answer OPEN in time"
+            );
+            return Err(ProxyError::new(
+                Cause::UpstreamTimeout,
+                "the upstream did not accept the session in time",
+            ));
+        };
+        match opened {
             Ok(s) => break s,
             // Lost before the answer, or full: another connection.
             Err(OpenError::ConnectionLost | OpenError::InUse(_)) => continue,
@@ -362,6 +395,10 @@ async fn take_over(
     // upstream that does not speak it (it ends the connection on an
     // unknown frame type) and must not cost every connection.
     let mut lost = 0;
+    // As for OPEN: the route's handshake timeout, from the first TAKEOVER.
+    // A takeover given up is parked (see `MuxClientConnection::take_over`):
+    // the session stays upstream for the agent's next try.
+    let mut answer_by = None;
     loop {
         let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
             return Err(ProxyError::new(
@@ -369,7 +406,16 @@ async fn take_over(
                 "no mux connection to the session's upstream is up",
             ));
         };
-        match conn.take_over(mux_id, open.clone(), received).await {
+        let deadline =
+            *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + t.route.websocket.handshake_timeout);
+        let Ok(answer) = tokio::time::timeout_at(deadline, conn.take_over(mux_id, open.clone(), received)).await else {
+            tracing::warn!(session = mux_id, "mux upstream did not answer TAKEOVER in time");
+            return Err(ProxyError::new(
+                Cause::UpstreamTimeout,
+                "the upstream did not answer the takeover in time; retry",
+            ));
+        };
+        match answer {
             Ok((session, at)) => {
                 me.counters.taken_over.inc();
                 tracing::info!(
@@ -451,7 +497,9 @@ fn acquire_timeout(endpoint: &crate::upstream::Endpoint) -> std::time::Duration 
 
 /// The OPEN for the upstream: route, identity, path and the agent's
 /// end-to-end headers (not hop-by-hop ones, not the WebSocket handshake's).
-fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Open {
+/// Nothing is cut to fit: headers an OPEN cannot carry (over 128, or over
+/// 64 KiB with the path and subprotocols) are refused with 431.
+fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Result<Open, ProxyError> {
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers);
     let subprotocols: Vec<String> = headers
@@ -473,15 +521,22 @@ fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Open 
     let headers: Vec<(HeaderName, http::HeaderValue)> = headers
         .iter()
         .filter(|(n, _)| !skip.contains(n))
-        .take(crate::mux::MAX_OPEN_HEADERS)
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    Open {
+    let open = Open {
         window: t.cluster.config().mux.window_bytes,
         route: t.route.name().to_owned(),
         identity: identity.to_owned(),
         path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         headers,
-        subprotocols: subprotocols.into_iter().take(crate::mux::MAX_SUBPROTOCOLS).collect(),
-    }
+        subprotocols,
+    };
+    crate::mux::check_open(&open).map_err(|e| {
+        ProxyError::new(
+            Cause::HeadersTooLarge,
+            format!("the request does not fit a mux OPEN ({e})"),
+        )
+        .with_source(e)
+    })?;
+    Ok(open)
 }

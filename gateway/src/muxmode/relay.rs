@@ -6,7 +6,16 @@
 //! alone while its neighbours on the same connection flow. Upstream → agent
 //! takes chunks only as fast as the agent's socket accepts them, which in
 //! turn holds back the upstream's credit for this session only.
+//!
+//! Keepalive (the route's `websocket.keepalive_interval`, as in websocket
+//! mode): an agent that sent nothing for an interval is pinged; one that
+//! leaves two pings in a row unanswered is closed with 1001 and its mux session
+//! closed (CLOSE 1001 upstream), so a half-open agent does not hold an
+//! upstream session for ever. An agent the relay is not reading (waiting
+//! for the upstream's credit or the message rate) is not judged.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentmux_filters::rate_limit::SessionMessages;
@@ -16,8 +25,9 @@ use tokio::sync::mpsc;
 use futures_util::FutureExt;
 
 use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
+use crate::error::Cause;
 use crate::metrics::RouteMetrics;
-use crate::mux::{Chunk, MuxSession, SessionEnd};
+use crate::mux::{Chunk, MuxSession, SessionEnd, SessionError};
 use crate::ws::frame::op;
 use crate::ws::relay::EndReason;
 
@@ -29,13 +39,69 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// session to be taken over elsewhere (close code 1012, service restart).
 const HANDOVER_REASON: &str = "gateway restarting: reconnect with agentmux-session to carry on";
 
-/// How long the upstream may take to answer an agent's close.
+/// How long the upstream may take to answer an agent's close (and a
+/// closing agent to take its close frame).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// What the agent-reading half asks the writing half to send.
+/// The payload of keepalive pings (as in websocket mode).
+const PING_PAYLOAD: &[u8] = b"agentmux";
+
+/// What the writing half is asked to send besides upstream data.
 enum Control {
     Pong(bytes::Bytes),
     Close(u16, String),
+    /// A keepalive ping.
+    Ping,
+    /// The agent did not answer: close it and end the session.
+    KeepaliveTimeout,
+}
+
+/// What one session's relay is told besides its two ends.
+pub(crate) struct RelayParams {
+    /// Largest agent message (`websocket.max_message_bytes`).
+    pub(crate) max_message: usize,
+    /// Ping an agent silent this long (`websocket.keepalive_interval`).
+    pub(crate) keepalive: Option<Duration>,
+    /// After a takeover: the agent's first message is one the upstream
+    /// has part of (its TEXT bit and bytes); those first bytes of the
+    /// resent copy are dropped, the rest completes the message.
+    pub(crate) skip: Option<(bool, u64)>,
+    /// When the gateway drains, the session is parked (left intact
+    /// upstream for another instance to take over) and the agent gets
+    /// 1012, instead of both sides being closed with 1001.
+    pub(crate) handover: bool,
+}
+
+/// What the keepalive looks at; each half writes its part.
+#[derive(Default)]
+struct Liveness {
+    /// The agent sent bytes since the last look (set by its reader).
+    heard: Arc<AtomicBool>,
+    /// The reading half is waiting for the agent, not for credit or for
+    /// the message rate: only then is the agent's silence its own.
+    listening: AtomicBool,
+    /// Keepalive pings sent since the agent was last heard.
+    missed: AtomicU32,
+}
+
+/// Unanswered keepalive pings after which an agent is taken for gone (as
+/// in websocket mode).
+const MISSED_PINGS: u32 = 2;
+
+impl Liveness {
+    /// One keepalive interval passed: what to do about the agent.
+    fn look(&self) -> Option<Control> {
+        let heard = self.heard.swap(false, Ordering::Relaxed);
+        if heard || !self.listening.load(Ordering::Relaxed) {
+            self.missed.store(0, Ordering::Relaxed);
+            None
+        } else if self.missed.load(Ordering::Relaxed) >= MISSED_PINGS {
+            // Two pings, an interval each, and not a byte back.
+            Some(Control::KeepaliveTimeout)
+        } else {
+            Some(Control::Ping)
+        }
+    }
 }
 
 /// Where the resent copy of a partly delivered message stands.
@@ -66,31 +132,27 @@ fn resent((text, left): (bool, u64), mut chunk: Chunk) -> Resent {
 }
 
 /// Runs the session until either side ends it; returns how it ended.
-///
-/// `handover`: when the gateway drains, the session is parked (left
-/// intact upstream for another instance to take over) and the agent gets
-/// 1012, instead of both sides being closed with 1001.
-///
-/// `skip`, after a takeover: the agent's first message is one the upstream
-/// has part of (its TEXT bit and bytes); those first bytes of the resent
-/// copy are dropped, the rest completes the message.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<A>(
     agent: A,
     early: &[u8],
     session: MuxSession,
-    max_message: usize,
+    params: RelayParams,
     mut gate: Option<SessionMessages>,
     metrics: RouteMetrics,
     drain: crate::ws::drain::DrainWatch,
-    skip: Option<(bool, u64)>,
-    handover: bool,
 ) -> EndReason
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let RelayParams {
+        max_message,
+        keepalive,
+        skip,
+        handover,
+    } = params;
+    let live = Liveness::default();
     let (rd, wr) = tokio::io::split(agent);
-    let mut reader = AgentReader::new(rd, early, max_message);
+    let mut reader = AgentReader::new(rd, early, max_message).with_heard(live.heard.clone());
     let mut writer = AgentWriter::new(wr);
     let handle = session.handle();
     let parked = handle.clone();
@@ -99,12 +161,17 @@ where
     let drain_tx = ctl_tx.clone();
     let m_up = metrics.clone();
 
+    let live = &live;
+
     // Agent → upstream.
     let up = async move {
         let mut first = true;
         let mut skip = skip;
         loop {
-            let ev = match reader.next().await {
+            live.listening.store(true, Ordering::Relaxed);
+            let next = reader.next().await;
+            live.listening.store(false, Ordering::Relaxed);
+            let ev = match next {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     let _ = tx.close(1001, "agent disconnected");
@@ -196,6 +263,12 @@ where
                     None => {
                         let (code, reason, why) = match rx.end() {
                             Some(SessionEnd::Closed { code, reason }) => (code, reason, EndReason::Closed),
+                            // The upstream broke the protocol on this
+                            // session (past its credit or frame bound, a
+                            // sequence gap): counted as its violation.
+                            Some(SessionEnd::Failed(e @ SessionError::Protocol(_))) => {
+                                (e.close_code(), e.to_string(), EndReason::UpstreamViolation(e.close_code()))
+                            }
                             Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), EndReason::UpstreamGone),
                             None => (1011, "upstream session ended".to_owned(), EndReason::UpstreamGone),
                         };
@@ -210,6 +283,15 @@ where
                     Some(Control::Close(code, reason)) => {
                         writer.close(code, &reason).await;
                         return (EndReason::AgentViolation(code), writer);
+                    }
+                    Some(Control::Ping) => {
+                        if writer.control(op::PING, PING_PAYLOAD).await.is_ok() {
+                            live.missed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Control::KeepaliveTimeout) => {
+                        writer.close(Cause::KeepaliveTimeout.mapping().1, "keepalive timeout").await;
+                        return (EndReason::KeepaliveTimeout, writer);
                     }
                     // The reading half is done; keep delivering until the
                     // upstream closes its side.
@@ -228,22 +310,54 @@ where
         }
     });
     tokio::pin!(up, down, draining);
+    let mut ticker = keepalive.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut up_end = None;
     let mut drained = false;
+    let mut timed_out = false;
+    // Once the session is ending, how long the rest may take: fixed when
+    // the first side is done (later events do not push it back).
+    let mut close_by: Option<tokio::time::Instant> = None;
+    let ending = |drained: bool, timed_out: bool, up_end: Option<EndReason>, other: EndReason| {
+        if drained {
+            EndReason::Draining
+        } else if timed_out {
+            EndReason::KeepaliveTimeout
+        } else {
+            up_end.unwrap_or(other)
+        }
+    };
     loop {
         tokio::select! {
             r = &mut up, if up_end.is_none() => {
                 up_end = Some(r);
+                close_by.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_WAIT);
             }
             (r, _writer) = &mut down => {
-                return if drained { EndReason::Draining } else { up_end.unwrap_or(r) };
+                return ending(drained, timed_out, up_end, r);
             }
-            _ = tokio::time::sleep(CLOSE_WAIT), if up_end.is_some() || drained => {
+            () = until(close_by) => {
                 // The other side did not finish closing in time.
-                return if drained { EndReason::Draining } else { up_end.unwrap_or(EndReason::Closed) };
+                return ending(drained, timed_out, up_end, EndReason::Closed);
+            }
+            () = tick(&mut ticker), if up_end.is_none() && !drained && !timed_out => {
+                if let Some(ask) = live.look() {
+                    if matches!(ask, Control::KeepaliveTimeout) {
+                        timed_out = true;
+                        close_by.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_WAIT);
+                    }
+                    // Full only while the writing half is stuck on the
+                    // agent: a ping could not go out anyway, and a timeout
+                    // ends the session at `close_by` regardless.
+                    let _ = drain_tx.try_send(ask);
+                }
             }
             _ = &mut draining, if !drained => {
                 drained = true;
+                close_by.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_WAIT);
                 if handover {
                     // Left as it is upstream for another instance to take
                     // over: the writing half tells the agent (1012).
@@ -255,6 +369,24 @@ where
                 }
             }
         }
+    }
+}
+
+/// The next keepalive tick; never without keepalive.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes at `at`; never without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

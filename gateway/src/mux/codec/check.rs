@@ -50,7 +50,7 @@ fn first_seq(frame_type: FrameType, seq: u64) -> Result<(), FrameError> {
     Ok(())
 }
 
-fn check_open(open: &Open) -> Result<(), FrameError> {
+pub(super) fn check_open(open: &Open) -> Result<(), FrameError> {
     if open.headers.len() > MAX_OPEN_HEADERS {
         return Err(FrameError::TooManyEntries {
             field: "headers",

@@ -156,6 +156,17 @@ impl DecodeError {
     }
 }
 
+/// Checks that an OPEN with these fields can be encoded (as [`encode`]
+/// checks before writing): at most
+/// [`MAX_OPEN_HEADERS`](super::frame::MAX_OPEN_HEADERS) headers,
+/// [`MAX_SUBPROTOCOLS`](super::frame::MAX_SUBPROTOCOLS) non-empty
+/// subprotocols and [`MAX_OPEN_LEN`](super::frame::MAX_OPEN_LEN) bytes.
+/// For callers that must refuse what cannot be sent before any other
+/// work (an OPEN carrying an agent's headers).
+pub fn check_open(open: &super::frame::Open) -> Result<(), FrameError> {
+    check::check_open(open)
+}
+
 /// Bytes `frame` takes on the wire, header included.
 pub fn encoded_len(frame: &Frame) -> usize {
     HEADER_LEN + check::payload_len(frame)

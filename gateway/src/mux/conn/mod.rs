@@ -102,6 +102,10 @@ pub(crate) trait Role: Send + Sync + 'static {
     /// The connection ended; these sessions (with their detach epochs)
     /// were on it.
     fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>);
+    /// The peer broke the protocol on one session (past its credit or
+    /// frame bound, a sequence gap, ...): it failed and ERROR `code` was
+    /// sent. For counting; the session is already dealt with.
+    fn on_violation(&self, code: ErrorCode);
 }
 
 /// What the writer task sends.

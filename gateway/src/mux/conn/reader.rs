@@ -49,7 +49,7 @@ pub(super) async fn run<S, R>(
     if let Some(reason) = reason {
         let close_code = match &reason {
             EndReason::Protocol { code, message } => {
-                tracing::warn!(conn = conn.id, %code, %message, "mux connection closed: peer broke the protocol");
+                tracing::warn!(conn = conn.id, %code, ?message, "mux connection closed: peer broke the protocol");
                 conn.send(Frame::Error {
                     session: 0,
                     code: *code,
@@ -200,20 +200,24 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
                 code,
                 message,
             } => {
-                tracing::info!(conn = conn.id, %code, %message, "mux peer ended the connection");
+                tracing::info!(conn = conn.id, %code, ?message, "mux peer ended the connection");
                 return Err(EndReason::PeerError { code, message });
             }
             other => {
                 let id = other.session();
                 match conn.session(id) {
                     Some(s) => match s.on_frame(conn, other) {
-                        Some((seq, true)) => {
+                        Ok(Some((seq, true))) => {
                             acks.insert(id, seq);
                         }
-                        Some((seq, false)) => {
+                        Ok(Some((seq, false))) => {
                             soon.insert(id, seq);
                         }
-                        None => {}
+                        Ok(None) => {}
+                        Err(code) => {
+                            tracing::debug!(conn = conn.id, session = id, %code, "mux session failed: the peer broke the protocol on it");
+                            role.on_violation(code);
+                        }
                     },
                     // Never answer an ERROR with an ERROR; a session that
                     // moved to another connection gets leftovers here.

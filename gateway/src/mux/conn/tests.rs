@@ -44,6 +44,7 @@ fn a_torn_down_connection_takes_no_sessions() {
             false
         }
         fn on_detached(&self, _: Vec<(Arc<Shared>, u64)>) {}
+        fn on_violation(&self, _: ErrorCode) {}
     }
     let (conn, _rx) = ConnShared::new();
     conn.teardown(&NoRole);

@@ -121,6 +121,10 @@ pub struct ServerStats {
     pub taken_over: u64,
     /// Sessions that failed because they were not resumed in time.
     pub expired: u64,
+    /// Sessions failed because the gateway broke the protocol on them
+    /// (DATA past the credit or frame bound, a sequence gap, ...): ERROR
+    /// sent, the connection and its other sessions untouched.
+    pub violations: u64,
     /// Sessions known now (open, detached, or closing).
     pub sessions: usize,
 }
@@ -131,6 +135,7 @@ struct Counters {
     resumed: AtomicU64,
     taken_over: AtomicU64,
     expired: AtomicU64,
+    violations: AtomicU64,
 }
 
 struct ServerInner {
@@ -171,6 +176,7 @@ impl MuxServer {
             resumed: c.resumed.load(Ordering::Relaxed),
             taken_over: c.taken_over.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            violations: c.violations.load(Ordering::Relaxed),
             sessions: self.inner.registry.len(),
         }
     }

@@ -53,6 +53,10 @@ impl Role for ServerRole {
         self.server.registry.contains(id)
     }
 
+    fn on_violation(&self, _code: ErrorCode) {
+        self.server.stats.violations.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
         if sessions.is_empty() {
             return;

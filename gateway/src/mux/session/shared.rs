@@ -51,7 +51,13 @@ impl Registry {
                     Err(_) => continue,
                 }
             };
-            if !old.lock().parked {
+            // Parked with its TAKEOVER unanswered: that answer, arriving
+            // late, would be taken for the new one's.
+            let replaceable = {
+                let st = old.lock();
+                st.parked && !st.takeover_pending
+            };
+            if !replaceable {
                 return Err(old);
             }
             let mut map = lock(&self.map);
@@ -173,22 +179,22 @@ impl Shared {
     /// Applies a DATA, CLOSE, ACK, WINDOW or ERROR frame that arrived on
     /// `conn`. Returns the sequence to acknowledge, if any, and whether at
     /// once (else it may wait to ride along with other frames). A
-    /// violation fails the session and sends an ERROR: never the
-    /// connection.
-    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Option<(u64, bool)> {
+    /// violation fails the session and sends an ERROR — never the
+    /// connection — and is returned as `Err` with the code sent.
+    pub(crate) fn on_frame(&self, conn: &ConnShared, frame: Frame) -> Result<Option<(u64, bool)>, ErrorCode> {
         let ack = {
             let mut st = self.lock();
             if !Self::current_on(&st, conn, &frame) || st.failure.is_some() {
-                return None;
+                return Ok(None);
             }
             match apply(&mut st, frame) {
                 // A parked session acknowledges nothing: the upstream keeps
                 // it all for the instance that takes the session over.
-                Ok(ack) => (ack != Ack::No && !st.parked).then(|| (st.ack_point(), ack == Ack::Now)),
+                Ok(ack) => Ok((ack != Ack::No && !st.parked).then(|| (st.ack_point(), ack == Ack::Now))),
                 Err(code) => {
                     st.fail(SessionError::Protocol(code));
                     conn.send(error_frame(self.id, code));
-                    None
+                    Err(code)
                 }
             }
         };
@@ -278,6 +284,42 @@ impl Shared {
         };
         self.settle();
         result
+    }
+
+    /// Client: the caller of an OPEN (`takeover`: a TAKEOVER) stopped
+    /// waiting for the answer; nothing if it came already. An OPEN is given
+    /// up — ERROR `INTERNAL` tells the upstream to forget the session, and
+    /// it is forgotten here, so a late OPEN_OK finds nothing. A TAKEOVER is
+    /// parked: the session stays as it is upstream for the agent's next try
+    /// (its late answer is taken and nothing more is sent).
+    pub(crate) fn abandon(&self, takeover: bool) {
+        {
+            let mut st = self.lock();
+            if st.waiter.is_none() || st.failure.is_some() {
+                return;
+            }
+            st.waiter = None;
+            if takeover {
+                st.parked = true;
+            } else {
+                st.emit(error_frame(self.id, ErrorCode::Internal));
+                st.fail(SessionError::Aborted("no answer to OPEN in time".into()));
+            }
+        }
+        self.settle();
+    }
+
+    /// Client: a session parked for a takeover elsewhere lost its
+    /// connection; nothing will resume it from here, so it is forgotten.
+    pub(crate) fn forget_if_parked(&self) {
+        {
+            let mut st = self.lock();
+            if !st.parked || st.failure.is_some() {
+                return;
+            }
+            st.fail(SessionError::Aborted("parked session's connection ended".into()));
+        }
+        self.settle();
     }
 
     /// Client: starts resuming on `conn`; returns the RESUME to send.

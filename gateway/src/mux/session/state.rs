@@ -11,12 +11,13 @@ use bytes::Bytes;
 use tokio::sync::{Notify, futures::Notified, oneshot};
 
 use crate::mux::conn::ConnShared;
-use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, TakeoverOk};
+use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, MAX_HELD_FRAMES, MAX_UNACKED_FRAMES, TakeoverOk};
 use crate::mux::message::{Chunk, SessionEnd, SessionError};
 
-/// Most frames a sender keeps unacknowledged, whatever their size: a bound
-/// on empty DATA frames, which cost no credit.
-const MAX_UNACKED_FRAMES: usize = 4096;
+/// Held frames a receiver that acknowledges on arrival acknowledges at
+/// once; frames past these wait for the application to take them, so a
+/// sender within [`MAX_UNACKED_FRAMES`] stays within [`MAX_HELD_FRAMES`].
+const ACK_AHEAD: usize = MAX_HELD_FRAMES - MAX_UNACKED_FRAMES;
 
 /// A bound on the unacknowledged bytes of many sessions together: the
 /// total replay memory of one side (in the gateway, of one endpoint). A
@@ -273,21 +274,31 @@ impl State {
         self.recv_next - 1
     }
 
-    /// What to acknowledge now: everything received, or with
-    /// `ack_on_take` what the application took (the peer's CLOSE once
-    /// `recv` ended on it), until the handles are gone.
+    /// What to acknowledge now: everything received but the held frames
+    /// past [`ACK_AHEAD`], or with `ack_on_take` what the application
+    /// took (the peer's CLOSE once `recv` ended on it), until the handles
+    /// are gone. Never decreases: a frame taken frees one held back.
     pub(crate) fn ack_point(&self) -> u64 {
-        if !self.params.ack_on_take || self.handles_gone {
+        if self.handles_gone {
             return self.ack_seq();
         }
-        let close_waiting = self.peer_close.is_some() && !self.close_taken;
-        let waiting = self.inbox.len() as u64 + u64::from(close_waiting);
+        let waiting = if self.params.ack_on_take {
+            let close_waiting = self.peer_close.is_some() && !self.close_taken;
+            self.inbox.len() as u64 + u64::from(close_waiting)
+        } else {
+            self.held_back() as u64
+        };
         self.ack_seq().saturating_sub(waiting)
     }
 
-    /// Whether a new DATA frame is acknowledged on arrival.
+    /// Held frames not acknowledged on arrival (beyond [`ACK_AHEAD`]).
+    fn held_back(&self) -> usize {
+        self.inbox.len().saturating_sub(ACK_AHEAD)
+    }
+
+    /// Whether the DATA frame that just arrived is acknowledged now.
     pub(crate) fn acks_on_arrival(&self) -> bool {
-        !self.params.ack_on_take || self.handles_gone
+        self.handles_gone || (!self.params.ack_on_take && self.held_back() == 0)
     }
 
     /// `recv` ended: if on the peer's CLOSE, it now counts as taken.
@@ -305,15 +316,16 @@ impl State {
     /// Every handle is gone: nothing will take what is waiting, so it is
     /// dropped and acknowledged (the peer can finish the session).
     pub(crate) fn drop_handles(&mut self) {
+        // Before the inbox goes: it says whether anything was held back.
+        self.ack_all();
         self.handles_gone = true;
         self.inbox.clear();
-        self.ack_all();
     }
 
-    /// Acknowledges everything received, if acknowledging on take held
-    /// some of it back.
+    /// Acknowledges everything received, if acknowledging on take (or
+    /// past [`ACK_AHEAD`]) held some of it back.
     pub(crate) fn ack_all(&self) {
-        if self.params.ack_on_take
+        if (self.params.ack_on_take || self.held_back() > 0)
             && self.failure.is_none()
             && let Some(link) = &self.link
         {
@@ -347,6 +359,10 @@ impl State {
     }
 
     /// A DATA frame from the peer. Ok(false): duplicate, dropped.
+    ///
+    /// Credit bounds the inbox in bytes; [`MAX_HELD_FRAMES`] bounds it in
+    /// frames (an empty DATA frame costs no credit but a slot). A peer
+    /// past either fails the session with `FLOW_CONTROL`.
     pub(crate) fn on_data(&mut self, seq: u64, chunk: Chunk) -> Result<bool, ErrorCode> {
         if !self.admit(seq)? {
             return Ok(false);
@@ -356,6 +372,9 @@ impl State {
         }
         let len = chunk.payload.len() as u64;
         if self.received_bytes + len > self.granted {
+            return Err(ErrorCode::FlowControl);
+        }
+        if !self.handles_gone && self.inbox.len() >= MAX_HELD_FRAMES {
             return Err(ErrorCode::FlowControl);
         }
         self.received_bytes += len;
@@ -368,7 +387,10 @@ impl State {
             self.recv_partial += len;
         }
         if !self.handles_gone {
-            self.inbox.push_back(chunk);
+            self.inbox.push_back(Chunk {
+                payload: own_copy(&chunk.payload),
+                ..chunk
+            });
         }
         Ok(true)
     }
@@ -423,11 +445,11 @@ impl State {
     /// The next received fragment, granting the peer more credit once half
     /// the window has been consumed (so WINDOW frames stay rare).
     pub(crate) fn take_chunk(&mut self) -> Option<Chunk> {
+        // Taking a frame held back past ACK_AHEAD acknowledges one.
+        let releases = self.params.ack_on_take || self.held_back() > 0;
         let chunk = self.inbox.pop_front()?;
         self.consumed_bytes += chunk.payload.len() as u64;
-        if self.params.ack_on_take
-            && let Some(link) = &self.link
-        {
+        if releases && let Some(link) = &self.link {
             link.ack_soon([(self.id, self.ack_point())]);
         }
         let window = u64::from(self.params.window);
@@ -670,9 +692,12 @@ impl State {
                 window: u32::try_from(self.granted - self.received_bytes).unwrap_or(u32::MAX),
                 subprotocol: self.subprotocol.clone(),
             },
+            // What it acknowledges, not all it received: the peer then
+            // replays the held-back frames (dropped here as duplicates)
+            // and stays within the frame bound.
             Answer::Resume => Frame::Resume {
                 session: self.id,
-                last_seq: self.ack_seq(),
+                last_seq: self.ack_point(),
                 limit: self.granted,
             },
         };
@@ -740,6 +765,24 @@ impl Drop for State {
     fn drop(&mut self) {
         self.release_unacked();
     }
+}
+
+/// The bytes of a payload the inbox keeps, in an allocation of their own.
+///
+/// A decoded DATA payload is a slice of its WebSocket message, and the
+/// message a slice of the transport's read buffer (fastwebsockets splits
+/// each frame off a buffer that grows to the largest frame read, up to
+/// 4 MiB). Kept as it is, a one-byte chunk waiting for a slow application
+/// would pin that whole buffer — and `Bytes` does not tell how large the
+/// allocation behind a slice is, so "small relative to its buffer" cannot
+/// be decided here. Copying costs one `memcpy` of the payload, next to a
+/// system call per write on the way out; a retained chunk then holds
+/// exactly its own bytes.
+fn own_copy(payload: &Bytes) -> Bytes {
+    if payload.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::copy_from_slice(payload)
 }
 
 fn frame_seq(frame: &Frame) -> u64 {

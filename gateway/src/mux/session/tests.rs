@@ -131,3 +131,72 @@ fn failure_is_sticky_and_first_wins() {
     assert_eq!(st.room().err(), Some(SessionError::Expired));
     assert!(st.recv_done());
 }
+
+#[test]
+fn a_kept_chunk_does_not_pin_the_buffer_it_arrived_in() {
+    // A 4 MiB read buffer of which one DATA payload of 10 bytes is kept
+    // while the application does not read.
+    let buffer = Bytes::from(vec![7u8; 4 << 20]);
+    let mut st = state(1000, 1 << 20, 0);
+    assert!(
+        st.on_data(
+            1,
+            Chunk {
+                text: false,
+                fin: true,
+                payload: buffer.slice(100..110),
+            }
+        )
+        .unwrap()
+    );
+    // Nothing in the inbox shares the buffer any more.
+    assert!(buffer.is_unique(), "the inbox keeps the 4 MiB buffer alive");
+    let kept = st.take_chunk().unwrap();
+    assert_eq!(&kept.payload[..], &[7u8; 10]);
+    let range = buffer.as_ptr_range();
+    assert!(!range.contains(&kept.payload.as_ptr()));
+    // Empty payloads allocate nothing.
+    assert!(
+        st.on_data(
+            2,
+            Chunk {
+                text: false,
+                fin: true,
+                payload: buffer.slice(5..5),
+            }
+        )
+        .unwrap()
+    );
+    assert!(buffer.is_unique());
+}
+
+#[test]
+fn held_frames_are_bounded_and_acknowledged_on_arrival_only_so_far() {
+    use crate::mux::frame::{MAX_HELD_FRAMES, MAX_UNACKED_FRAMES};
+    let ahead = (MAX_HELD_FRAMES - MAX_UNACKED_FRAMES) as u64;
+    let empty = || Chunk {
+        text: false,
+        fin: true,
+        payload: Bytes::new(),
+    };
+    let mut st = state(1000, 1 << 20, 0);
+    for seq in 1..=ahead {
+        assert!(st.on_data(seq, empty()).unwrap());
+        assert!(st.acks_on_arrival());
+    }
+    assert_eq!(st.ack_point(), ahead);
+    // Past it, frames wait for the application before they are ACKed.
+    assert!(st.on_data(ahead + 1, empty()).unwrap());
+    assert!(!st.acks_on_arrival());
+    assert_eq!(st.ack_point(), ahead);
+    st.take_chunk().unwrap();
+    assert_eq!(st.ack_point(), ahead + 1, "a taken frame frees one held back");
+    // Up to the bound: a sender within MAX_UNACKED_FRAMES of the ACK
+    // point can always send; one more frame fails the session.
+    let mut seq = ahead + 2;
+    while seq <= st.ack_point() + MAX_UNACKED_FRAMES as u64 {
+        assert!(st.on_data(seq, empty()).unwrap(), "frame {seq}");
+        seq += 1;
+    }
+    assert_eq!(st.on_data(seq, empty()), Err(ErrorCode::FlowControl));
+}

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 use fastwebsockets::{Frame as WsFrame, OpCode, Payload};
 
-use super::raw::{RawPeer, data, is_error};
+use super::raw::{RawPeer, data, empty_frames, is_error};
 use super::*;
 
 /// A server whose sessions echo, with `config`, and a raw peer on it.
@@ -164,6 +164,48 @@ async fn data_past_the_window_fails_only_that_session() {
         Some(SessionEnd::Failed(SessionError::Protocol(ErrorCode::FlowControl)))
     );
     assert_eq!(victim.send(binary(1, 0)).await.unwrap_err().close_code(), 1011);
+    // The other session is untouched.
+    peer.send(&[data(2, 1, b"m-5")]).await;
+    let echo = peer.expect(|f| matches!(f, Frame::Data { .. })).await;
+    assert!(matches!(echo, Frame::Data { session: 2, .. }), "{echo:?}");
+}
+
+#[tokio::test]
+async fn empty_data_past_the_frame_bound_fails_only_that_session() {
+    let server = server(ServerConfig::default());
+    let (mut peer, mut conn) = RawPeer::connect(&server).await;
+    peer.open(1, 1000).await;
+    peer.open(2, 1000).await;
+    // Session 1's application does not read; session 2 echoes.
+    let victim = conn.next_session().await.unwrap();
+    tokio::spawn(numbered_echo(
+        conn.next_session().await.unwrap(),
+        mpsc::unbounded_channel().0,
+    ));
+
+    // Empty DATA costs no credit: only the frame bound stops the flood.
+    for message in empty_frames(1, 1, MAX_HELD_FRAMES as u64 + 1) {
+        peer.send(&message).await;
+    }
+    let mut acked = 0;
+    let err = loop {
+        match peer
+            .expect(|f| matches!(f, Frame::Ack { session: 1, .. } | Frame::Error { .. }))
+            .await
+        {
+            Frame::Ack { seq, .. } => acked = acked.max(seq),
+            err => break err,
+        }
+    };
+    assert!(is_error(&err, 1, ErrorCode::FlowControl), "{err:?}");
+    // A sender within its own bound would have waited: the upstream
+    // acknowledged no more than it may hold beyond that bound.
+    assert!(acked <= (MAX_HELD_FRAMES - MAX_UNACKED_FRAMES) as u64, "{acked}");
+    assert_eq!(
+        victim.end(),
+        Some(SessionEnd::Failed(SessionError::Protocol(ErrorCode::FlowControl)))
+    );
+    assert_eq!(server.stats().violations, 1);
     // The other session is untouched.
     peer.send(&[data(2, 1, b"m-5")]).await;
     let echo = peer.expect(|f| matches!(f, Frame::Data { .. })).await;

@@ -179,6 +179,32 @@ async fn window_stops_a_sender_and_reopens_without_stalling_others() {
 }
 
 #[tokio::test]
+async fn empty_messages_to_a_slow_reader_wait_instead_of_failing_the_session() {
+    // Empty messages cost no credit: the frame bounds alone hold the
+    // sender back, and a sender within them never trips the receiver's.
+    let server = server(ServerConfig::default());
+    let (mut conn, client) = connect(&server).await;
+    let mut session = client.open(1, open_request(1000)).await.unwrap();
+    let mut reader = conn.next_session().await.unwrap();
+    let n = MAX_HELD_FRAMES + MAX_UNACKED_FRAMES;
+    let sending = tokio::spawn(async move {
+        for _ in 0..n {
+            session.send(Message::Binary(Bytes::new())).await?;
+        }
+        Ok::<_, SessionError>(session)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sending.is_finished(), "the sender never waited");
+    for i in 0..n {
+        assert_eq!(reader.recv().await, Some(Message::Binary(Bytes::new())), "message {i}");
+    }
+    let session = sending.await.unwrap().unwrap();
+    assert_eq!(reader.end(), None);
+    assert_eq!(session.end(), None);
+    assert_eq!(server.stats().violations, 0);
+}
+
+#[tokio::test]
 async fn close_from_either_side_and_drop_closes_with_1001() {
     let server = server(ServerConfig::default());
     let (mut conn, client) = connect(&server).await;

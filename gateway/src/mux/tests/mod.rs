@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod flow;
+mod hostile_upstream;
 mod raw;
 mod resume;
 mod takeover;

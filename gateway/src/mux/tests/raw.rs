@@ -66,6 +66,44 @@ impl RawPeer {
         (peer.unwrap(), conn.unwrap())
     }
 
+    /// The other way round: a bare *upstream* that `client` connects to,
+    /// to provoke what a correct upstream never sends (or never answers).
+    pub(super) async fn upstream_for(client: &MuxClient) -> (RawPeer, MuxClientConnection) {
+        let (a, b) = tokio::io::duplex(64 << 10);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            let (mut resp, fut) = fastwebsockets::upgrade::upgrade(&mut req).unwrap();
+            resp.headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(PROTOCOL));
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(fut);
+            }
+            async move { Ok::<_, std::convert::Infallible>(resp) }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(b), service)
+                .with_upgrades(),
+        );
+        let conn = client.connect(a, "upstream.test", "/mux").await.unwrap();
+        let mut ws = rx.await.unwrap().await.unwrap();
+        ws.set_auto_close(false);
+        let peer = RawPeer {
+            ws,
+            pending: Default::default(),
+        };
+        (peer, conn)
+    }
+
+    /// As upstream: waits for the OPEN of a session and returns its id.
+    pub(super) async fn expect_open(&mut self) -> u64 {
+        match self.expect(|f| matches!(f, Frame::Open { .. })).await {
+            Frame::Open { session, .. } => session,
+            _ => unreachable!(),
+        }
+    }
+
     /// Sends `frames` as one message.
     pub(super) async fn send(&mut self, frames: &[Frame]) {
         let mut batch = Batch::new();
@@ -165,4 +203,11 @@ pub(super) fn data(session: u64, seq: u64, payload: &'static [u8]) -> Frame {
 
 pub(super) fn is_error(frame: &Frame, id: u64, want: ErrorCode) -> bool {
     matches!(frame, Frame::Error { session, code, .. } if *session == id && *code == want)
+}
+
+/// `n` empty DATA frames (each an empty message) for `session` from
+/// sequence `from`, in messages as full as the protocol allows.
+pub(super) fn empty_frames(session: u64, from: u64, n: u64) -> Vec<Vec<Frame>> {
+    let frames: Vec<Frame> = (from..from + n).map(|seq| data(session, seq, b"")).collect();
+    frames.chunks(MAX_FRAMES_PER_MESSAGE).map(<[Frame]>::to_vec).collect()
 }
