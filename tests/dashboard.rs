@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use agentmux_tests::browser::Browser;
-use agentmux_tests::{Gateway, ws};
+use agentmux_tests::{Gateway, client, ws};
 
 const CONFIG: &str = r#"
 [admin]
@@ -30,6 +30,8 @@ cluster = "echo"
 kind = "echo"
 "#;
 
+const TOKEN: &str = "dashboard-test-token-0123";
+
 /// Text of the "now" tiles on the page.
 async fn tiles(b: &mut Browser) -> String {
     b.eval("document.getElementById('tiles').innerText")
@@ -42,10 +44,11 @@ async fn tiles(b: &mut Browser) -> String {
 #[tokio::test]
 async fn dashboard_numbers_change_while_traffic_flows() {
     let gw = Gateway::start(CONFIG);
-    let url = format!("http://{}/dashboard?token=dashboard-test-token-0123", gw.admin);
+    let url = format!("http://{}/dashboard", gw.admin);
     let Some(mut browser) = Browser::open(&url).await else {
         return;
     };
+    browser.log_in(TOKEN).await;
     // Steady traffic: 4 WebSocket sessions echoing, bounded in count and time.
     let addr = gw.addr();
     let traffic = tokio::spawn(async move {
@@ -98,14 +101,21 @@ async fn dashboard_data_needs_the_token() {
     let gw = Gateway::start(CONFIG);
     let (status, _) = gw.admin_get("/dashboard/history?window=1h").await;
     assert_eq!(status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let r = client::get_plain(gw.admin, "/dashboard/history?window=1h", &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Never in the URL: an old bookmark learns where the token goes.
     let (status, body) = gw
-        .admin_get("/dashboard/history?window=1h&token=dashboard-test-token-0123")
+        .admin_get(&format!("/dashboard/history?window=1h&token={TOKEN}"))
         .await;
-    assert_eq!(status, 200, "{body}");
-    // The page itself is static and loads without it.
+    assert_eq!(status, 400, "{body}");
+    // Without a session the page is the login form; the static files hold
+    // no data and load without one.
     let (status, body) = gw.admin_get("/dashboard").await;
     assert_eq!(status, 200);
-    assert!(body.contains("uPlot"), "the vendored chart library is referenced");
+    assert!(body.contains("/dashboard/login"), "{body}");
+    let r = client::get_plain(gw.admin, "/dashboard", &[("authorization", &bearer)]).await;
+    assert!(r.text().contains("uPlot"), "the vendored chart library is referenced");
     let (status, _) = gw.admin_get("/dashboard/uPlot.iife.min.js").await;
     assert_eq!(status, 200);
 }

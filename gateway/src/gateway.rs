@@ -432,7 +432,7 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
     tokio::spawn(crate::admin::serve(
         admin_socket,
         gateway.clone(),
-        config.admin.token.clone(),
+        config.admin.clone(),
         shutdown.clone(),
     ));
     Ok(Running {

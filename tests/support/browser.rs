@@ -124,6 +124,31 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Logs in on the dashboard's login page (the page `open` showed) with
+    /// `token`, as a person would: types it and submits the form, so the
+    /// browser sends its own `Origin` / `Sec-Fetch-Site` and keeps the
+    /// session cookie. Returns once the dashboard itself has loaded.
+    pub async fn log_in(&mut self, token: &str) {
+        for _ in 0..150 {
+            if self.eval("!!document.querySelector('input[name=token]')").await == json!(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let submit = format!(
+            "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
+            json!(token)
+        );
+        assert_eq!(self.eval(&submit).await, json!(true), "no login form on the page");
+        for _ in 0..150 {
+            if self.eval("!!document.getElementById('tiles')").await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the dashboard did not load after logging in");
+    }
+
     /// Saves a PNG screenshot of the page.
     pub async fn screenshot(&mut self, path: &std::path::Path) {
         let r = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;

@@ -1,13 +1,13 @@
 // agentmux dashboard: history from GET {base}history, live updates from the
 // SSE stream at {base}feed (one FeedUpdate JSON per event; schema in
-// gateway/src/analytics/feed.rs). The admin token comes from ?token= in the
-// page URL: fetches send it as "Authorization: Bearer", the EventSource
-// (which cannot set headers) as ?token=.
+// gateway/src/analytics/feed.rs). When the admin listener has a token, the
+// browser holds a session cookie from the login page (same origin, HttpOnly):
+// fetches and the EventSource carry it by themselves. No token is ever put
+// in a URL.
 'use strict';
 
 (function () {
   const params = new URLSearchParams(location.search);
-  const token = params.get('token');
   const path = location.pathname.replace(/index\.html$/, '');
   const base = path.endsWith('/') ? path : path + '/';
   const HOUR_POINTS = 3600;
@@ -32,7 +32,7 @@
   };
 
   function authFetch(url) {
-    return fetch(url, { headers: token ? { Authorization: 'Bearer ' + token } : {} });
+    return fetch(url, { credentials: 'same-origin' });
   }
 
   function setStatus(text, bad) {
@@ -287,7 +287,7 @@
   async function loadHistory() {
     const url = base + 'history?window=' + state.window + '&scope=' + encodeURIComponent(state.scope);
     const r = await authFetch(url);
-    if (r.status === 401 || r.status === 403) { setStatus('not authorised: open the page with ?token=…', true); return; }
+    if (r.status === 401 || r.status === 403) { setStatus('not logged in: reload the page to log in', true); return; }
     if (!r.ok) { setStatus('history: HTTP ' + r.status, true); return; }
     state.history = await r.json();
     drawMain();
@@ -296,15 +296,14 @@
 
   function connect() {
     if (state.source) state.source.close();
-    const url = base + 'feed' + (token ? '?token=' + encodeURIComponent(token) : '');
-    const es = new EventSource(url);
+    const es = new EventSource(base + 'feed');
     es.onmessage = (e) => {
       try { onUpdate(JSON.parse(e.data)); } catch (err) { setStatus('bad update: ' + err.message, true); }
     };
     es.onerror = () => {
       // A refused stream (401, 404) is closed for good; a dropped one is
       // retried by the browser.
-      if (es.readyState === EventSource.CLOSED) setStatus('feed refused: open the page with a valid ?token=', true);
+      if (es.readyState === EventSource.CLOSED) setStatus('feed refused: reload the page to log in again', true);
       else setStatus('feed lost — reconnecting…', true);
     };
     state.source = es;
@@ -325,7 +324,7 @@
   }
 
   function start() {
-    document.querySelector('footer a').href = base + 'uPlot.LICENSE' + (token ? '?token=' + encodeURIComponent(token) : '');
+    document.querySelector('footer a').href = base + 'uPlot.LICENSE';
     for (const b of document.querySelectorAll('#windows button')) b.onclick = () => selectWindow(b.dataset.window);
     $('scope').onchange = (e) => { state.scope = e.target.value; loadHistory(); };
     let pending = null;

@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{json_response, query_param};
-use crate::analytics::{Published, ScopeKey, Window};
-use crate::body::{Body, boxed};
+use crate::analytics::{Published, ScopeKey, Window, assets};
+use crate::body::{Body, boxed, full};
 use crate::gateway::Gateway;
 
 /// How often the feed sends the latest state even when nothing changed,
@@ -27,6 +27,39 @@ fn off() -> Response<Body> {
         StatusCode::NOT_FOUND,
         &json!({"error": "analytics_off", "message": "analytics is disabled ([analytics] enabled = false)"}),
     )
+}
+
+/// `GET /dashboard`: the page, with a logout button when logins exist
+/// (`admin.token` is set).
+pub(super) fn page(with_logout: bool) -> Response<Body> {
+    let html = if with_logout {
+        assets::INDEX_HTML.replace("<!--logout-->", LOGOUT_FORM)
+    } else {
+        assets::INDEX_HTML.to_owned()
+    };
+    let mut r = Response::new(full(html));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+const LOGOUT_FORM: &str =
+    r#"<form method="post" action="/dashboard/logout" class="logout"><button type="submit">log out</button></form>"#;
+
+/// `GET /dashboard/<file>`: the page's scripts, styles and licence. They
+/// hold no data, so they are served without a token (the login page needs
+/// none of them).
+pub(super) fn asset(path: &str) -> Option<Response<Body>> {
+    if path.is_empty() || path == "index.html" {
+        return None;
+    }
+    let (content_type, body) = assets::asset(path)?;
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Some(r)
 }
 
 /// `GET /dashboard/feed`: `text/event-stream` of feed updates.

@@ -1,235 +1,287 @@
-//! The admin listener: health, readiness and the JSON admin API.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the JSON admin
+//! API (`/api/*`: routes, clusters, circuits, sessions, reload, drain) and
+//! the dashboard (`/dashboard`).
 //!
-//! Bound to localhost by default; when `admin.token` is set every request
-//! but `/healthz` needs `Authorization: Bearer <token>` (401 otherwise).
+//! Bound to `127.0.0.1:9901` by default; `admin.token` is mandatory on any
+//! other address. Every request passes, in this order, and fails with a
+//! JSON error naming what to change:
+//!
+//! 1. no `token` in the query string — 400 (tokens in URLs end up in logs,
+//!    history and `Referer`; see [`guard::has_query_token`]);
+//! 2. `/healthz` answers here, to any host and without a token, so probes
+//!    and load balancers that send their own `Host` keep working (it tells
+//!    nothing but that the process runs);
+//! 3. a `Host` that is one of the listener's own names — 421 otherwise
+//!    (DNS rebinding; `admin.allowed_hosts` adds names), 400 without one
+//!    in HTTP/1.1 (HTTP/1.0 has none to check);
+//! 4. for state changes (any method but GET, HEAD, OPTIONS): not from
+//!    another site by `Origin` / `Sec-Fetch-Site` — 403 (CSRF), then a
+//!    body of at most 64 KiB (413) within `admin.request_header_timeout`
+//!    (408);
+//! 5. the dashboard's login and logout, and its static files (they hold no
+//!    data), need no token; with a token set, `/dashboard` itself shows the
+//!    login page until the browser holds a session cookie ([`login`]);
+//! 6. everything else needs `Authorization: Bearer <admin.token>` or the
+//!    session cookie — 401.
+//!
+//! The listener speaks HTTP/1.1 only: it is plaintext, where browsers
+//! never use HTTP/2, so one header timeout (hyper's `header_read_timeout`,
+//! which also closes a keep-alive connection idle that long) covers every
+//! slow client, with no HTTP/2 flow-control or stream limits to bound as
+//! well. At most `admin.max_connections` connections are open; further
+//! ones wait in the kernel's accept queue. `Authorization`, `Cookie` and
+//! `Set-Cookie` are marked sensitive (tower-http), so they never print,
+//! and nothing here logs a URI.
+
+mod api;
+mod dashboard;
+mod guard;
+mod login;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower_http::sensitive_headers::{SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer};
 
 use crate::body::{Body, full};
+use crate::config::AdminConfig;
 use crate::gateway::Gateway;
-use crate::pool::LifeState;
+use guard::{HostProblem, OwnNames};
+use login::Sessions;
 
-mod dashboard;
+/// Largest request body an admin endpoint reads (they take none, or a
+/// login form); larger ones get 413.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Serves the admin API until shutdown.
+/// Serves the admin listener until shutdown.
 pub(crate) async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    token: Option<Arc<str>>,
+    config: AdminConfig,
     shutdown: CancellationToken,
 ) {
+    // Tests and containers bind port 0: the names we answer to carry the
+    // port actually bound.
+    let bound = listener.local_addr().unwrap_or(config.listen);
+    let admin = Arc::new(Admin {
+        gateway,
+        token: config.token.clone(),
+        names: OwnNames::new(bound, config.allowed_hosts.clone()),
+        sessions: Sessions::new(bound.port(), config.session_ttl),
+        header_timeout: config.request_header_timeout,
+    });
+    let slots = Arc::new(Semaphore::new(config.max_connections));
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.cancelled() => return,
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.cancelled() => return,
         };
         let Ok((tcp, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (gateway, token) = (gateway.clone(), token.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let (gateway, token) = (gateway.clone(), token.clone());
-                async move { Ok::<_, Infallible>(route(&gateway, token.as_deref(), req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+        tokio::spawn(serve_connection(tcp, admin.clone(), permit));
+    }
+}
+
+/// One admin connection, holding its slot until it ends.
+async fn serve_connection(tcp: TcpStream, admin: Arc<Admin>, _slot: OwnedSemaphorePermit) {
+    let header_timeout = admin.header_timeout;
+    let service = tower::ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .service_fn(move |req| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(req).await) }
         });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "admin connection ended with an error");
     }
 }
 
-async fn route(gateway: &Gateway, token: Option<&str>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    if path == "/healthz" {
-        return text(StatusCode::OK, "ok\n");
+/// What every admin request is answered from.
+struct Admin {
+    gateway: Arc<Gateway>,
+    token: Option<Arc<str>>,
+    names: OwnNames,
+    sessions: Sessions,
+    header_timeout: Duration,
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let mut r = self.answer(req).await;
+        // Admin answers are never to be sniffed into another type or
+        // framed by another page (clickjacking the login form).
+        let h = r.headers_mut();
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        r
     }
-    // The dashboard's static files hold no data; the page itself sends the
-    // token on its data requests.
-    if let Some(asset) = path.strip_prefix("/dashboard").map(|p| p.trim_start_matches('/'))
-        && let Some((content_type, body)) = crate::analytics::assets::asset(asset)
-    {
-        let mut r = Response::new(full(body));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        return r;
-    }
-    // EventSource cannot set headers: the dashboard's data also takes `?token=`.
-    let query_token_ok = |expected: &str| {
-        path.starts_with("/dashboard/")
-            && query_param(req.uri().query().unwrap_or(""), "token")
-                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes())))
-    };
-    if let Some(expected) = token
-        && !bearer_matches(&req, expected)
-        && !query_token_ok(expected)
-    {
-        let mut r = json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({"error": "unauthenticated", "message": "admin API needs Authorization: Bearer <admin.token>"}),
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/readyz") => readyz(gateway),
-        (&Method::GET, "/metrics") => {
-            if let Some(a) = gateway.analytics() {
-                gateway.metrics().set_alert_stats(&a.stats());
-            }
-            let text = gateway.metrics().encode(&gateway.runtime());
-            let mut r = Response::new(full(text));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+
+    /// The checks of the module docs, in order, then the endpoint.
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        if guard::has_query_token(parts.uri.query()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "token_in_url",
+                "admin tokens are not accepted in URLs (logs, browser history and Referer keep them): send Authorization: Bearer <admin.token>, or log in at /dashboard",
             );
-            r
         }
-        (&Method::GET, "/api/circuits") => json_response(StatusCode::OK, &circuits(gateway)),
-        (&Method::GET, "/api/sessions") => sessions(gateway, req.uri().query().unwrap_or("")),
-        (&Method::GET, "/dashboard/feed") => dashboard::feed(gateway),
-        (&Method::GET, "/dashboard/history") => dashboard::history(gateway, req.uri().query().unwrap_or("")).await,
-        (&Method::GET, "/api/alerts") => dashboard::alerts(gateway),
-        (&Method::GET, "/api/recommendations") => dashboard::recommendations(gateway),
-        (&Method::POST, "/api/reload") => match gateway.reload().await {
-            Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": true, "report": report })),
-            Err(e) => {
-                let errors: Vec<Value> = e
-                    .errors()
-                    .iter()
-                    .map(|x| json!({ "path": x.path(), "message": x.message() }))
-                    .collect();
-                json_response(
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        match self.names.check_host(&parts.uri, &parts.headers) {
+            Ok(()) => {}
+            // HTTP/1.0 has no Host (HAProxy's default health check is such
+            // a request); browsers always send one, so nothing is rebound.
+            Err(HostProblem::Missing) if parts.version == Version::HTTP_10 => {}
+            Err(HostProblem::Missing) => {
+                return error(
                     StatusCode::BAD_REQUEST,
-                    &json!({ "reloaded": false, "error": "invalid_config", "message": e.to_string(), "errors": errors }),
-                )
+                    "missing_host",
+                    "the request has no Host header",
+                );
             }
-        },
-        (&Method::POST, p) if p.starts_with("/api/clusters/") => drain(gateway, p),
-        (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(gateway)),
-        (&Method::GET, "/api/clusters") => json_response(StatusCode::OK, &clusters(gateway)),
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "message": format!("no admin endpoint {} {path}", req.method())}),
-        ),
-    }
-}
-
-fn bearer_matches<B>(req: &Request<B>, expected: &str) -> bool {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|got| bool::from(got.as_bytes().ct_eq(expected.as_bytes())))
-}
-
-/// Ready when the config is loaded (it is, or we would not be running),
-/// listeners are bound (they are before the admin listener starts) and
-/// every pool holds its minimum of warm connections.
-fn readyz(gateway: &Gateway) -> Response<Body> {
-    let rt = gateway.runtime();
-    let cold: Vec<&str> = rt
-        .clusters()
-        .values()
-        .filter(|c| !c.is_warm())
-        .map(|c| c.name())
-        .collect();
-    if cold.is_empty() {
-        text(StatusCode::OK, "ready\n")
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"ready": false, "warming_clusters": cold}),
-        )
-    }
-}
-
-fn routes(gateway: &Gateway) -> Value {
-    let rt = gateway.runtime();
-    let list: Vec<Value> = rt
-        .router()
-        .routes()
-        .map(|r| json!({ "name": r.name(), "mode": r.mode().as_str(), "cluster": r.cluster() }))
-        .collect();
-    json!({ "routes": list })
-}
-
-fn clusters(gateway: &Gateway) -> Value {
-    let rt = gateway.runtime();
-    let list: Vec<Value> = rt
-        .clusters()
-        .values()
-        .map(|c| {
-            let endpoints: Vec<Value> = c
-                .endpoints()
-                .iter()
-                .map(|e| {
-                    let pools: serde_json::Map<String, Value> =
-                        [("http", e.http.as_ref()), ("websocket", e.raw.as_ref())]
-                            .into_iter()
-                            .filter_map(|(k, p)| p.map(|p| (k.to_owned(), states(&p.snapshot()))))
-                            .collect();
-                    json!({
-                        "address": e.label(),
-                        "weight": e.weight(),
-                        "healthy": !e.is_ejected(),
-                        "drained": e.is_drained(),
-                        "active": e.active(),
-                        "latency_ewma_ms": e.latency_ewma().as_secs_f64() * 1000.0,
-                        "pools": pools,
-                    })
-                })
-                .collect();
-            json!({ "name": c.name(), "endpoints": endpoints, "pool": states(&c.pool_snapshot()) })
-        })
-        .collect();
-    json!({ "clusters": list })
-}
-
-/// `POST /api/clusters/{cluster}/endpoints/{address}/drain` (or `/undrain`).
-fn drain(gateway: &Gateway, path: &str) -> Response<Body> {
-    let parts: Vec<&str> = path.trim_start_matches("/api/clusters/").split('/').collect();
-    let (cluster, address, action) = match parts.as_slice() {
-        [c, "endpoints", a, act @ ("drain" | "undrain")] => (*c, *a, *act),
-        _ => {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                &json!({"error": "not_found", "message": "use POST /api/clusters/{cluster}/endpoints/{address}/drain or /undrain"}),
-            );
+            Err(HostProblem::Foreign(host)) => {
+                return error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "unknown_host",
+                    &format!(
+                        "Host {host:?} is not a name of this admin listener (DNS rebinding guard); list it in admin.allowed_hosts if it is yours"
+                    ),
+                );
+            }
         }
+        let body = if guard::changes_state(&parts.method) {
+            if let Err(why) = self.names.check_same_origin(&parts.headers) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "cross_site",
+                    &format!(
+                        "refused a cross-site state change: {why}; admin state changes come from this listener's own pages or from non-browser clients"
+                    ),
+                );
+            }
+            match read_body(body, self.header_timeout).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            }
+        } else {
+            Bytes::new()
+        };
+        let authenticated = self.authenticated(&parts.headers);
+        match (&parts.method, path) {
+            (&Method::POST, "/dashboard/login") => return self.login(&body),
+            (&Method::POST, "/dashboard/logout") => {
+                return login::redirect_to_dashboard(&self.sessions.end(&parts.headers));
+            }
+            (&Method::GET, "/dashboard" | "/dashboard/" | "/dashboard/index.html") => {
+                return if authenticated {
+                    dashboard::page(self.token.is_some())
+                } else {
+                    login::page(false)
+                };
+            }
+            (&Method::GET, p) => {
+                if let Some(asset) = p.strip_prefix("/dashboard/")
+                    && let Some(r) = dashboard::asset(asset)
+                {
+                    return r;
+                }
+            }
+            _ => {}
+        }
+        if !authenticated {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "admin API needs Authorization: Bearer <admin.token> (or, in a browser, a login at /dashboard)",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        api::dispatch(&self.gateway, &parts.method, path, parts.uri.query().unwrap_or("")).await
+    }
+
+    /// A bearer token or a live session cookie, when a token is set.
+    fn authenticated(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        guard::bearer(headers).is_some_and(|got| guard::token_matches(got, token)) || self.sessions.is_valid(headers)
+    }
+
+    /// `POST /dashboard/login` with a form field `token`.
+    fn login(&self, body: &Bytes) -> Response<Body> {
+        let Some(token) = &self.token else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no_login",
+                "admin.token is not set: the dashboard needs no login",
+            );
+        };
+        match login::form_token(body) {
+            Some(got) if guard::token_matches(&got, token) => login::redirect_to_dashboard(&self.sessions.start()),
+            _ => login::page(true),
+        }
+    }
+}
+
+/// Reads a state-changing request's body: at most [`MAX_BODY_BYTES`]
+/// (413), within `timeout` (408), so a slow or endless body cannot hold a
+/// connection slot.
+async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("admin request bodies are at most {MAX_BODY_BYTES} bytes"),
+        )
     };
-    let rt = gateway.runtime();
-    let Some(ep) = rt
-        .cluster(cluster)
-        .and_then(|c| c.endpoints().iter().find(|e| e.label() == address).cloned())
-    else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "message": format!("no endpoint {address} in cluster {cluster}")}),
-        );
-    };
-    ep.set_drained(action == "drain");
-    tracing::info!(
-        cluster,
-        endpoint = address,
-        action,
-        "endpoint drain state changed by admin"
-    );
-    json_response(
-        StatusCode::OK,
-        &json!({ "cluster": cluster, "endpoint": address, "drained": ep.is_drained(), "active": ep.active() }),
-    )
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "the request body could not be read",
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive within admin.request_header_timeout",
+        )),
+    }
 }
 
 pub(crate) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -240,48 +292,17 @@ pub(crate) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `GET /api/sessions?route=&agent=&offset=&limit=` (limit at most 1000).
-fn sessions(gateway: &Gateway, query: &str) -> Response<Body> {
-    let offset = query_param(query, "offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let limit = query_param(query, "limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
-        .min(1000);
-    let page = gateway
-        .sessions()
-        .page(query_param(query, "route"), query_param(query, "agent"), offset, limit);
-    json_response(StatusCode::OK, &serde_json::to_value(page).unwrap_or(Value::Null))
-}
-
-fn circuits(gateway: &Gateway) -> Value {
-    let list: Vec<Value> = gateway
-        .circuit_breakers()
-        .into_iter()
-        .flat_map(|(filter, set)| {
-            set.circuits()
-                .into_iter()
-                .map(move |(scope, c)| json!({ "filter": &*filter, "scope": scope, "state": c.state().as_str() }))
-        })
-        .collect();
-    json!({ "circuits": list })
-}
-
-fn states(s: &crate::pool::PoolSnapshot) -> Value {
-    let mut m = serde_json::Map::new();
-    for st in LifeState::ALL {
-        m.insert(st.as_str().to_owned(), s.get(st).into());
-    }
-    m.insert("waiters".into(), s.waiters.into());
-    m.insert("open".into(), s.open.into());
-    Value::Object(m)
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
+}
+
+/// A JSON error: `{"error": kind, "message": message}`.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": kind, "message": message }))
 }
 
 pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {

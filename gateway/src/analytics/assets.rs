@@ -3,9 +3,10 @@
 //!
 //! Serve each entry of [`ASSETS`] at `/dashboard/<path>` (and `INDEX_HTML`
 //! also at `/dashboard`) with its content type. The files hold no data, so
-//! they may be served without the admin token; the page also appends the
-//! `?token=` of its own URL to what it loads, so requiring the token
-//! everywhere works too.
+//! they are served without the admin token; the page's data requests carry
+//! the login session cookie (see the admin module), never a token in a URL.
+//! `INDEX_HTML` has a `<!--logout-->` marker where the admin listener puts
+//! a logout button when logins exist.
 
 /// `index.html`: the page.
 pub const INDEX_HTML: &str = include_str!("../../assets/dashboard/index.html");

@@ -99,10 +99,10 @@
 //! [&scope=route:NAME]` ([`History`]) once per window or scope change (and
 //! every minute for 24 h / 7 d) and follows `GET /dashboard/feed`, an
 //! `text/event-stream` whose events carry [`Published::json`] (one
-//! [`FeedUpdate`]); repeating the newest update is harmless. The admin
-//! token comes from the page URL's `?token=`: fetches send
-//! `Authorization: Bearer`, and because `EventSource` cannot set headers
-//! the feed URL carries `?token=` too, which the server must accept there.
+//! [`FeedUpdate`]); repeating the newest update is harmless. With an
+//! admin token set, both requests carry the session cookie of the
+//! dashboard's login page (`EventSource` cannot set headers, so a cookie
+//! is how it authenticates); tokens never go in URLs.
 //!
 //! # Running it
 //!

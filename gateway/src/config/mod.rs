@@ -11,6 +11,7 @@
 //! working directory of the process, like the default config path
 //! `config/agentmux.toml`.
 
+mod admin;
 mod cidr;
 mod cluster;
 mod cluster_state;
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use admin::{AdminConfig, AllowedHosts, HostName, InvalidHost};
 pub use cidr::{Cidr, InvalidCidr};
 pub use cluster::{
     ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, MuxParams,
@@ -64,13 +66,6 @@ pub struct Config {
     pub(crate) cluster_state: Option<ClusterStateConfig>,
     pub(crate) drain_timeout: Duration,
     pub(crate) worker_threads: Option<usize>,
-}
-
-/// The admin listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdminConfig {
-    pub(crate) listen: SocketAddr,
-    pub(crate) token: Option<Arc<str>>,
 }
 
 /// Log output.
@@ -156,7 +151,7 @@ impl Config {
 
     fn from_spec(spec: ConfigSpec) -> Result<Self, Vec<ConfigError>> {
         let mut errs = Errors::default();
-        let admin = validate_admin(&spec.admin, &mut errs);
+        let admin = admin::validate(&spec.admin, &mut errs);
         if spec.listeners.is_empty() {
             errs.push("listeners", "at least one [[listeners]] entry is required");
         }
@@ -354,25 +349,6 @@ fn parse_spec(text: &str) -> Result<ConfigSpec, ConfigError> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
-}
-
-fn validate_admin(spec: &spec::AdminSpec, errs: &mut Errors) -> Option<AdminConfig> {
-    let listen = match spec.listen.as_deref() {
-        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
-        Some(s) => errs.check("admin.listen", parse_socket_addr(s)),
-    }?;
-    let token = spec.token.as_deref().map(Arc::<str>::from);
-    if let Some(t) = &token {
-        if t.len() < 16 {
-            errs.push("admin.token", "must be at least 16 characters");
-        }
-    } else if !listen.ip().is_loopback() {
-        errs.push(
-            "admin.token",
-            format!("required when admin.listen ({listen}) is not a loopback address"),
-        );
-    }
-    Some(AdminConfig { listen, token })
 }
 
 fn validate_log(spec: &spec::LogSpec, errs: &mut Errors) -> Option<LogConfig> {

@@ -53,9 +53,33 @@ pub struct ConfigSpec {
 pub struct AdminSpec {
     /// Address of the admin listener. Default `"127.0.0.1:9901"`.
     pub listen: Option<String>,
-    /// Bearer token required on every admin request except `/healthz`.
-    /// Mandatory when `listen` is not a loopback address. Default: none.
+    /// Bearer token required on every admin request except `/healthz`
+    /// (sent as `Authorization: Bearer`, or typed once into the
+    /// dashboard's login page, which sets a session cookie; never in a
+    /// URL). Mandatory when `listen` is not a loopback address, at least 16
+    /// characters. Default: none.
     pub token: Option<String>,
+    /// Host names the admin listener answers to besides its own addresses
+    /// (`name` or `name:port`; without a port, the bound port or none).
+    /// Requests whose `Host`, and state changes whose `Origin`, name another
+    /// host are refused (DNS rebinding). Always allowed: the bound
+    /// `ip:port`; `localhost` and loopback addresses on a loopback or
+    /// unspecified bind; any IP address on an unspecified bind (`0.0.0.0`,
+    /// `::`), so probes that send the pod IP pass. `["*"]` turns the check
+    /// off. Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Time allowed to receive each request head, which also bounds how
+    /// long a keep-alive connection may sit idle between requests (the
+    /// connection is closed), and the body of a state-changing request.
+    /// Default `"10s"`.
+    pub request_header_timeout: Option<String>,
+    /// Open admin connections at most; further ones wait in the kernel's
+    /// accept queue. Default 64, at least 1.
+    pub max_connections: Option<usize>,
+    /// How long a dashboard login (its session cookie) lasts. Default
+    /// `"12h"`.
+    pub session_ttl: Option<String>,
 }
 
 /// `[[listeners]]`
