@@ -593,3 +593,59 @@ kind = "echo"
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_s_error_text_cannot_forge_a_log_line() {
+    use agentmux::mux::{ErrorCode, Frame, encode};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    // A "mux upstream" that accepts the gateway's connection and answers
+    // with an ERROR whose text carries a line break and a fake log line.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let pick = |_: &Request, mut resp: Response| {
+                    resp.headers_mut()
+                        .insert("sec-websocket-protocol", "agentmux.v1".parse().unwrap());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, pick).await else {
+                    return;
+                };
+                let mut buf = bytes::BytesMut::new();
+                let error = Frame::Error {
+                    session: 0,
+                    code: ErrorCode::Protocol,
+                    message: "bad\n2026-12-06T00:00:00Z  WARN FORGED admin token accepted".into(),
+                };
+                encode(&error, &mut buf).unwrap();
+                let _ = ws
+                    .send(tokio_tungstenite::tungstenite::Message::binary(buf.freeze()))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
+        }
+    });
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"mux\"\nmode = \"mux\"\ncluster = \"up\"\n[clusters.up]\nendpoints = [\"{up}\"]\n"
+    );
+    let gw = Gateway::start_capturing_logs(&config, "info");
+    let logged = eventually(Duration::from_secs(20), || async {
+        let lines = gw.stderr.lock().unwrap().clone();
+        lines.iter().any(|l| l.contains("FORGED")).then_some(lines)
+    })
+    .await;
+    for line in &logged {
+        assert!(
+            !line.contains("WARN FORGED") || line.contains("bad\\n"),
+            "a forged line: {line:?}"
+        );
+        assert!(
+            !line.trim_start().starts_with("2026-12-06T00:00:00Z"),
+            "a forged line: {line:?}"
+        );
+    }
+}

@@ -90,6 +90,9 @@ pub struct Gateway {
     pub admin: SocketAddr,
     /// Every stdout line, in order (status lines).
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every stderr line (the logs), when started with
+    /// [`Gateway::start_capturing_logs`]; else stderr is the test's.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The standard TLS listener block tests use: dev certificates generated
@@ -105,16 +108,22 @@ impl Gateway {
     }
 
     pub fn start_in(dir: TempDir, config: &str) -> Self {
-        Self::spawn(dir, config, None)
+        Self::spawn_with(dir, config, None, None)
+    }
+
+    /// Like [`start`](Self::start), keeping every log line in `stderr`
+    /// (at `log` level) for the test to read.
+    pub fn start_capturing_logs(config: &str, log: &str) -> Self {
+        Self::spawn_with(TempDir::new("gw"), config, None, Some(log))
     }
 
     /// Like [`start`](Self::start), with the process limited to `nofile`
     /// open files (soft and hard, so the gateway cannot raise it).
     pub fn start_with_fd_limit(config: &str, nofile: u64) -> Self {
-        Self::spawn(TempDir::new("gw"), config, Some(nofile))
+        Self::spawn_with(TempDir::new("gw"), config, Some(nofile), None)
     }
 
-    fn spawn(dir: TempDir, config: &str, nofile: Option<u64>) -> Self {
+    fn spawn_with(dir: TempDir, config: &str, nofile: Option<u64>, capture_log: Option<&str>) -> Self {
         let config = if config.contains("[admin]") {
             config.to_owned()
         } else {
@@ -139,12 +148,28 @@ impl Gateway {
             .current_dir(dir.path())
             .env(
                 "RUST_LOG",
-                std::env::var("AGENTMUX_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                capture_log.map_or_else(
+                    || std::env::var("AGENTMUX_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                    str::to_owned,
+                ),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn agentmux");
+        let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let lines = stderr_lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -188,6 +213,7 @@ impl Gateway {
             listeners,
             admin: admin.expect("admin address line"),
             stdout: lines,
+            stderr: stderr_lines,
         }
     }
 
