@@ -595,6 +595,7 @@ kind = "echo"
 }
 
 #[tokio::test]
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
 async fn an_upstream_s_error_text_cannot_forge_a_log_line() {
     use agentmux::mux::{ErrorCode, Frame, encode};
     use futures_util::SinkExt;
