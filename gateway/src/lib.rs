@@ -26,7 +26,9 @@ pub mod error;
 pub mod gateway;
 pub mod listener;
 pub mod metrics;
-pub mod mux;
+/// The agentmux.v1 protocol (the `agentmux-mux` crate): codec, the
+/// gateway's client side and the upstream's [`mux::MuxServer`].
+pub use agentmux_mux as mux;
 mod muxmode;
 mod outbound;
 pub mod pool;

@@ -382,7 +382,7 @@ async fn a_total_replay_budget_is_shared_and_freed_by_any_sessions_ack() {
 #[tokio::test(start_paused = true)]
 async fn acks_ride_along_or_go_within_the_ack_delay() {
     use super::raw::data;
-    use crate::mux::conn::ACK_DELAY;
+    use crate::conn::ACK_DELAY;
     use tokio::time::Instant;
 
     let server = server(ServerConfig::default());

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{ConnShared, EndReason, Out};
-use crate::mux::codec::Batch;
-use crate::mux::frame::Frame;
-use crate::mux::session::shared::lock;
+use crate::codec::Batch;
+use crate::frame::Frame;
+use crate::session::shared::lock;
 
 /// How long the final close may take to write before the transport is
 /// dropped anyway.

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use tokio::sync::{Notify, futures::Notified, oneshot};
 
-use crate::mux::conn::ConnShared;
-use crate::mux::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, MAX_HELD_FRAMES, MAX_UNACKED_FRAMES, TakeoverOk};
-use crate::mux::message::{Chunk, SessionEnd, SessionError};
+use crate::conn::ConnShared;
+use crate::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, MAX_HELD_FRAMES, MAX_UNACKED_FRAMES, TakeoverOk};
+use crate::message::{Chunk, SessionEnd, SessionError};
 
 /// Held frames a receiver that acknowledges on arrival acknowledges at
 /// once; frames past these wait for the application to take them, so a
@@ -615,7 +615,7 @@ impl State {
         if let Some(old) = self.link.take().filter(|old| old.id != link.id) {
             // A gateway still holding it there (its agent's connection
             // half-open, or parked) must let it go, not resume it later.
-            old.send(crate::mux::session::shared::error_frame(
+            old.send(crate::session::shared::error_frame(
                 self.id,
                 ErrorCode::UnknownSession,
             ));

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 
 use super::state::{ReplayBudget, SessionParams, State};
-use crate::mux::frame::{ErrorCode, MAX_FRAME_PAYLOAD};
-use crate::mux::message::{Chunk, SessionError};
+use crate::frame::{ErrorCode, MAX_FRAME_PAYLOAD};
+use crate::message::{Chunk, SessionError};
 
 fn state(window: u32, replay_limit: usize, peer_limit: u64) -> State {
     let params = SessionParams {
@@ -172,7 +172,7 @@ fn a_kept_chunk_does_not_pin_the_buffer_it_arrived_in() {
 
 #[test]
 fn held_frames_are_bounded_and_acknowledged_on_arrival_only_so_far() {
-    use crate::mux::frame::{MAX_HELD_FRAMES, MAX_UNACKED_FRAMES};
+    use crate::frame::{MAX_HELD_FRAMES, MAX_UNACKED_FRAMES};
     let ahead = (MAX_HELD_FRAMES - MAX_UNACKED_FRAMES) as u64;
     let empty = || Chunk {
         text: false,

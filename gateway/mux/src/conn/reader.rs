@@ -9,8 +9,8 @@ use fastwebsockets::{OpCode, Payload, WebSocketError, WebSocketRead};
 use tokio::io::{AsyncRead, ReadHalf};
 
 use super::{ConnShared, EndReason, Out, Role};
-use crate::mux::codec::decode_message;
-use crate::mux::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
+use crate::codec::decode_message;
+use crate::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
 
 /// A reason to end the connection, with what to tell the peer.
 struct Fatal {

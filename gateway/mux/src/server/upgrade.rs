@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::{MuxConnection, MuxServer};
-use crate::mux::frame::PROTOCOL;
-use crate::mux::session::shared::lock;
+use crate::frame::PROTOCOL;
+use crate::session::shared::lock;
 
 /// Why an upgrade request was refused (with `400 Bad Request`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;
-use crate::mux::frame::{MAX_FRAME_PAYLOAD, Open, TakeoverOk};
+use crate::frame::{MAX_FRAME_PAYLOAD, Open, TakeoverOk};
 
 const SESSION: u64 = 0x0000_0001_0000_002a;
 
@@ -229,7 +229,7 @@ fn error_codes_round_trip_and_map_to_close_codes() {
     for v in 0..=20u16 {
         if let Some(code) = ErrorCode::from_u16(v) {
             assert_eq!(code as u16, v);
-            assert!(crate::mux::is_valid_close_code(code.close_code()));
+            assert!(crate::is_valid_close_code(code.close_code()));
         }
     }
     assert_eq!(ErrorCode::from_u16(0), None);

@@ -49,7 +49,7 @@ fn a_torn_down_connection_takes_no_sessions() {
     let (conn, _rx) = ConnShared::new();
     conn.teardown(&NoRole);
     assert!(conn.is_closed());
-    let params = crate::mux::session::state::SessionParams {
+    let params = crate::session::state::SessionParams {
         window: 1,
         replay_limit: 1,
         max_message: 1,

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::Notify;
 
 use super::state::{Answer, ReplayBudget, SessionParams, State, Waiter};
-use crate::mux::conn::ConnShared;
-use crate::mux::frame::{ErrorCode, Frame, Open, TakeoverOk};
-use crate::mux::message::{Chunk, SessionEnd, SessionError};
+use crate::conn::ConnShared;
+use crate::frame::{ErrorCode, Frame, Open, TakeoverOk};
+use crate::message::{Chunk, SessionEnd, SessionError};
 
 /// Sessions by id, across all connections of one upstream server.
 #[derive(Default)]
@@ -454,7 +454,7 @@ impl Shared {
 enum Ack {
     /// Not (yet): not sequenced, or acknowledged when taken.
     No,
-    /// New DATA: with whatever goes out next, within [`ACK_DELAY`](crate::mux::conn::ACK_DELAY).
+    /// New DATA: with whatever goes out next, within [`ACK_DELAY`](crate::conn::ACK_DELAY).
     Soon,
     /// At once: a duplicate (the peer is replaying) or a CLOSE.
     Now,

@@ -3,7 +3,7 @@
 //! refuses to return one, so what one side sends the other accepts.
 
 use super::FrameError;
-use crate::mux::frame::{
+use crate::frame::{
     Frame, FrameType, MAX_CLOSE_REASON, MAX_ERROR_MESSAGE, MAX_FRAME_PAYLOAD, MAX_OPEN_HEADERS, MAX_OPEN_LEN,
     MAX_SUBPROTOCOLS, Open, is_valid_close_code,
 };

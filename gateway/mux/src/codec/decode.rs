@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderName, HeaderValue};
 
 use super::{DecodeError, check};
-use crate::mux::frame::{
+use crate::frame::{
     ErrorCode, FLAG_FIN, FLAG_PARTIAL, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAME_PAYLOAD,
     MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_SUBPROTOCOLS, Open, TakeoverOk,
 };

@@ -1,4 +1,4 @@
-#![doc = include_str!("PROTOCOL.md")]
+#![doc = include_str!("../PROTOCOL.md")]
 //!
 //! # This module
 //!

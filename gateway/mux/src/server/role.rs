@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::ServerInner;
-use crate::mux::conn::{ConnShared, Role};
-use crate::mux::frame::{ErrorCode, Frame, Open};
-use crate::mux::session::MuxSession;
-use crate::mux::session::shared::{Shared, error_frame};
-use crate::mux::session::state::Answer;
+use crate::conn::{ConnShared, Role};
+use crate::frame::{ErrorCode, Frame, Open};
+use crate::session::MuxSession;
+use crate::session::shared::{Shared, error_frame};
+use crate::session::state::Answer;
 
 /// The server role of one accepted connection.
 pub(super) struct ServerRole {
