@@ -19,7 +19,8 @@ mod admin;
 pub mod analytics;
 pub mod body;
 pub mod cluster_state;
-pub mod config;
+/// Configuration: parsed and validated once (the `agentmux-config` crate).
+pub use agentmux_config as config;
 mod echo;
 pub mod edge;
 pub mod error;

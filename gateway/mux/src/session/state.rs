@@ -615,10 +615,7 @@ impl State {
         if let Some(old) = self.link.take().filter(|old| old.id != link.id) {
             // A gateway still holding it there (its agent's connection
             // half-open, or parked) must let it go, not resume it later.
-            old.send(crate::session::shared::error_frame(
-                self.id,
-                ErrorCode::UnknownSession,
-            ));
+            old.send(crate::session::shared::error_frame(self.id, ErrorCode::UnknownSession));
             old.forget(self.id);
         }
         self.link = Some(link);

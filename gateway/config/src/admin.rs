@@ -12,12 +12,18 @@ use super::{parse_duration, parse_socket_addr};
 /// The admin listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
-    pub(crate) listen: SocketAddr,
-    pub(crate) token: Option<Arc<str>>,
-    pub(crate) allowed_hosts: AllowedHosts,
-    pub(crate) request_header_timeout: Duration,
-    pub(crate) max_connections: usize,
-    pub(crate) session_ttl: Duration,
+    /// Address the admin listener binds.
+    pub listen: SocketAddr,
+    /// Bearer token required on every request but `/healthz`; `None`: none (loopback only).
+    pub token: Option<Arc<str>>,
+    /// Host names accepted besides the listener's own (DNS-rebinding guard).
+    pub allowed_hosts: AllowedHosts,
+    /// Time allowed for each request head (and an idle keep-alive gap).
+    pub request_header_timeout: Duration,
+    /// Admin connections open at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Lifetime of a dashboard login session.
+    pub session_ttl: Duration,
 }
 
 /// Host names, besides the listener's own addresses, that admin requests
@@ -37,8 +43,10 @@ pub enum AllowedHosts {
 /// address or a bracketed IPv6 address) and, when written, a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostName {
-    pub(crate) host: Box<str>,
-    pub(crate) port: Option<u16>,
+    /// The host name, lower-case.
+    pub host: Box<str>,
+    /// The port, if the name carries one.
+    pub port: Option<u16>,
 }
 
 /// A value that is not `host` or `host:port`.
@@ -164,7 +172,7 @@ fn allowed_hosts(entries: &[String], errs: &mut Errors) -> AllowedHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::Config;
 
     const BASE: &str = "[[listeners]]\nlisten = \"127.0.0.1:8443\"\n[[routes]]\nname = \"all\"\ncluster = \"c\"\n[clusters.c]\nendpoints = [\"127.0.0.1:18080\"]\n";
 

@@ -41,7 +41,7 @@ pub use cluster_state::{ClusterStateConfig, ClusterStateSpec, InstanceId, RedisU
 pub use duration::{format_duration, parse_duration};
 pub use edge::{BodyParams, EdgePolicy, EscapedSlashes, ForwardPath, PathPolicy};
 pub use error::{ConfigError, ConfigErrors};
-pub use filter::{BreakerConfig, FilterConfig, FilterSpec, RateLimitConfig, RetryConfig};
+pub use filter::{BreakerConfig, FilterConfig, FilterSpec, MessageRates, RateLimitConfig, RetryConfig};
 pub use listener::{ListenerConfig, ListenerTls};
 pub use route::{HeaderMatch, HostMatch, Mode, RouteConfig, RouteMatch, WebSocketParams};
 
@@ -54,44 +54,67 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/agentmux.toml";
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    pub(crate) admin: AdminConfig,
-    pub(crate) listeners: Vec<ListenerConfig>,
-    pub(crate) routes: Vec<RouteConfig>,
-    pub(crate) clusters: BTreeMap<Arc<str>, ClusterConfig>,
-    pub(crate) filters: BTreeMap<Arc<str>, FilterConfig>,
-    pub(crate) log: LogConfig,
-    pub(crate) telemetry: Option<TelemetryConfig>,
-    pub(crate) analytics: Option<AnalyticsConfig>,
-    pub(crate) message_metrics: bool,
-    pub(crate) cluster_state: Option<ClusterStateConfig>,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) worker_threads: Option<usize>,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Where agents connect.
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream clusters by name.
+    pub clusters: BTreeMap<Arc<str>, ClusterConfig>,
+    /// Filters by name.
+    pub filters: BTreeMap<Arc<str>, FilterConfig>,
+    /// Log output.
+    pub log: LogConfig,
+    /// OpenTelemetry tracing; `None`: off.
+    pub telemetry: Option<TelemetryConfig>,
+    /// Analytics; `None`: off.
+    pub analytics: Option<AnalyticsConfig>,
+    /// Count WebSocket messages and bytes as they flow.
+    pub message_metrics: bool,
+    /// State shared with other instances; `None`: this instance alone.
+    pub cluster_state: Option<ClusterStateConfig>,
+    /// How long work in flight may finish at shutdown.
+    pub drain_timeout: Duration,
+    /// Runtime threads; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
-    pub(crate) level: String,
-    pub(crate) json: bool,
-    pub(crate) access_log: bool,
+    /// `tracing` filter directive.
+    pub level: String,
+    /// JSON lines instead of human-readable text.
+    pub json: bool,
+    /// One line per request and per session.
+    pub access_log: bool,
 }
 
 /// Analytics settings; `None` in [`Config`] when off.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnalyticsConfig {
-    pub(crate) webhook: Option<String>,
-    pub(crate) webhook_ca: Option<std::path::PathBuf>,
-    pub(crate) cpu_core_second_cost: f64,
-    pub(crate) connection_hour_cost: f64,
-    pub(crate) currency: String,
+    /// URL alerts are POSTed to.
+    pub webhook: Option<String>,
+    /// PEM CA bundle for an https webhook.
+    pub webhook_ca: Option<std::path::PathBuf>,
+    /// Cost of one CPU core busy for a second.
+    pub cpu_core_second_cost: f64,
+    /// Cost of one pooled connection held for an hour.
+    pub connection_hour_cost: f64,
+    /// Currency label shown with costs.
+    pub currency: String,
 }
 
 /// OpenTelemetry tracing; `None` in [`Config`] when off.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TelemetryConfig {
-    pub(crate) endpoint: String,
-    pub(crate) service_name: String,
-    pub(crate) sampling_ratio: f64,
+    /// OTLP/HTTP collector URL.
+    pub endpoint: String,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded.
+    pub sampling_ratio: f64,
 }
 
 /// The version of a config file: the SHA-256 of its bytes, in hex. Two

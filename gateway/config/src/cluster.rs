@@ -16,28 +16,43 @@ use super::spec::{ClusterSpec, EndpointSpec, HealthCheckSpec, MuxSpec, PoolSpec,
 /// A validated `[clusters.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
-    pub(crate) name: Arc<str>,
-    pub(crate) kind: ClusterKind,
-    pub(crate) strategy: Strategy,
-    pub(crate) protocol: UpstreamProtocol,
-    pub(crate) connect_timeout: Duration,
+    /// The cluster's name (its key in `[clusters]`).
+    pub name: Arc<str>,
+    /// Where its endpoints come from.
+    pub kind: ClusterKind,
+    /// How requests and sessions are spread over its endpoints.
+    pub strategy: Strategy,
+    /// HTTP version spoken to its endpoints.
+    pub protocol: UpstreamProtocol,
+    /// Time allowed for TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
     /// TCP keepalive idle time on upstream sockets; `None`: off.
-    pub(crate) tcp_keepalive: Option<Duration>,
-    pub(crate) tls: Option<UpstreamTls>,
-    pub(crate) pool: PoolParams,
-    pub(crate) health: HealthCheckConfig,
-    pub(crate) mux: MuxParams,
+    pub tcp_keepalive: Option<Duration>,
+    /// Upstream TLS; `None`: plaintext.
+    pub tls: Option<UpstreamTls>,
+    /// The warm pool of each endpoint.
+    pub pool: PoolParams,
+    /// Active and passive health checking.
+    pub health: HealthCheckConfig,
+    /// Mux connections (routes in `mode = "mux"`).
+    pub mux: MuxParams,
 }
 
 /// Mux connection settings of a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MuxParams {
-    pub(crate) connections: usize,
-    pub(crate) path: String,
-    pub(crate) window_bytes: u32,
-    pub(crate) replay_bytes: usize,
-    pub(crate) replay_total_bytes: usize,
-    pub(crate) resume_timeout: Duration,
+    /// Mux connections kept open per endpoint.
+    pub connections: usize,
+    /// Path of the upstream's mux WebSocket.
+    pub path: String,
+    /// Credit each session grants the upstream, in bytes.
+    pub window_bytes: u32,
+    /// Unacknowledged bytes each session keeps for replay.
+    pub replay_bytes: usize,
+    /// Unacknowledged bytes all sessions on one endpoint keep together.
+    pub replay_total_bytes: usize,
+    /// How long a session whose connection died may take to be resumed.
+    pub resume_timeout: Duration,
 }
 
 impl MuxParams {
@@ -103,8 +118,10 @@ pub enum ClusterKind {
 /// One upstream endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointConfig {
-    pub(crate) addr: EndpointAddr,
-    pub(crate) weight: u32,
+    /// Where the endpoint is.
+    pub addr: EndpointAddr,
+    /// Relative weight for the `weighted` strategy.
+    pub weight: u32,
 }
 
 /// An endpoint address: an IP, or a DNS name resolved at connect time.
@@ -170,21 +187,31 @@ pub enum UpstreamProtocol {
 /// Upstream TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamTls {
-    pub(crate) ca: Option<PathBuf>,
-    pub(crate) sni: Option<ServerName<'static>>,
+    /// PEM CA bundle verifying upstream certificates; `None`: the webpki roots.
+    pub ca: Option<PathBuf>,
+    /// Server name sent and verified; `None`: the endpoint's host.
+    pub sni: Option<ServerName<'static>>,
 }
 
 /// The warm pool's settings (DESIGN.md "Warm pool").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolParams {
-    pub(crate) min_connections: usize,
-    pub(crate) max_connections: usize,
-    pub(crate) connection_ttl: Duration,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) acquire_timeout: Duration,
-    pub(crate) health_check_interval: Duration,
-    pub(crate) max_streams_per_connection: u32,
-    pub(crate) predictive: bool,
+    /// Connections opened at start and kept with no traffic.
+    pub min_connections: usize,
+    /// Upstream connections per endpoint at most.
+    pub max_connections: usize,
+    /// Age at which a connection is replaced.
+    pub connection_ttl: Duration,
+    /// Unused time after which a connection above the minimum is closed.
+    pub idle_timeout: Duration,
+    /// Longest wait for a connection (then 503 / 1013).
+    pub acquire_timeout: Duration,
+    /// Period of active health checks.
+    pub health_check_interval: Duration,
+    /// Streams per HTTP/2 connection before another is opened.
+    pub max_streams_per_connection: u32,
+    /// Open connections ahead of a forecast ramp.
+    pub predictive: bool,
 }
 
 impl Default for PoolParams {
@@ -205,10 +232,14 @@ impl Default for PoolParams {
 /// Health checking of endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheckConfig {
-    pub(crate) probe: HealthProbe,
-    pub(crate) timeout: Duration,
-    pub(crate) unhealthy_threshold: u32,
-    pub(crate) healthy_threshold: u32,
+    /// What a health probe does.
+    pub probe: HealthProbe,
+    /// Time allowed for one probe.
+    pub timeout: Duration,
+    /// Consecutive failures (probes or requests) that eject an endpoint.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successful probes that bring it back.
+    pub healthy_threshold: u32,
 }
 
 /// What an active health check does.

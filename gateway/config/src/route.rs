@@ -36,24 +36,35 @@ impl Mode {
 /// A validated `[[routes]]` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteConfig {
-    pub(crate) name: Arc<str>,
-    pub(crate) matcher: RouteMatch,
-    pub(crate) mode: Mode,
-    pub(crate) cluster: Arc<str>,
-    pub(crate) request_timeout: Duration,
-    pub(crate) websocket: WebSocketParams,
-    pub(crate) filters: Vec<Arc<str>>,
-    pub(crate) body: super::BodyParams,
-    pub(crate) forward_path: super::ForwardPath,
+    /// Name for logs, metrics and the admin API.
+    pub name: Arc<str>,
+    /// What requests the route takes.
+    pub matcher: RouteMatch,
+    /// How the route carries sessions.
+    pub mode: Mode,
+    /// The cluster it sends to.
+    pub cluster: Arc<str>,
+    /// Time to the upstream's response headers (504 beyond).
+    pub request_timeout: Duration,
+    /// WebSocket relay limits.
+    pub websocket: WebSocketParams,
+    /// Filter names, in the order they run.
+    pub filters: Vec<Arc<str>>,
+    /// Request body bounds.
+    pub body: super::BodyParams,
+    /// Which path is forwarded.
+    pub forward_path: super::ForwardPath,
 }
 
 /// What requests a route takes. All given conditions must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteMatch {
-    pub(crate) host: Option<HostMatch>,
+    /// Host condition; `None`: any host.
+    pub host: Option<HostMatch>,
     /// Normalised: starts with `/`, no trailing `/` unless it is `/`.
-    pub(crate) path_prefix: String,
-    pub(crate) headers: Vec<HeaderMatch>,
+    pub path_prefix: String,
+    /// Header conditions, all of which must hold.
+    pub headers: Vec<HeaderMatch>,
 }
 
 /// Host condition, lower-cased, without port.
@@ -69,17 +80,23 @@ pub enum HostMatch {
 /// Header condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderMatch {
-    pub(crate) name: HeaderName,
-    pub(crate) value: Option<HeaderValue>,
+    /// Header name.
+    pub name: HeaderName,
+    /// Exact value; `None`: presence alone.
+    pub value: Option<HeaderValue>,
 }
 
 /// WebSocket relay limits of a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebSocketParams {
-    pub(crate) max_message_bytes: usize,
-    pub(crate) max_buffered_bytes: usize,
-    pub(crate) keepalive_interval: Option<Duration>,
-    pub(crate) handshake_timeout: Duration,
+    /// Largest message relayed (1009 beyond).
+    pub max_message_bytes: usize,
+    /// Bytes held for a slow reader before the other side is no longer read.
+    pub max_buffered_bytes: usize,
+    /// Ping an agent silent this long; `None`: off.
+    pub keepalive_interval: Option<Duration>,
+    /// Time allowed for the upstream's `101` (or OPEN_OK).
+    pub handshake_timeout: Duration,
 }
 
 impl RouteConfig {
@@ -295,7 +312,7 @@ impl RouteMatch {
 }
 
 /// Why a path prefix could never match a normalized request path
-/// (`crate::edge::path`), if it could not.
+/// (the gateway's `edge::path`), if it could not.
 fn not_normal(prefix: &str) -> Option<&'static str> {
     let segments = prefix.split('/').skip(1);
     for s in segments {

@@ -1,5 +1,5 @@
 //! Edge settings of listeners and routes: path normalization, trusted
-//! proxies, request body bounds (see `crate::edge` for what they do).
+//! proxies, request body bounds (see the gateway's `edge` module for what they do).
 
 use std::time::Duration;
 

@@ -141,39 +141,53 @@ pub enum FilterConfig {
 
 /// Per-session `(rate, burst)`, per-key `(rate, burst)` and the longest
 /// delay before closing.
-pub(crate) type MessageRates = ((f64, u32), (f64, u32), Duration);
+pub type MessageRates = ((f64, u32), (f64, u32), Duration);
 
 /// Rate limit settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RateLimitConfig {
-    pub(crate) key: String,
+    /// What identifies an agent (`header:NAME`, `client-ip`, `api-key`).
+    pub key: String,
     /// `(rate, burst)` for requests.
-    pub(crate) requests: Option<(f64, u32)>,
+    pub requests: Option<(f64, u32)>,
     /// Per-session and per-key message limits.
-    pub(crate) messages: Option<MessageRates>,
-    pub(crate) max_sessions: Option<u32>,
-    pub(crate) global: bool,
+    pub messages: Option<MessageRates>,
+    /// Concurrent WebSocket sessions per key at most.
+    pub max_sessions: Option<u32>,
+    /// `scope = "global"`: the request rate is shared through Redis.
+    pub global: bool,
 }
 
 /// Circuit breaker settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BreakerConfig {
-    pub(crate) consecutive_failures: u32,
-    pub(crate) failure_rate: Option<(f64, Duration, u32)>,
-    pub(crate) open_duration: Duration,
-    pub(crate) max_open_duration: Duration,
-    pub(crate) half_open_probes: u32,
-    pub(crate) failure_statuses: Vec<u16>,
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure rate over the window that opens the circuit.
+    pub failure_rate: Option<(f64, Duration, u32)>,
+    /// How long the circuit stays open before probing.
+    pub open_duration: Duration,
+    /// Longest open time after repeated failed probes.
+    pub max_open_duration: Duration,
+    /// Requests let through while half-open.
+    pub half_open_probes: u32,
+    /// Response statuses that count as failures.
+    pub failure_statuses: Vec<u16>,
 }
 
 /// Retry settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryConfig {
-    pub(crate) max_attempts: u32,
-    pub(crate) backoff: (Duration, Duration),
-    pub(crate) budget: (f64, u32, Duration),
-    pub(crate) max_body_bytes: usize,
-    pub(crate) statuses: Vec<u16>,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Base and cap of the full-jitter backoff.
+    pub backoff: (Duration, Duration),
+    /// Retry budget: ratio of retries to requests, floor per second, window.
+    pub budget: (f64, u32, Duration),
+    /// Largest request body kept for replay.
+    pub max_body_bytes: usize,
+    /// Response statuses that are retried.
+    pub statuses: Vec<u16>,
 }
 
 fn dur(errs: &mut Errors, at: &str, key: &str, v: &Option<String>, default: Duration) -> Option<Duration> {
@@ -401,7 +415,7 @@ fn breaker(at: &str, spec: &FilterSpec, errs: &mut Errors) -> Option<BreakerConf
 
 impl BreakerConfig {
     /// The filters crate's parameters.
-    pub(crate) fn params(&self) -> Result<agentmux_filters::circuit_breaker::BreakerParams, InvalidParam> {
+    pub fn params(&self) -> Result<agentmux_filters::circuit_breaker::BreakerParams, InvalidParam> {
         let mut p =
             agentmux_filters::circuit_breaker::BreakerParams::new(self.consecutive_failures, self.open_duration)?;
         p = match self.failure_rate {

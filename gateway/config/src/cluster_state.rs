@@ -58,16 +58,26 @@ pub struct ClusterStateSpec {
 /// Validated `[cluster_state]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStateConfig {
-    pub(crate) redis: RedisUrl,
-    pub(crate) instance_id: InstanceId,
-    pub(crate) key_prefix: Arc<str>,
-    pub(crate) command_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) expected_instances: u32,
-    pub(crate) lease_window: Duration,
-    pub(crate) session_ttl: Duration,
-    pub(crate) session_header: HeaderName,
+    /// The Redis server shared by the instances.
+    pub redis: RedisUrl,
+    /// This instance's id among its peers.
+    pub instance_id: InstanceId,
+    /// Prefix of every Redis key this gateway writes.
+    pub key_prefix: Arc<str>,
+    /// Longest wait for one Redis command before carrying on locally.
+    pub command_timeout: Duration,
+    /// Time allowed to connect to Redis.
+    pub connect_timeout: Duration,
+    /// How often this instance says it is alive.
+    pub heartbeat_interval: Duration,
+    /// Instances expected to share the limits (each takes its share while Redis is away).
+    pub expected_instances: u32,
+    /// How much of a global limit an instance leases at a time.
+    pub lease_window: Duration,
+    /// How long a session registry entry outlives its last activity.
+    pub session_ttl: Duration,
+    /// The request header carrying an agent's session id.
+    pub session_header: HeaderName,
 }
 
 /// A Redis URL that parses; its `Debug` and `Display` hide a password.
@@ -76,7 +86,7 @@ pub struct RedisUrl(String);
 
 impl RedisUrl {
     /// The URL as written, password included (for the client only).
-    pub(crate) fn as_secret_str(&self) -> &str {
+    pub fn as_secret_str(&self) -> &str {
         &self.0
     }
 }
@@ -284,7 +294,31 @@ fn redis_url(url: &str) -> Result<RedisUrl, String> {
             ));
         }
     }
-    redis::Client::open(url)
-        .map(|_| RedisUrl(url.to_owned()))
+    check_redis_url(url)
+        .map(|()| RedisUrl(url.to_owned()))
         .map_err(|e| format!("invalid Redis URL {}: {e}", RedisUrl(url.to_owned())))
+}
+
+/// What the Redis client accepts (redis-rs parses URLs with the `url`
+/// crate the same way): a host and an optional port and database number
+/// for `redis://`, a socket path for the unix schemes.
+fn check_redis_url(url: &str) -> Result<(), &'static str> {
+    let parsed = url::Url::parse(url).map_err(|_| "not a URL")?;
+    match parsed.scheme() {
+        "unix" | "redis+unix" => {
+            if parsed.path().is_empty() || parsed.path() == "/" {
+                return Err("no socket path");
+            }
+        }
+        _ => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err("no host");
+            }
+            let db = parsed.path().trim_start_matches('/');
+            if !db.is_empty() && db.parse::<i64>().is_err() {
+                return Err("the path must be a database number");
+            }
+        }
+    }
+    Ok(())
 }

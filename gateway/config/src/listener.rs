@@ -14,27 +14,41 @@ use super::{parse_duration, parse_socket_addr};
 /// A validated `[[listeners]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
-    pub(crate) name: Arc<str>,
-    pub(crate) addr: SocketAddr,
-    pub(crate) tls: Option<ListenerTls>,
-    pub(crate) tls_handshake_timeout: Duration,
-    pub(crate) request_header_timeout: Duration,
-    pub(crate) max_request_header_bytes: usize,
-    pub(crate) max_connections: usize,
-    pub(crate) h2_max_concurrent_streams: u32,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) tcp_keepalive: Option<Duration>,
-    pub(crate) edge: super::EdgePolicy,
+    /// The listener's name (logs, metrics).
+    pub name: Arc<str>,
+    /// The address it binds.
+    pub addr: SocketAddr,
+    /// TLS files; `None`: plaintext.
+    pub tls: Option<ListenerTls>,
+    /// Time allowed for the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time allowed for a request head (or the HTTP/2 preface and SETTINGS).
+    pub request_header_timeout: Duration,
+    /// Largest request head accepted (431 beyond).
+    pub max_request_header_bytes: usize,
+    /// Open agent connections at most.
+    pub max_connections: usize,
+    /// HTTP/2 streams per agent connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Time with nothing in flight after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// TCP keepalive idle time on agent sockets; `None`: off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Path normalization and trusted proxies.
+    pub edge: super::EdgePolicy,
 }
 
 /// TLS files of a listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerTls {
     /// The default certificate first, then the SNI ones.
-    pub(crate) certs: Vec<CertPaths>,
-    pub(crate) generate_dev_certs: bool,
-    pub(crate) client_ca: Option<PathBuf>,
-    pub(crate) require_client_cert: bool,
+    pub certs: Vec<CertPaths>,
+    /// Generate a development CA and certificate when the files are missing.
+    pub generate_dev_certs: bool,
+    /// PEM CA bundle for client certificates (mTLS); `None`: none asked.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse agents without a valid client certificate.
+    pub require_client_cert: bool,
 }
 
 impl ListenerConfig {
