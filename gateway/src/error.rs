@@ -10,9 +10,6 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, BoxError, full};
-use crate::pool::AcquireError;
-use crate::upstream::NoEndpoint;
-use crate::upstream::connect::ConnectError;
 
 /// What went wrong, at the granularity answers and metrics need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +66,75 @@ pub enum Cause {
     /// The agent stopped answering keepalive pings (a half-open
     /// connection): its session is closed.
     KeepaliveTimeout,
+}
+
+/// Why the agent's request body was cut (by `crate::edge::EdgeBody`): its
+/// failure travels inside the upstream exchange's error, and the edge
+/// answers the agent 413 or 408 for it ([`ProxyError::from_agent_body`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes than the route allows.
+    #[error("request body over the route's limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Not complete within the deadline.
+    #[error("request body not received within {0:?}")]
+    TimedOut(Duration),
+    /// The agent's connection failed while sending it.
+    #[error("reading the request body failed")]
+    Read(#[source] BoxError),
+}
+
+/// How a relayed session (WebSocket or mux) ended: the label of
+/// `agentmux_sessions_ended_total` and of access-log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// Both sides exchanged close frames.
+    Closed,
+    /// The agent went away without a close.
+    AgentGone,
+    /// The upstream went away without a close.
+    UpstreamGone,
+    /// The agent broke the protocol (close code sent to it).
+    AgentViolation(u16),
+    /// The upstream broke the protocol (close code sent to it).
+    UpstreamViolation(u16),
+    /// The agent stopped answering keepalive pings.
+    KeepaliveTimeout,
+    /// The agent kept sending over its message rate (closed with 1008).
+    RateLimited,
+    /// The gateway is shutting down.
+    Draining,
+}
+
+impl SessionOutcome {
+    /// Every label value [`SessionOutcome::as_str`] gives.
+    pub const LABELS: [&'static str; 8] = [
+        "closed",
+        "agent_gone",
+        "upstream_gone",
+        "agent_violation",
+        "upstream_violation",
+        "keepalive_timeout",
+        "draining",
+        "rate_limited",
+    ];
+
+    /// Label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::AgentGone => "agent_gone",
+            Self::UpstreamGone => "upstream_gone",
+            Self::AgentViolation(_) => "agent_violation",
+            Self::UpstreamViolation(_) => "upstream_violation",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::RateLimited => "rate_limited",
+            Self::Draining => "draining",
+        }
+    }
 }
 
 /// Which side a failure came from.
@@ -250,7 +316,6 @@ impl ProxyError {
     /// because the agent's body was cut is the agent's doing, not the
     /// upstream's.
     pub fn from_agent_body(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
-        use crate::edge::BodyError;
         let mut next = Some(e);
         while let Some(e) = next {
             if let Some(b) = e.downcast_ref::<BodyError>() {
@@ -329,29 +394,6 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl From<AcquireError> for ProxyError {
-    fn from(e: AcquireError) -> Self {
-        match e {
-            AcquireError::Exhausted { .. } => {
-                Self::new(Cause::PoolExhausted, "upstream connection pool exhausted").with_source(e)
-            }
-            AcquireError::Connect(ConnectError::Timeout { .. }) => {
-                Self::new(Cause::UpstreamTimeout, "upstream connect timed out").with_source(e)
-            }
-            AcquireError::Connect(_) | AcquireError::Handshake(_) => {
-                Self::new(Cause::UpstreamConnect, "cannot connect to upstream").with_source(e)
-            }
-            AcquireError::Closed => Self::new(Cause::Draining, "upstream pool closed").with_source(e),
-        }
-    }
-}
-
-impl From<NoEndpoint> for ProxyError {
-    fn from(e: NoEndpoint) -> Self {
-        Self::new(Cause::NoEndpoint, "no upstream endpoint available").with_source(e)
     }
 }
 

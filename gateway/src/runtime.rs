@@ -124,6 +124,27 @@ impl Runtime {
     pub fn config(&self) -> &Arc<Config> {
         &self.config
     }
+
+    /// Fills the state gauges (pool connections by lifecycle state,
+    /// waiters, endpoint health) from snapshots, at a scrape, rather than
+    /// keeping them in step on every change.
+    pub fn export_gauges(&self, m: &Metrics) {
+        m.clear_pool_gauges();
+        for (name, cluster) in &self.clusters {
+            for ep in cluster.endpoints() {
+                let mut waiters = 0;
+                for (pool_name, pool) in [("http", ep.http.as_ref()), ("websocket", ep.raw.as_ref())] {
+                    let Some(pool) = pool else { continue };
+                    let s = pool.snapshot();
+                    waiters += s.waiters;
+                    for state in crate::pool::LifeState::ALL {
+                        m.set_pool_connections(name, ep.label(), pool_name, state.as_str(), s.get(state));
+                    }
+                }
+                m.set_endpoint(name, ep.label(), !ep.is_ejected(), waiters);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {

@@ -35,9 +35,10 @@ pub(super) async fn dispatch(gateway: &Gateway, method: &Method, path: &str, que
 
 fn metrics(gateway: &Gateway) -> Response<Body> {
     if let Some(a) = gateway.analytics() {
-        gateway.metrics().set_alert_stats(&a.stats());
+        a.stats().export(gateway.metrics());
     }
-    let text = gateway.metrics().encode(&gateway.runtime());
+    gateway.runtime().export_gauges(gateway.metrics());
+    let text = gateway.metrics().encode();
     let mut r = Response::new(full(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

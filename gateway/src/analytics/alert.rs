@@ -283,6 +283,35 @@ fn sev_index(s: Severity) -> usize {
 }
 
 impl AlertStats {
+    /// Copies the counts into their Prometheus metrics (at a scrape).
+    pub fn export(&self, m: &crate::metrics::Metrics) {
+        let bump = |c: &prometheus_client::metrics::counter::Counter, total: u64| {
+            let now = c.get();
+            if total > now {
+                c.inc_by(total - now);
+            }
+        };
+        for kind in AlertKind::ALL {
+            for severity in [Severity::Warning, Severity::Critical] {
+                bump(
+                    &m.alerts_raised(kind.as_str(), severity.as_str()),
+                    self.raised_total(kind, severity),
+                );
+            }
+        }
+        for severity in [Severity::Warning, Severity::Critical] {
+            m.alerts_active(severity.as_str())
+                .set(i64::try_from(self.active(severity)).unwrap_or(i64::MAX));
+        }
+        for (result, total) in [
+            ("sent", self.webhook_sent_total()),
+            ("failed", self.webhook_failed_total()),
+            ("dropped", self.webhook_dropped_total()),
+        ] {
+            bump(&m.alert_webhooks(result), total);
+        }
+    }
+
     /// Alerts raised, reopened or escalated to this severity, ever.
     pub fn raised_total(&self, kind: AlertKind, severity: Severity) -> u64 {
         self.raised[kind.index()][sev_index(severity)].load(Ordering::Relaxed)

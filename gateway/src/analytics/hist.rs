@@ -14,30 +14,7 @@
 
 use std::time::Duration;
 
-/// Number of buckets: the finite bounds plus one overflow bucket.
-pub const BUCKETS: usize = 24;
-
-/// Upper bounds (inclusive) of the finite buckets, in microseconds. Bucket
-/// `i` counts observations `v` with `BOUNDS_US[i-1] < v <= BOUNDS_US[i]`;
-/// the last bucket (index 23) counts everything above 60 s.
-pub const BOUNDS_US: [u64; BUCKETS - 1] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 35_000, 50_000, 75_000, 100_000, 150_000, 250_000, 500_000,
-    750_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
-];
-
-/// The same bounds in seconds, for building Prometheus histograms whose
-/// buckets line up with ours (`prometheus_client::metrics::histogram::
-/// Histogram::new(LATENCY_BOUNDS_SECONDS.into_iter())`), so a tick's deltas
-/// are a subtraction of two scrapes.
-pub const LATENCY_BOUNDS_SECONDS: [f64; BUCKETS - 1] = {
-    let mut out = [0.0; BUCKETS - 1];
-    let mut i = 0;
-    while i < BUCKETS - 1 {
-        out[i] = BOUNDS_US[i] as f64 / 1e6;
-        i += 1;
-    }
-    out
-};
+pub use crate::metrics::{BOUNDS_US, BUCKETS, LATENCY_BOUNDS_SECONDS};
 
 /// Observation counts per bucket. Counts saturate instead of wrapping: a
 /// `u32` holds 4.29 × 10⁹ observations, over an hour about 1.2 million per

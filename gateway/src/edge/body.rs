@@ -14,7 +14,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -22,23 +21,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::BodyParams;
-
-/// Why the agent's body was cut.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// More bytes than the route allows.
-    #[error("request body over the route's limit of {limit} bytes")]
-    TooLarge {
-        /// The limit.
-        limit: u64,
-    },
-    /// Not complete within the deadline.
-    #[error("request body not received within {0:?}")]
-    TimedOut(Duration),
-    /// The agent's connection failed while sending it.
-    #[error("reading the request body failed")]
-    Read(#[source] crate::body::BoxError),
-}
+pub use crate::error::BodyError;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -129,6 +112,8 @@ where
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+
+    use std::time::Duration;
 
     use http_body_util::BodyExt;
     use http_body_util::StreamBody;

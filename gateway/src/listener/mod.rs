@@ -217,12 +217,16 @@ async fn serve_connection(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%client, error = %e, "TLS handshake failed");
-                    gateway.metrics().connection_cut(&config.name, Cut::TlsHandshake);
+                    gateway
+                        .metrics()
+                        .connection_cut(&config.name, Cut::TlsHandshake.as_str());
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(%client, "TLS handshake timed out");
-                    gateway.metrics().connection_cut(&config.name, Cut::TlsHandshake);
+                    gateway
+                        .metrics()
+                        .connection_cut(&config.name, Cut::TlsHandshake.as_str());
                     return;
                 }
             };
@@ -304,7 +308,7 @@ async fn serve_http<T>(
         }
     };
     if let Some(why) = activity.cut_by() {
-        metrics.connection_cut(&config.name, why);
+        metrics.connection_cut(&config.name, why.as_str());
     }
     if let Err(e) = result {
         tracing::debug!(error = %e, "agent connection ended with an error");

@@ -12,23 +12,49 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Bucket upper bounds in seconds (the last bucket is +Inf): the analytics
-/// engine's layout (50 µs to 60 s), so a per-second delta of a scrape is
-/// exactly what the engine ingests.
-pub const BOUNDS: [f64; crate::analytics::BUCKETS - 1] = crate::analytics::LATENCY_BOUNDS_SECONDS;
+// The one bucket layout of every latency series, shared with the
+// analytics engine (which merges bucket counts: one layout keeps that a
+// plain element-wise sum). From 50 µs (a relayed WebSocket frame on
+// loopback) to 60 s (a long upstream call), finer between 20 and 250 ms.
 
-const BOUNDS_NS: [u64; crate::analytics::BUCKETS - 1] = {
-    let mut out = [0u64; crate::analytics::BUCKETS - 1];
+/// Number of buckets: the finite bounds plus one overflow bucket.
+pub const BUCKETS: usize = 24;
+
+/// Upper bounds (inclusive) of the finite buckets, in microseconds. Bucket
+/// `i` counts observations `v` with `BOUNDS_US[i-1] < v <= BOUNDS_US[i]`;
+/// the last bucket (index 23) counts everything above 60 s.
+pub const BOUNDS_US: [u64; BUCKETS - 1] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 35_000, 50_000, 75_000, 100_000, 150_000, 250_000, 500_000,
+    750_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// The same bounds in seconds, for building Prometheus histograms whose
+/// buckets line up with ours (`prometheus_client::metrics::histogram::
+/// Histogram::new(LATENCY_BOUNDS_SECONDS.into_iter())`), so a tick's deltas
+/// are a subtraction of two scrapes.
+pub const LATENCY_BOUNDS_SECONDS: [f64; BUCKETS - 1] = {
+    let mut out = [0.0; BUCKETS - 1];
     let mut i = 0;
-    while i < out.len() {
-        out[i] = crate::analytics::BOUNDS_US[i] * 1000;
+    while i < BUCKETS - 1 {
+        out[i] = BOUNDS_US[i] as f64 / 1e6;
         i += 1;
     }
     out
 };
 
-/// Number of buckets, +Inf included.
-pub const BUCKETS: usize = BOUNDS.len() + 1;
+/// Bucket upper bounds in seconds (the last bucket is +Inf), so a
+/// per-second delta of a scrape is exactly what the analytics engine ingests.
+pub const BOUNDS: [f64; BUCKETS - 1] = LATENCY_BOUNDS_SECONDS;
+
+const BOUNDS_NS: [u64; BUCKETS - 1] = {
+    let mut out = [0u64; BUCKETS - 1];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = BOUNDS_US[i] * 1000;
+        i += 1;
+    }
+    out
+};
 
 /// A latency histogram; clones share counts.
 #[derive(Clone, Debug, Default)]

@@ -22,11 +22,9 @@ use prometheus_client::registry::Registry;
 pub use cluster::{ClusterStateMetrics, CommandResult};
 pub use filter::FilterCounters;
 pub(crate) use filter::OpenHook;
-pub use histogram::{BOUNDS, BUCKETS, HistogramSnapshot, LatencyHistogram};
+pub use histogram::{BOUNDS, BOUNDS_US, BUCKETS, HistogramSnapshot, LATENCY_BOUNDS_SECONDS, LatencyHistogram};
 
 use crate::error::{Cause, Origin};
-use crate::pool::LifeState;
-use crate::runtime::Runtime;
 
 /// `route` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -397,11 +395,11 @@ impl Metrics {
     }
 
     /// Cached mux counters of a cluster.
-    pub(crate) fn mux(&self, cluster: &str) -> crate::muxmode::MuxCounters {
+    pub(crate) fn mux(&self, cluster: &str) -> MuxCounters {
         let l = ClusterLabels {
             cluster: cluster.to_owned(),
         };
-        crate::muxmode::MuxCounters {
+        MuxCounters {
             resumed: self.mux_resumes.get_or_create_owned(&l),
             lost: self.mux_lost.get_or_create_owned(&l),
             taken_over: self.mux_takeovers.get_or_create_owned(&l),
@@ -434,11 +432,11 @@ impl Metrics {
     }
 
     /// Counts an agent connection ended by a deadline.
-    pub(crate) fn connection_cut(&self, listener: &str, why: crate::listener::Cut) {
+    pub(crate) fn connection_cut(&self, listener: &str, reason: &'static str) {
         self.connections_cut
             .get_or_create(&CutLabels {
                 listener: listener.to_owned(),
-                reason: why.as_str(),
+                reason,
             })
             .inc();
     }
@@ -452,85 +450,72 @@ impl Metrics {
             .inc();
     }
 
-    /// Copies the analytics engine's alert counts into their metrics.
-    pub fn set_alert_stats(&self, stats: &crate::analytics::AlertStats) {
-        use crate::analytics::{AlertKind, Severity};
-        let bump = |c: &Counter, total: u64| {
-            let now = c.get();
-            if total > now {
-                c.inc_by(total - now);
-            }
-        };
-        for kind in AlertKind::ALL {
-            for severity in [Severity::Warning, Severity::Critical] {
-                let l = AlertLabels {
-                    kind: kind.as_str(),
-                    severity: severity.as_str(),
-                };
-                bump(
-                    &self.alerts_raised.get_or_create(&l),
-                    stats.raised_total(kind, severity),
-                );
-            }
-        }
-        for severity in [Severity::Warning, Severity::Critical] {
-            let g = self.alerts_active.get_or_create(&SeverityLabels {
-                severity: severity.as_str(),
-            });
-            g.set(i64::try_from(stats.active(severity)).unwrap_or(i64::MAX));
-        }
-        for (result, total) in [
-            ("sent", stats.webhook_sent_total()),
-            ("failed", stats.webhook_failed_total()),
-            ("dropped", stats.webhook_dropped_total()),
-        ] {
-            bump(&self.webhooks.get_or_create(&ResultLabels { result }), total);
-        }
+    /// The counter of alerts raised of one kind and severity (the
+    /// analytics engine copies its counts into it).
+    pub fn alerts_raised(&self, kind: &'static str, severity: &'static str) -> Counter {
+        self.alerts_raised.get_or_create_owned(&AlertLabels { kind, severity })
     }
 
-    /// Refreshes state gauges from `rt` and renders the exposition in the
-    /// Prometheus text format (0.0.4), which every scraper and `promtool
-    /// check metrics` read.
-    pub fn encode(&self, rt: &Runtime) -> String {
-        self.refresh(rt);
+    /// The gauge of alerts open now of one severity.
+    pub fn alerts_active(&self, severity: &'static str) -> Gauge {
+        self.alerts_active.get_or_create_owned(&SeverityLabels { severity })
+    }
+
+    /// The counter of webhook deliveries with one result.
+    pub fn alert_webhooks(&self, result: &'static str) -> Counter {
+        self.webhooks.get_or_create_owned(&ResultLabels { result })
+    }
+
+    /// Forgets every pool and endpoint gauge before a scrape refills them
+    /// (endpoints and clusters come and go with reloads).
+    pub fn clear_pool_gauges(&self) {
+        self.pool_connections.clear();
+        self.pool_waiters.clear();
+        self.endpoint_healthy.clear();
+    }
+
+    /// Sets an endpoint's health gauge and acquirers waiting.
+    pub fn set_endpoint(&self, cluster: &str, endpoint: &str, healthy: bool, waiters: usize) {
+        let el = EndpointLabels {
+            cluster: cluster.to_owned(),
+            endpoint: endpoint.to_owned(),
+        };
+        self.endpoint_healthy.get_or_create(&el).set(i64::from(healthy));
+        self.pool_waiters
+            .get_or_create(&el)
+            .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the count of one pool's connections in one lifecycle state.
+    pub fn set_pool_connections(
+        &self,
+        cluster: &str,
+        endpoint: &str,
+        pool: &'static str,
+        state: &'static str,
+        n: usize,
+    ) {
+        let l = PoolLabels {
+            cluster: cluster.to_owned(),
+            endpoint: endpoint.to_owned(),
+            pool,
+            state,
+        };
+        self.pool_connections
+            .get_or_create(&l)
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The exposition in Prometheus text format. State gauges are filled
+    /// by their owners first (`Runtime::export_gauges`, the analytics
+    /// engine's alert counts): metrics knows names and labels, not the
+    /// gateway's structures.
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         to_prometheus_text(&out)
-    }
-
-    fn refresh(&self, rt: &Runtime) {
-        self.pool_connections.clear();
-        self.pool_waiters.clear();
-        self.endpoint_healthy.clear();
-        for (name, cluster) in rt.clusters() {
-            for ep in cluster.endpoints() {
-                let el = EndpointLabels {
-                    cluster: name.to_string(),
-                    endpoint: ep.label().to_owned(),
-                };
-                self.endpoint_healthy
-                    .get_or_create(&el)
-                    .set(i64::from(!ep.is_ejected()));
-                let mut waiters = 0;
-                for (pool_name, pool) in [("http", ep.http.as_ref()), ("websocket", ep.raw.as_ref())] {
-                    let Some(pool) = pool else { continue };
-                    let s = pool.snapshot();
-                    waiters += s.waiters;
-                    for state in LifeState::ALL {
-                        let l = PoolLabels {
-                            cluster: name.to_string(),
-                            endpoint: ep.label().to_owned(),
-                            pool: pool_name,
-                            state: state.as_str(),
-                        };
-                        self.pool_connections.get_or_create(&l).set(s.get(state) as i64);
-                    }
-                }
-                self.pool_waiters.get_or_create(&el).set(waiters as i64);
-            }
-        }
     }
 }
 
@@ -628,7 +613,7 @@ impl RouteMetrics {
     pub fn sessions_ended(&self) -> (u64, u64) {
         let mut ok = 0;
         let mut failed = 0;
-        for end in crate::ws::relay::EndReason::LABELS {
+        for end in crate::error::SessionOutcome::LABELS {
             let n = self
                 .ended
                 .get(&EndLabels {
@@ -665,5 +650,26 @@ impl RouteMetrics {
                 end,
             })
             .inc();
+    }
+}
+
+/// Cached mux counters of one cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct MuxCounters {
+    pub(crate) resumed: Counter,
+    pub(crate) lost: Counter,
+    pub(crate) taken_over: Counter,
+    pub(crate) connections: Gauge,
+    /// Connection ends, one per [`EndReason::KINDS`](crate::mux::EndReason::KINDS) entry.
+    pub(crate) ends: [Counter; 6],
+}
+
+impl MuxCounters {
+    /// Counts a mux connection's end by its reason.
+    pub(crate) fn ended(&self, reason: &crate::mux::EndReason) {
+        let kind = reason.kind();
+        if let Some(i) = crate::mux::EndReason::KINDS.iter().position(|k| *k == kind) {
+            self.ends[i].inc();
+        }
     }
 }

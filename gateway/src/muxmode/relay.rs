@@ -26,10 +26,10 @@ use futures_util::FutureExt;
 
 use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
 use crate::error::Cause;
+use crate::error::SessionOutcome;
 use crate::metrics::RouteMetrics;
 use crate::mux::{Chunk, MuxSession, SessionEnd, SessionError};
 use crate::ws::frame::op;
-use crate::ws::relay::EndReason;
 
 /// Chunks already received are written to the agent together up to this
 /// many bytes.
@@ -140,7 +140,7 @@ pub(crate) async fn run<A>(
     mut gate: Option<SessionMessages>,
     metrics: RouteMetrics,
     drain: crate::ws::drain::DrainWatch,
-) -> EndReason
+) -> SessionOutcome
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -175,12 +175,12 @@ where
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     let _ = tx.close(1001, "agent disconnected");
-                    return EndReason::AgentGone;
+                    return SessionOutcome::AgentGone;
                 }
                 Err(v) => {
                     let _ = ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
                     let _ = tx.close(1001, "agent protocol error");
-                    return EndReason::AgentViolation(v.close_code());
+                    return SessionOutcome::AgentViolation(v.close_code());
                 }
             };
             match ev {
@@ -196,7 +196,7 @@ where
                             Resent::Mismatch(why) => {
                                 let _ = ctl_tx.send(Control::Close(1008, why.into())).await;
                                 let _ = tx.close(1008, why);
-                                return EndReason::AgentViolation(1008);
+                                return SessionOutcome::AgentViolation(1008);
                             }
                         },
                     };
@@ -206,7 +206,7 @@ where
                     {
                         let _ = ctl_tx.send(Control::Close(1008, "message rate exceeded".into())).await;
                         let _ = tx.close(1001, "agent over its message rate");
-                        return EndReason::RateLimited;
+                        return SessionOutcome::RateLimited;
                     }
                     first = chunk.fin;
                     m_up.bytes_up.inc_by(chunk.payload.len() as u64);
@@ -214,7 +214,7 @@ where
                         m_up.messages_up.inc();
                     }
                     if tx.send_chunk(chunk).await.is_err() {
-                        return EndReason::UpstreamGone;
+                        return SessionOutcome::UpstreamGone;
                     }
                 }
                 AgentEvent::Ping(p) => {
@@ -224,7 +224,7 @@ where
                     // 1005 means "no code": the mux carries 1000 instead.
                     let (code, reason) = c.unwrap_or((1000, String::new()));
                     let _ = tx.close(code, &reason);
-                    return EndReason::Closed;
+                    return SessionOutcome::Closed;
                 }
             }
         }
@@ -253,24 +253,24 @@ where
                         let messages = std::iter::once(&c).chain(&more).filter(|c| c.fin).count();
                         metrics.messages_down.inc_by(messages as u64);
                         if writer.chunks(&c, &more).await.is_err() {
-                            return (EndReason::AgentGone, writer);
+                            return (SessionOutcome::AgentGone, writer);
                         }
                     }
                     None if parked.is_parked() => {
                         writer.close(1012, HANDOVER_REASON).await;
-                        return (EndReason::Draining, writer);
+                        return (SessionOutcome::Draining, writer);
                     }
                     None => {
                         let (code, reason, why) = match rx.end() {
-                            Some(SessionEnd::Closed { code, reason }) => (code, reason, EndReason::Closed),
+                            Some(SessionEnd::Closed { code, reason }) => (code, reason, SessionOutcome::Closed),
                             // The upstream broke the protocol on this
                             // session (past its credit or frame bound, a
                             // sequence gap): counted as its violation.
                             Some(SessionEnd::Failed(e @ SessionError::Protocol(_))) => {
-                                (e.close_code(), e.to_string(), EndReason::UpstreamViolation(e.close_code()))
+                                (e.close_code(), e.to_string(), SessionOutcome::UpstreamViolation(e.close_code()))
                             }
-                            Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), EndReason::UpstreamGone),
-                            None => (1011, "upstream session ended".to_owned(), EndReason::UpstreamGone),
+                            Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), SessionOutcome::UpstreamGone),
+                            None => (1011, "upstream session ended".to_owned(), SessionOutcome::UpstreamGone),
                         };
                         writer.close(code, &reason).await;
                         return (why, writer);
@@ -282,7 +282,7 @@ where
                     }
                     Some(Control::Close(code, reason)) => {
                         writer.close(code, &reason).await;
-                        return (EndReason::AgentViolation(code), writer);
+                        return (SessionOutcome::AgentViolation(code), writer);
                     }
                     Some(Control::Ping) => {
                         if writer.control(op::PING, PING_PAYLOAD).await.is_ok() {
@@ -291,7 +291,7 @@ where
                     }
                     Some(Control::KeepaliveTimeout) => {
                         writer.close(Cause::KeepaliveTimeout.mapping().1, "keepalive timeout").await;
-                        return (EndReason::KeepaliveTimeout, writer);
+                        return (SessionOutcome::KeepaliveTimeout, writer);
                     }
                     // The reading half is done; keep delivering until the
                     // upstream closes its side.
@@ -321,11 +321,11 @@ where
     // Once the session is ending, how long the rest may take: fixed when
     // the first side is done (later events do not push it back).
     let mut close_by: Option<tokio::time::Instant> = None;
-    let ending = |drained: bool, timed_out: bool, up_end: Option<EndReason>, other: EndReason| {
+    let ending = |drained: bool, timed_out: bool, up_end: Option<SessionOutcome>, other: SessionOutcome| {
         if drained {
-            EndReason::Draining
+            SessionOutcome::Draining
         } else if timed_out {
-            EndReason::KeepaliveTimeout
+            SessionOutcome::KeepaliveTimeout
         } else {
             up_end.unwrap_or(other)
         }
@@ -341,7 +341,7 @@ where
             }
             () = until(close_by) => {
                 // The other side did not finish closing in time.
-                return ending(drained, timed_out, up_end, EndReason::Closed);
+                return ending(drained, timed_out, up_end, SessionOutcome::Closed);
             }
             () = tick(&mut ticker), if up_end.is_none() && !drained && !timed_out => {
                 if let Some(ask) = live.look() {

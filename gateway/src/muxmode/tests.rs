@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::relay::{self, RelayParams};
+use crate::error::SessionOutcome;
 use crate::mux::{
     ClientConfig, Message, MuxClient, MuxClientConnection, MuxConnection, MuxServer, MuxSession, Open, ServerConfig,
     SessionEnd,
 };
 use crate::ws::frame::{self, op};
-use crate::ws::relay::EndReason;
 
 /// A session opened through the library: the gateway's end, the
 /// upstream's end, and the connections carrying it (kept alive).
@@ -49,7 +49,7 @@ async fn session_pair_with(window: u32) -> (MuxSession, MuxSession, MuxClientCon
 
 /// Runs the relay for `session` with keepalive `every`; returns the
 /// agent's end of the pipe and the relay's outcome.
-fn relay(session: MuxSession, every: Duration) -> (DuplexStream, tokio::task::JoinHandle<EndReason>) {
+fn relay(session: MuxSession, every: Duration) -> (DuplexStream, tokio::task::JoinHandle<SessionOutcome>) {
     let (relay_end, agent) = tokio::io::duplex(64 << 10);
     let params = RelayParams {
         max_message: 1 << 20,
@@ -124,7 +124,7 @@ async fn a_silent_agent_is_pinged_then_closed_and_its_session_released() {
         closed_at >= pinged_at + 2 * every && closed_at < 4 * every,
         "{closed_at:?}"
     );
-    assert_eq!(task.await.unwrap(), EndReason::KeepaliveTimeout);
+    assert_eq!(task.await.unwrap(), SessionOutcome::KeepaliveTimeout);
     // The upstream's session is released, not left open for ever.
     assert_eq!(far.recv().await, None);
     assert!(
@@ -150,7 +150,7 @@ async fn an_agent_that_answers_pings_is_kept() {
     agent.write_all(&masked(op::TEXT, b"still here")).await.unwrap();
     assert_eq!(far.recv().await, Some(Message::Text("still here".into())));
     drop(agent);
-    assert_eq!(task.await.unwrap(), EndReason::AgentGone);
+    assert_eq!(task.await.unwrap(), SessionOutcome::AgentGone);
 }
 
 #[tokio::test(start_paused = true)]

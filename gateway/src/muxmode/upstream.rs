@@ -20,28 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MuxParams;
+pub(crate) use crate::metrics::MuxCounters;
 use crate::mux::{ClientConfig, MuxClient, MuxClientConnection, ReplayBudget, ResumeError, SessionHandle};
 use crate::upstream::Endpoint;
-
-/// Counters the mux side reports (cached handles).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct MuxCounters {
-    pub(crate) resumed: prometheus_client::metrics::counter::Counter,
-    pub(crate) lost: prometheus_client::metrics::counter::Counter,
-    pub(crate) taken_over: prometheus_client::metrics::counter::Counter,
-    pub(crate) connections: prometheus_client::metrics::gauge::Gauge,
-    /// Connection ends, one per [`EndReason::KINDS`](crate::mux::EndReason::KINDS) entry.
-    pub(crate) ends: [prometheus_client::metrics::counter::Counter; 6],
-}
-
-impl MuxCounters {
-    fn ended(&self, reason: &crate::mux::EndReason) {
-        let kind = reason.kind();
-        if let Some(i) = crate::mux::EndReason::KINDS.iter().position(|k| *k == kind) {
-            self.ends[i].inc();
-        }
-    }
-}
 
 /// One endpoint's mux connections.
 pub(crate) struct MuxEndpoint {

@@ -45,6 +45,7 @@ pub use conn::{HttpLease, LeaseSlot, RawLease, SendError};
 pub use state::{LifeState, PoolSnapshot};
 
 use crate::config::{PoolParams, UpstreamProtocol};
+use crate::error::{Cause, ProxyError};
 use crate::upstream::connect::{ConnectError, Connector};
 use conn::{Conn, H2Entry, Idle, Parts, Taken};
 
@@ -555,5 +556,23 @@ pub(crate) fn backoff(failures: u32) -> Duration {
         Ok(b) => b.delay(failures.saturating_sub(1)),
         // The constants satisfy the constructor; this arm is never taken.
         Err(_) => BASE,
+    }
+}
+
+/// The answer an agent gets when no connection could be had.
+impl From<AcquireError> for ProxyError {
+    fn from(e: AcquireError) -> Self {
+        match e {
+            AcquireError::Exhausted { .. } => {
+                ProxyError::new(Cause::PoolExhausted, "upstream connection pool exhausted").with_source(e)
+            }
+            AcquireError::Connect(ConnectError::Timeout { .. }) => {
+                ProxyError::new(Cause::UpstreamTimeout, "upstream connect timed out").with_source(e)
+            }
+            AcquireError::Connect(_) | AcquireError::Handshake(_) => {
+                ProxyError::new(Cause::UpstreamConnect, "cannot connect to upstream").with_source(e)
+            }
+            AcquireError::Closed => ProxyError::new(Cause::Draining, "upstream pool closed").with_source(e),
+        }
     }
 }

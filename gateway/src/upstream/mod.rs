@@ -15,6 +15,7 @@ pub(crate) use balance::hash_bytes;
 pub use endpoint::{ActiveGuard, Endpoint};
 
 use crate::config::{ClusterConfig, ClusterKind, EndpointAddr, HashKey, Strategy, UpstreamProtocol};
+use crate::error::{Cause, ProxyError};
 use crate::pool::{Flavor, Pool, PoolSnapshot};
 use balance::Balancer;
 use connect::Connector;
@@ -223,5 +224,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+impl From<NoEndpoint> for ProxyError {
+    fn from(e: NoEndpoint) -> Self {
+        ProxyError::new(Cause::NoEndpoint, "no upstream endpoint available").with_source(e)
     }
 }

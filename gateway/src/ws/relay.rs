@@ -31,54 +31,7 @@ use super::lane::{Dir, Lane, LaneCounters, Pumped};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_PAYLOAD: [u8; 8] = *b"agentmux";
 
-/// How a session ended, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndReason {
-    /// Both sides exchanged close frames.
-    Closed,
-    /// The agent went away without a close.
-    AgentGone,
-    /// The upstream went away without a close.
-    UpstreamGone,
-    /// The agent broke the protocol (close code sent to it).
-    AgentViolation(u16),
-    /// The upstream broke the protocol (close code sent to it).
-    UpstreamViolation(u16),
-    /// The agent stopped answering keepalive pings.
-    KeepaliveTimeout,
-    /// The agent kept sending over its message rate (closed with 1008).
-    RateLimited,
-    /// The gateway is shutting down.
-    Draining,
-}
-
-impl EndReason {
-    /// Every label value [`EndReason::as_str`] gives.
-    pub const LABELS: [&'static str; 8] = [
-        "closed",
-        "agent_gone",
-        "upstream_gone",
-        "agent_violation",
-        "upstream_violation",
-        "keepalive_timeout",
-        "draining",
-        "rate_limited",
-    ];
-
-    /// Label for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::AgentGone => "agent_gone",
-            Self::UpstreamGone => "upstream_gone",
-            Self::AgentViolation(_) => "agent_violation",
-            Self::UpstreamViolation(_) => "upstream_violation",
-            Self::KeepaliveTimeout => "keepalive_timeout",
-            Self::RateLimited => "rate_limited",
-            Self::Draining => "draining",
-        }
-    }
-}
+pub use crate::error::SessionOutcome;
 
 /// Counts of a finished session.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +45,7 @@ pub struct Summary {
     /// Bytes read from the upstream.
     pub bytes_down: u64,
     /// Why it ended.
-    pub end: EndReason,
+    pub end: SessionOutcome,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +74,7 @@ pub(crate) struct Relay<A, U> {
     up: Lane,
     down: Lane,
     phase: Phase,
-    end: Option<EndReason>,
+    end: Option<SessionOutcome>,
     deadline: Option<Pin<Box<Sleep>>>,
     drain: Option<DrainWatch>,
     keepalive: Option<(Duration, Pin<Box<Sleep>>, u32)>,
@@ -176,12 +129,12 @@ where
             messages_down: self.down.messages,
             bytes_up: self.up.bytes,
             bytes_down: self.down.bytes,
-            end: self.end.unwrap_or(EndReason::Closed),
+            end: self.end.unwrap_or(SessionOutcome::Closed),
         }
     }
 
     /// Records why the session ends (the first reason wins) and moves on.
-    fn finish(&mut self, reason: EndReason, phase: Phase) {
+    fn finish(&mut self, reason: SessionOutcome, phase: Phase) {
         self.end.get_or_insert(reason);
         if phase == Phase::Flushing {
             self.up.reading = false;
@@ -205,20 +158,20 @@ where
                 } else {
                     Phase::Closing
                 };
-                self.finish(EndReason::Closed, phase);
+                self.finish(SessionOutcome::Closed, phase);
             }
             Pumped::Violation(v) => {
                 self.down.send_close(v.close_code(), v.reason());
                 self.up.send_close(1001, "agent protocol error");
-                self.finish(EndReason::AgentViolation(v.close_code()), Phase::Flushing);
+                self.finish(SessionOutcome::AgentViolation(v.close_code()), Phase::Flushing);
             }
             Pumped::SourceGone => {
                 self.up.send_close(1001, "agent disconnected");
-                self.finish(EndReason::AgentGone, Phase::Flushing);
+                self.finish(SessionOutcome::AgentGone, Phase::Flushing);
             }
             Pumped::SinkGone => {
                 self.down.send_close(1011, "upstream connection lost");
-                self.finish(EndReason::UpstreamGone, Phase::Flushing);
+                self.finish(SessionOutcome::UpstreamGone, Phase::Flushing);
             }
             Pumped::Throttled(wait) => {
                 // Stop reading the agent: TCP backpressure slows it down.
@@ -228,7 +181,7 @@ where
             Pumped::RateExceeded => {
                 self.down.send_close(1008, "message rate exceeded");
                 self.up.send_close(1001, "agent over its message rate");
-                self.finish(EndReason::RateLimited, Phase::Flushing);
+                self.finish(SessionOutcome::RateLimited, Phase::Flushing);
             }
             Pumped::Pending | Pumped::Yield => {}
         }
@@ -244,22 +197,22 @@ where
                 } else {
                     Phase::Closing
                 };
-                self.finish(EndReason::Closed, phase);
+                self.finish(SessionOutcome::Closed, phase);
             }
             Pumped::Violation(v) => {
                 self.up.send_close(v.close_code(), v.reason());
                 self.down.send_close(1011, "upstream protocol error");
-                self.finish(EndReason::UpstreamViolation(v.close_code()), Phase::Flushing);
+                self.finish(SessionOutcome::UpstreamViolation(v.close_code()), Phase::Flushing);
             }
             Pumped::SourceGone => {
                 // An agent that started the close gets a plain answer.
                 let code = if self.phase == Phase::Closing { 1000 } else { 1011 };
                 self.down.send_close(code, "upstream connection lost");
-                self.finish(EndReason::UpstreamGone, Phase::Flushing);
+                self.finish(SessionOutcome::UpstreamGone, Phase::Flushing);
             }
             Pumped::SinkGone => {
                 self.up.send_close(1001, "agent disconnected");
-                self.finish(EndReason::AgentGone, Phase::Flushing);
+                self.finish(SessionOutcome::AgentGone, Phase::Flushing);
             }
             // Only agents are rate limited.
             Pumped::Throttled(_) | Pumped::RateExceeded | Pumped::Pending | Pumped::Yield => {}
@@ -283,7 +236,7 @@ where
         } else if *missed >= MISSED_PINGS {
             self.down.send_close(1001, "keepalive timeout");
             self.up.send_close(1001, "agent stopped answering");
-            self.finish(EndReason::KeepaliveTimeout, Phase::Flushing);
+            self.finish(SessionOutcome::KeepaliveTimeout, Phase::Flushing);
         } else if self.down.send_ping(&PING_PAYLOAD) {
             self.up.expect_pong = Some(PING_PAYLOAD);
             *missed += 1;
@@ -310,7 +263,7 @@ where
                 this.drain = None;
                 this.down.send_close(1001, "gateway shutting down");
                 this.up.send_close(1001, "gateway shutting down");
-                this.finish(EndReason::Draining, Phase::Closing);
+                this.finish(SessionOutcome::Draining, Phase::Closing);
             }
             if let Some(d) = this.deadline.as_mut()
                 && d.as_mut().poll(cx).is_ready()
