@@ -53,7 +53,7 @@ resume_timeout = "20s"
 "#
     );
     let config = agentmux::Config::parse(&text, "bench-test").unwrap();
-    let gateway = agentmux::gateway::start(config).await.unwrap();
+    let gateway = agentmux::server::start(config).await.unwrap();
     let addr = gateway.listeners()[0].1;
     // Wait until both mux connections are up (the simulator counts them).
     for _ in 0..200 {

@@ -12,13 +12,15 @@
 //! and validates the TOML file once; [`error`] maps every failure to its
 //! HTTP status and WebSocket close code in one place.
 //!
-//! Run it with [`gateway::start`]; the `agentmux` binary wraps that with
+//! Run it with [`server::start`]; the `agentmux` binary wraps that with
 //! signals and a drain on shutdown.
 
 mod admin;
 pub mod analytics;
 pub mod body;
 pub mod cluster_state;
+pub mod conn;
+pub mod connect;
 /// Configuration: parsed and validated once (the `agentmux-config` crate).
 pub use agentmux_config as config;
 mod echo;
@@ -30,12 +32,14 @@ pub mod metrics;
 /// The agentmux.v1 protocol (the `agentmux-mux` crate): codec, the
 /// gateway's client side and the upstream's [`mux::MuxServer`].
 pub use agentmux_mux as mux;
-mod muxmode;
+mod mux_bridge;
 mod outbound;
 pub mod pool;
 mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod serve;
+pub mod server;
 pub mod sessions;
 mod stack;
 pub mod telemetry;
@@ -43,4 +47,4 @@ pub mod upstream;
 pub mod ws;
 
 pub use config::Config;
-pub use gateway::{Running, start};
+pub use server::{Running, start};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentmux::config::{Config, DEFAULT_CONFIG_PATH};
-use agentmux::gateway::Drained;
+use agentmux::server::Drained;
 use clap::{Parser, Subcommand};
 
 /// A TLS-terminating gateway that pools and multiplexes AI agent sessions.
@@ -117,7 +117,7 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 async fn serve(config: Config, path: PathBuf) -> ExitCode {
-    let running = match agentmux::gateway::start_with_path(config, Some(&path)).await {
+    let running = match agentmux::server::start_with_path(config, Some(&path)).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agentmux: cannot start: {e}");

@@ -22,6 +22,7 @@
 pub mod authority;
 pub mod body;
 pub mod forwarded;
+pub mod headers;
 pub mod path;
 
 use http::request::Parts;

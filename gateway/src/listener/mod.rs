@@ -18,10 +18,6 @@
 //! CONNECT (RFC 8441 WebSockets) is not served yet, and a browser told it
 //! is would send its `wss://` sessions where they get no answer.
 
-mod activity;
-mod io;
-mod upgraded;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,29 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
+use crate::conn::{Activity, ConnInfo, Cut, DeadlineIo, TrackedBody};
 use crate::gateway::Gateway;
-pub(crate) use activity::Cut;
-use activity::{Activity, TrackedBody};
-use io::DeadlineIo;
-pub(crate) use upgraded::take_agent_io;
-
-/// What the request path knows about the agent's connection.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The agent's address.
-    pub client: SocketAddr,
-    /// The listener's name.
-    pub listener: Arc<str>,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The verified mTLS client identity, if any.
-    pub peer_identity: Option<Arc<str>>,
-    /// The listener's settings (its edge policy).
-    pub settings: Arc<ListenerConfig>,
-    /// The listener's connection slot, held until the connection and any
-    /// session upgraded from it have ended.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
 
 /// Binds a listener socket (SO_REUSEADDR, deep accept backlog).
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -124,25 +99,12 @@ pub(crate) async fn serve(
         }
         let _ = tcp.set_nodelay(true);
         if let Some(idle) = config.tcp_keepalive {
-            set_tcp_keepalive(&tcp, idle);
+            crate::connect::set_tcp_keepalive(&tcp, idle);
         }
         let (config, tls, gateway, shutdown) = (config.clone(), tls.clone(), gateway.clone(), shutdown.clone());
         tracker.spawn(async move {
             serve_connection(tcp, client, &config, tls, gateway, shutdown, permit).await;
         });
-    }
-}
-
-/// Turns on TCP keepalive: probes after `idle` of silence, then every
-/// 10 s, and the connection ends after 3 unanswered (about `idle` + 30 s
-/// for a peer that vanished without a FIN or RST).
-pub(crate) fn set_tcp_keepalive(tcp: &TcpStream, idle: Duration) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
-        tracing::debug!(error = %e, "could not enable TCP keepalive");
     }
 }
 

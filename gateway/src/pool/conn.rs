@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::{AcquireError, Flavor, Recipient, Shared};
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
-use crate::upstream::io::UpstreamIo;
+use crate::connect::UpstreamIo;
 
 /// An open connection the pool owns.
 pub(super) enum Conn {

@@ -45,8 +45,8 @@ pub use conn::{HttpLease, LeaseSlot, RawLease, SendError};
 pub use state::{LifeState, PoolSnapshot};
 
 use crate::config::{PoolParams, UpstreamProtocol};
+use crate::connect::{ConnectError, Connector};
 use crate::error::{Cause, ProxyError};
-use crate::upstream::connect::{ConnectError, Connector};
 use conn::{Conn, H2Entry, Idle, Parts, Taken};
 
 /// What a pool lends.

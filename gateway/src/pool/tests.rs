@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
-use crate::upstream::connect::TestUpstream;
+use crate::connect::TestUpstream;
 
 fn params() -> PoolParams {
     PoolParams {

@@ -149,7 +149,7 @@ fn mode_service(t: Arc<Terminal>) -> Svc {
             let result = match t.route.mode() {
                 Mode::Http => crate::proxy::forward(&t, req).await,
                 Mode::WebSocket => crate::ws::session(&t, req).await,
-                Mode::Mux => crate::muxmode::session(&t, req).await,
+                Mode::Mux => crate::mux_bridge::session(&t, req).await,
             };
             result.map_err(BoxError::from)
         }

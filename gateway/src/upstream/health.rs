@@ -16,9 +16,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::Connector;
 use super::endpoint::Endpoint;
 use crate::config::{HealthCheckConfig, HealthProbe, UpstreamProtocol};
+use crate::connect::Connector;
 
 /// Runs the health controller of one endpoint until cancelled.
 pub(crate) async fn run(

@@ -2,10 +2,8 @@
 //! that picks one per request or session.
 
 mod balance;
-pub mod connect;
 mod endpoint;
 mod health;
-pub mod io;
 
 use std::sync::Arc;
 
@@ -15,10 +13,10 @@ pub(crate) use balance::hash_bytes;
 pub use endpoint::{ActiveGuard, Endpoint};
 
 use crate::config::{ClusterConfig, ClusterKind, EndpointAddr, HashKey, Strategy, UpstreamProtocol};
+use crate::connect::{self, Connector};
 use crate::error::{Cause, ProxyError};
 use crate::pool::{Flavor, Pool, PoolSnapshot};
 use balance::Balancer;
-use connect::Connector;
 
 /// Which kinds of pool a cluster needs, from the modes of the routes that
 /// send to it.
@@ -40,7 +38,7 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
     shutdown: CancellationToken,
-    mux: Option<crate::muxmode::MuxCluster>,
+    mux: Option<crate::mux_bridge::MuxCluster>,
 }
 
 /// No endpoint could take the request.
@@ -56,7 +54,7 @@ impl Cluster {
     pub(crate) fn start(
         config: &ClusterConfig,
         needs: PoolNeeds,
-        mux_counters: &crate::muxmode::MuxCounters,
+        mux_counters: &crate::mux_bridge::MuxCounters,
     ) -> Result<Self, String> {
         let shutdown = CancellationToken::new();
         let mut endpoints = Vec::new();
@@ -122,7 +120,7 @@ impl Cluster {
         let balancer = Balancer::new(&config.strategy, &endpoints);
         let mux = needs
             .mux
-            .then(|| crate::muxmode::MuxCluster::start(&endpoints, &config.mux, mux_counters));
+            .then(|| crate::mux_bridge::MuxCluster::start(&endpoints, &config.mux, mux_counters));
         Ok(Self {
             config: config.clone(),
             needs,
@@ -193,7 +191,7 @@ impl Cluster {
     }
 
     /// The mux connections, when a mux route uses the cluster.
-    pub(crate) fn mux(&self) -> Option<&crate::muxmode::MuxCluster> {
+    pub(crate) fn mux(&self) -> Option<&crate::mux_bridge::MuxCluster> {
         self.mux.as_ref()
     }
 

@@ -15,8 +15,8 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::Body;
-use crate::proxy::headers::{add_via, strip_hop_by_hop};
-use crate::upstream::io::UpstreamIo;
+use crate::connect::UpstreamIo;
+use crate::edge::headers::{add_via, strip_hop_by_hop};
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Largest upstream `101` head we read.

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 use crate::body::Body;
+use crate::conn::{ConnInfo, take_agent_io};
 use crate::error::{Cause, ProxyError};
-use crate::listener::{ConnInfo, take_agent_io};
 use crate::stack::{ProxyBody, RequestHost, Terminal};
 use handshake::{HandshakeError, UpstreamUpgrade};
 use lane::LaneCounters;

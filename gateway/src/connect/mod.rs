@@ -1,6 +1,8 @@
 //! Opening upstream transports: TCP (with optional TLS) or the in-process
 //! echo upstream.
 
+mod stream;
+
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +11,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::io::UpstreamIo;
 use crate::config::EndpointAddr;
+pub use stream::UpstreamIo;
 
 /// Why an upstream connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +166,7 @@ async fn connect_net(
     // A pooled connection to a host that vanished (no FIN, no RST) would
     // otherwise look open until a request is sent on it.
     if let Some(idle) = keepalive {
-        crate::listener::set_tcp_keepalive(&tcp, idle);
+        set_tcp_keepalive(&tcp, idle);
     }
     let Some(tls) = tls else {
         return Ok(UpstreamIo::Tcp(tcp));
@@ -212,4 +214,18 @@ pub(crate) fn tls_connect(
         connector: TlsConnector::from(Arc::new(config)),
         server_name,
     })
+}
+
+/// Turns on TCP keepalive: probes after `idle` of silence, then every
+/// 10 s, and the connection ends after 3 unanswered (about `idle` + 30 s
+/// for a peer that vanished without a FIN or RST). Agent and upstream
+/// sockets alike.
+pub(crate) fn set_tcp_keepalive(tcp: &TcpStream, idle: Duration) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "could not enable TCP keepalive");
+    }
 }

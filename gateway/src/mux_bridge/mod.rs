@@ -63,10 +63,10 @@ pub(crate) use upstream::{MuxCluster, MuxCounters};
 
 use crate::body::Body;
 use crate::cluster_state::{Claim, ClusterState};
+use crate::conn::take_agent_io;
+use crate::edge::headers::strip_hop_by_hop;
 use crate::error::{Cause, ProxyError};
-use crate::listener::take_agent_io;
 use crate::mux::{ErrorCode, MuxSession, Open, OpenError, SessionError, Takeover};
-use crate::proxy::headers::strip_hop_by_hop;
 use crate::stack::{ProxyBody, Terminal};
 use crate::ws::Prelude;
 

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::io::DeadlineIo;
+use super::DeadlineIo;
 
 /// An agent's transport after a WebSocket upgrade.
 #[derive(Debug)]
