@@ -137,6 +137,72 @@ impl SessionOutcome {
     }
 }
 
+/// WebSocket close codes (RFC 6455 §7.4.1) the gateway sends. Every code
+/// it sends comes from here: the [`Cause`] table, the session-end table
+/// ([`SessionOutcome::closes`]) and the relays' protocol checks.
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Going away: the gateway (or the other side of the relay) is leaving.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Text that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// A policy was violated (auth, rate limits).
+    pub const POLICY: u16 = 1008;
+    /// A message over its size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The gateway or the upstream failed.
+    pub const INTERNAL: u16 = 1011;
+    /// Service restart: the session continues elsewhere (mux handover).
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Try again later: no capacity now.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Bad gateway: valid on the wire, but some clients reject it, so the
+    /// gateway passes it on as [`INTERNAL`].
+    pub const BAD_GATEWAY: u16 = 1014;
+}
+
+/// The close frames a session's end sends, for the sides the gateway
+/// closes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closes {
+    /// What the agent hears (`None`: it ended the session, or is gone).
+    pub agent: Option<(u16, &'static str)>,
+    /// What the upstream hears.
+    pub upstream: Option<(u16, &'static str)>,
+}
+
+impl SessionOutcome {
+    /// The close-code decision, made once for every session kind. A
+    /// violation's own code and reason go to the side that broke the
+    /// protocol (the relay knows them); this is what the other side hears.
+    pub fn closes(self) -> Closes {
+        use close::*;
+        let (agent, upstream) = match self {
+            Self::Closed => (None, None),
+            Self::AgentGone => (None, Some((GOING_AWAY, "agent disconnected"))),
+            Self::UpstreamGone => (Some((INTERNAL, "upstream connection lost")), None),
+            Self::AgentViolation(_) => (None, Some((GOING_AWAY, "agent protocol error"))),
+            Self::UpstreamViolation(_) => (Some((INTERNAL, "upstream protocol error")), None),
+            Self::KeepaliveTimeout => (
+                Some((GOING_AWAY, "keepalive timeout")),
+                Some((GOING_AWAY, "agent stopped answering")),
+            ),
+            Self::RateLimited => (
+                Some((POLICY, "message rate exceeded")),
+                Some((GOING_AWAY, "agent over its message rate")),
+            ),
+            Self::Draining => (
+                Some((GOING_AWAY, "gateway shutting down")),
+                Some((GOING_AWAY, "gateway shutting down")),
+            ),
+        };
+        Closes { agent, upstream }
+    }
+}
+
 /// Which side a failure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -180,33 +246,34 @@ impl Cause {
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
     pub fn mapping(self) -> (StatusCode, u16, Origin) {
         use Origin::*;
+        use close::*;
         match self {
-            Self::NoRoute => (StatusCode::NOT_FOUND, 1008, Downstream),
-            Self::BadRequest => (StatusCode::BAD_REQUEST, 1002, Downstream),
-            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 1009, Downstream),
-            Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 1009, Downstream),
-            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, 1008, Downstream),
-            Self::Forbidden => (StatusCode::FORBIDDEN, 1008, Downstream),
-            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, 1008, Downstream),
-            Self::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
-            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
-            Self::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
-            Self::NoEndpoint => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
-            Self::UpstreamConnect => (StatusCode::BAD_GATEWAY, 1011, Upstream),
-            Self::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, 1011, Upstream),
-            Self::UpstreamProtocol => (StatusCode::BAD_GATEWAY, 1011, Upstream),
-            Self::UpgradeRefused => (StatusCode::BAD_GATEWAY, 1011, Upstream),
-            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, 1001, Internal),
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, 1011, Internal),
-            Self::SessionUnknown => (StatusCode::NOT_FOUND, 1008, Downstream),
-            Self::SessionTaken => (StatusCode::CONFLICT, 1008, Downstream),
-            Self::SessionLost => (StatusCode::GONE, 1011, Upstream),
-            Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, 1013, Internal),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1002, Downstream),
-            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, 1008, Downstream),
+            Self::NoRoute => (StatusCode::NOT_FOUND, POLICY, Downstream),
+            Self::BadRequest => (StatusCode::BAD_REQUEST, PROTOCOL_ERROR, Downstream),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, TOO_BIG, Downstream),
+            Self::HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, TOO_BIG, Downstream),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, POLICY, Downstream),
+            Self::Forbidden => (StatusCode::FORBIDDEN, POLICY, Downstream),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, POLICY, Downstream),
+            Self::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
+            Self::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
+            Self::NoEndpoint => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
+            Self::UpstreamConnect => (StatusCode::BAD_GATEWAY, INTERNAL, Upstream),
+            Self::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, INTERNAL, Upstream),
+            Self::UpstreamProtocol => (StatusCode::BAD_GATEWAY, INTERNAL, Upstream),
+            Self::UpgradeRefused => (StatusCode::BAD_GATEWAY, INTERNAL, Upstream),
+            Self::Draining => (StatusCode::SERVICE_UNAVAILABLE, GOING_AWAY, Internal),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL, Internal),
+            Self::SessionUnknown => (StatusCode::NOT_FOUND, POLICY, Downstream),
+            Self::SessionTaken => (StatusCode::CONFLICT, POLICY, Downstream),
+            Self::SessionLost => (StatusCode::GONE, INTERNAL, Upstream),
+            Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, PROTOCOL_ERROR, Downstream),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, POLICY, Downstream),
             // 408 is never sent for it (it happens after the `101`); the
             // agent hears 1001, going away, as in websocket mode.
-            Self::KeepaliveTimeout => (StatusCode::REQUEST_TIMEOUT, 1001, Downstream),
+            Self::KeepaliveTimeout => (StatusCode::REQUEST_TIMEOUT, GOING_AWAY, Downstream),
         }
     }
 

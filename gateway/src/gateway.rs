@@ -9,7 +9,6 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::cluster_state::ClusterState;
@@ -17,8 +16,8 @@ use crate::config::{Config, ConfigVersion};
 use crate::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::runtime::{BuildCtx, Runtime};
+use crate::session::SessionCtx;
 use crate::stack::FilterStates;
-use crate::ws::drain::Drain;
 
 /// The gateway's shared state, reachable from every connection task.
 pub struct Gateway {
@@ -28,7 +27,7 @@ pub struct Gateway {
     /// One reload at a time.
     pub(crate) reloading: tokio::sync::Mutex<()>,
     pub(crate) started: Instant,
-    pub(crate) sessions: Sessions,
+    pub(crate) sessions: SessionCtx,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) filters: FilterStates,
     pub(crate) tracing: Option<Arc<crate::telemetry::Tracing>>,
@@ -39,17 +38,6 @@ pub struct Gateway {
     /// The version (file hash) of the config running now, when it came
     /// from a file.
     pub(crate) config_version: std::sync::Mutex<Option<ConfigVersion>>,
-}
-
-/// Where long-lived sessions (WebSocket relays) run: tracked so a drain
-/// waits for them, and told to close with 1001 when the drain starts.
-#[derive(Clone, Debug)]
-pub(crate) struct Sessions {
-    pub(crate) tracker: TaskTracker,
-    pub(crate) drain: Arc<Drain>,
-    pub(crate) registry: Arc<crate::sessions::Registry>,
-    /// The cross-instance session registry, when `[cluster_state]` is set.
-    pub(crate) cluster: Option<Arc<ClusterState>>,
 }
 
 impl Gateway {
@@ -73,7 +61,7 @@ impl Gateway {
 
     /// Swaps in a new configuration: clusters whose settings did not
     /// change keep their warm pools; work in flight finishes on the old one.
-    pub fn swap_config(&self, config: Config) -> Result<(), String> {
+    pub fn swap_config(&self, config: Config) -> Result<(), crate::runtime::RuntimeError> {
         let old = self.runtime();
         let ctx = BuildCtx {
             metrics: &self.metrics,
@@ -87,8 +75,8 @@ impl Gateway {
     }
 
     /// The live sessions.
-    pub fn sessions(&self) -> &Arc<crate::sessions::Registry> {
-        &self.sessions.registry
+    pub fn sessions(&self) -> &Arc<crate::session::list::SessionList> {
+        &self.sessions.list
     }
 
     /// Re-reads the config file and swaps it in: validated first (nothing
@@ -222,7 +210,7 @@ impl Gateway {
             .count();
         let total = config.clusters().len();
         self.swap_config(config)
-            .map_err(|e| crate::config::ConfigErrors::single(&origin, "", e))?;
+            .map_err(|e| crate::config::ConfigErrors::single(&origin, "", e.to_string()))?;
         Ok(ReloadReport {
             clusters_kept: kept,
             clusters_started: total - kept,

@@ -9,17 +9,44 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{Config, Mode};
-use crate::gateway::Sessions;
 use crate::metrics::Metrics;
+use crate::mux_bridge::MuxCluster;
 use crate::router::Router;
-use crate::stack::{FilterStates, RouteStack};
-use crate::upstream::{Cluster, PoolNeeds};
+use crate::session::SessionCtx;
+pub use crate::stack::StackError;
+use crate::stack::{FilterStates, RouteStack, StackCtx};
+use crate::upstream::{Cluster, ClusterError, PoolNeeds};
 
 /// What building a runtime needs besides the config.
 pub(crate) struct BuildCtx<'a> {
     pub(crate) metrics: &'a Arc<Metrics>,
     pub(crate) filters: &'a FilterStates,
-    pub(crate) sessions: &'a Sessions,
+    pub(crate) sessions: &'a SessionCtx,
+}
+
+/// Why a configuration could not be made live.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A cluster could not start.
+    #[error("clusters.{cluster}: {source}")]
+    Cluster {
+        /// The cluster's name.
+        cluster: Arc<str>,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+    /// A route's stack could not be built.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// A route names a cluster that is not there.
+    #[error("routes.{route}: no cluster {cluster}")]
+    NoCluster {
+        /// The route.
+        route: Arc<str>,
+        /// The cluster it names.
+        cluster: Arc<str>,
+    },
 }
 
 /// A configuration made live.
@@ -27,6 +54,9 @@ pub struct Runtime {
     config: Arc<Config>,
     router: Router,
     clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// Mux connections of the clusters mux routes use, started and retired
+    /// with their cluster.
+    mux: BTreeMap<Arc<str>, Arc<MuxCluster>>,
     /// One stack per route, in config order.
     stacks: Vec<RouteStack>,
 }
@@ -34,7 +64,11 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the clusters of `config`, reusing those of `previous` whose
     /// settings (and the pools their routes need) are unchanged.
-    pub(crate) fn build(config: Arc<Config>, previous: Option<&Runtime>, ctx: &BuildCtx<'_>) -> Result<Self, String> {
+    pub(crate) fn build(
+        config: Arc<Config>,
+        previous: Option<&Runtime>,
+        ctx: &BuildCtx<'_>,
+    ) -> Result<Self, RuntimeError> {
         let mut needs: BTreeMap<&str, PoolNeeds> = BTreeMap::new();
         for r in config.routes() {
             let n = needs.entry(r.cluster()).or_default();
@@ -48,50 +82,78 @@ impl Runtime {
             }
         }
         let mut clusters = BTreeMap::new();
+        let mut mux = BTreeMap::new();
         for (name, cc) in config.clusters() {
             let need = needs.get(&**name).copied().unwrap_or_default();
             let reused = previous
-                .and_then(|p| p.clusters.get(name))
-                .filter(|c| c.config() == cc && c.needs() == need)
-                .cloned();
-            let cluster = match reused {
-                Some(c) => c,
-                None => Arc::new(
-                    Cluster::start(cc, need, &ctx.metrics.mux(name)).map_err(|e| format!("clusters.{name}: {e}"))?,
-                ),
+                .and_then(|p| p.clusters.get(name).map(|c| (c, p.mux.get(name))))
+                .filter(|(c, _)| c.config() == cc && c.needs() == need);
+            let (cluster, muxed) = match reused {
+                Some((c, m)) => (c.clone(), m.cloned()),
+                None => {
+                    let c = Arc::new(Cluster::start(cc, need).map_err(|source| RuntimeError::Cluster {
+                        cluster: name.clone(),
+                        source,
+                    })?);
+                    let m = need
+                        .mux
+                        .then(|| Arc::new(MuxCluster::start(c.endpoints(), &cc.mux, &ctx.metrics.mux(name))));
+                    (c, m)
+                }
             };
+            if let Some(m) = muxed {
+                mux.insert(name.clone(), m);
+            }
             clusters.insert(name.clone(), cluster);
         }
+        let stack_ctx = StackCtx {
+            config: &config,
+            states: ctx.filters,
+            metrics: ctx.metrics,
+            sessions: ctx.sessions,
+        };
         let mut stacks = Vec::new();
         for r in config.routes() {
             let cluster = clusters
                 .get(r.cluster())
                 .cloned()
-                .ok_or_else(|| format!("routes.{}: no cluster {}", r.name(), r.cluster()))?;
-            stacks.push(RouteStack::build(
-                r,
-                cluster,
-                &config,
-                ctx.filters,
-                ctx.metrics,
-                ctx.sessions,
-            )?);
+                .ok_or_else(|| RuntimeError::NoCluster {
+                    route: r.name.clone(),
+                    cluster: r.cluster.clone(),
+                })?;
+            let muxed = mux.get(r.cluster()).cloned();
+            stacks.push(RouteStack::build(r, cluster, muxed, &stack_ctx)?);
         }
         ctx.filters.retain(|name| config.filters().contains_key(name));
         Ok(Self {
             router: Router::new(config.routes()),
             config,
             clusters,
+            mux,
             stacks,
         })
     }
 
-    /// Closes the clusters of this runtime that `next` does not carry over.
+    /// Closes the clusters (and their mux connections) of this runtime
+    /// that `next` does not carry over.
     pub(crate) fn retire(&self, next: &Runtime) {
         for (name, c) in &self.clusters {
             if !next.clusters.get(name).is_some_and(|n| Arc::ptr_eq(n, c)) {
+                if let Some(m) = self.mux.get(name) {
+                    m.close();
+                }
                 c.close();
             }
+        }
+    }
+
+    /// Closes every cluster and its mux connections (shutdown).
+    pub(crate) fn close(&self) {
+        for m in self.mux.values() {
+            m.close();
+        }
+        for c in self.clusters.values() {
+            c.close();
         }
     }
 

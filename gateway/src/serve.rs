@@ -11,13 +11,14 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::body::Body;
+use crate::body::ProxyBody;
 use crate::config::ForwardPath;
 use crate::conn::ConnInfo;
 use crate::edge;
+use crate::edge::RequestHost;
 use crate::error::{Cause, ProxyError};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::stack::{ProxyBody, RequestHost};
 use crate::telemetry::Tracing;
 
 /// Answers one agent request: settles it at the edge, routes it and runs
@@ -47,7 +48,7 @@ pub(crate) async fn handle(
     let Some(stack) = rt.stack(index) else {
         return ProxyError::new(Cause::Internal, "route has no stack").into_response();
     };
-    let metrics = &stack.terminal.metrics;
+    let metrics = &stack.metrics;
     let started = Instant::now();
     let body = match edge::admit_body(body, route.body_limits()) {
         Ok(b) => b,

@@ -17,12 +17,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_state::{ClusterState, PeerEvent};
 use crate::config::{Config, ConfigVersion, ListenerConfig};
-use crate::gateway::{Follow, Gateway, Sessions};
+use crate::gateway::{Follow, Gateway};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::runtime::{BuildCtx, Runtime};
+use crate::session::SessionCtx;
+use crate::session::drain::Drain;
 use crate::stack::FilterStates;
-use crate::ws::drain::Drain;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +56,18 @@ pub enum StartError {
         /// What went wrong.
         message: String,
     },
-    /// A cluster could not be started.
-    #[error("{0}")]
-    Cluster(String),
+    /// The configuration could not be made live.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// Tracing could not start.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::TracingError),
+    /// The analytics webhook could not be set up.
+    #[error("analytics.webhook: {0}")]
+    Webhook(#[from] crate::analytics::WebhookError),
+    /// The cross-instance state could not start.
+    #[error("cluster_state: {0}")]
+    ClusterState(#[source] crate::cluster_state::LinkError),
 }
 
 /// A started gateway: bound listeners and the handles to stop it.
@@ -106,9 +116,7 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
         acceptors.push(tls);
     }
     let tracing = match config.telemetry() {
-        Some(t) => Some(Arc::new(
-            crate::telemetry::Tracing::new(t).map_err(|e| StartError::Cluster(e.to_string()))?,
-        )),
+        Some(t) => Some(Arc::new(crate::telemetry::Tracing::new(t)?)),
         None => None,
     };
     let access_log = config.access_log();
@@ -125,7 +133,8 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
     });
     let (cluster, inbox) = match config.cluster_state() {
         Some(c) => {
-            let (state, inbox) = ClusterState::start(c, &metrics, shutdown.clone()).map_err(StartError::Cluster)?;
+            let (state, inbox) =
+                ClusterState::start(c, &metrics, shutdown.clone()).map_err(StartError::ClusterState)?;
             (Some(state), Some(inbox))
         }
         None => (None, None),
@@ -133,18 +142,19 @@ pub async fn start_with_path(config: Config, config_path: Option<&std::path::Pat
     // The version of the file as it is now (main loaded it a moment ago).
     let config_version = config_path.and_then(|p| ConfigVersion::of_file(p).ok());
     let filters = FilterStates::new(metrics.clone(), cluster.clone());
-    let sessions = Sessions {
+    let sessions = SessionCtx {
         tracker: tracker.clone(),
         drain: Arc::new(Drain::default()),
-        registry: Arc::default(),
-        cluster: cluster.clone(),
+        list: Arc::default(),
+        registry: cluster.clone(),
+        access_log,
     };
     let ctx = BuildCtx {
         metrics: &metrics,
         filters: &filters,
         sessions: &sessions,
     };
-    let runtime = Runtime::build(Arc::new(config.clone()), None, &ctx).map_err(StartError::Cluster)?;
+    let runtime = Runtime::build(Arc::new(config.clone()), None, &ctx).map_err(StartError::Runtime)?;
     let gateway = Arc::new(Gateway {
         runtime: ArcSwap::from_pointee(runtime),
         config_path: config_path.map(std::path::Path::to_path_buf),
@@ -223,7 +233,7 @@ fn webhook(a: &crate::config::AnalyticsConfig) -> Result<Option<crate::analytics
         .as_deref()
         .map(|url| crate::analytics::WebhookParams::new(url, a.webhook_ca.as_deref()))
         .transpose()
-        .map_err(|e| StartError::Cluster(format!("analytics.webhook: {e}")))
+        .map_err(StartError::Webhook)
 }
 
 fn tls_acceptor(
@@ -417,9 +427,7 @@ impl Running {
         if let Some(c) = &self.gateway.cluster {
             c.leave().await;
         }
-        for c in self.gateway.runtime().clusters().values() {
-            c.close();
-        }
+        self.gateway.runtime().close();
         if let Some(t) = self.gateway.tracing.clone() {
             // Flushing spans blocks on the exporter's HTTP call.
             let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;

@@ -368,10 +368,35 @@ impl EndpointConfig {
     }
 }
 
+/// An address that is not `ip:port` or `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAddress {
+    /// Neither a socket address nor a host name with a port.
+    #[error("invalid address {0:?} (expected ip:port or host:port, e.g. \"127.0.0.1:18080\")")]
+    HostPort(String),
+    /// Not a socket address (listeners bind IP addresses only).
+    #[error("invalid address {0:?} (expected ip:port, e.g. \"127.0.0.1:8443\")")]
+    IpPort(String),
+}
+
+/// A `hash_key` that is not `header:NAME`, `cookie:NAME` or `client-ip`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidHashKey {
+    /// `header:` with an invalid header name.
+    #[error("invalid header name in {0:?}")]
+    Header(String),
+    /// `cookie:` with an invalid cookie name.
+    #[error("invalid cookie name in {0:?}")]
+    Cookie(String),
+    /// Another kind of key.
+    #[error("unknown key {0:?} (expected \"header:NAME\", \"cookie:NAME\" or \"client-ip\")")]
+    Unknown(String),
+}
+
 impl EndpointAddr {
     /// Parses `ip:port`, `[v6]:port` or `host:port`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid address {s:?} (expected ip:port or host:port, e.g. \"127.0.0.1:18080\")");
+    pub fn parse(s: &str) -> Result<Self, InvalidAddress> {
+        let bad = || InvalidAddress::HostPort(s.to_owned());
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Self::Ip(a));
         }
@@ -432,21 +457,19 @@ impl Strategy {
 }
 
 impl HashKey {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, InvalidHashKey> {
         if let Some(h) = s.strip_prefix("header:") {
             return HeaderName::from_bytes(h.as_bytes())
                 .map(Self::Header)
-                .map_err(|_| format!("invalid header name in {s:?}"));
+                .map_err(|_| InvalidHashKey::Header(s.to_owned()));
         }
         if let Some(c) = s.strip_prefix("cookie:") {
             if !c.is_empty() && c.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') {
                 return Ok(Self::Cookie(c.to_owned()));
             }
-            return Err(format!("invalid cookie name in {s:?}"));
+            return Err(InvalidHashKey::Cookie(s.to_owned()));
         }
-        Err(format!(
-            "unknown key {s:?} (expected \"header:NAME\", \"cookie:NAME\" or \"client-ip\")"
-        ))
+        Err(InvalidHashKey::Unknown(s.to_owned()))
     }
 }
 

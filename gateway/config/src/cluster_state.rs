@@ -277,26 +277,38 @@ pub(super) fn validate(spec: Option<&ClusterStateSpec>, errs: &mut Errors) -> Op
     })
 }
 
-fn redis_url(url: &str) -> Result<RedisUrl, String> {
+/// A `cluster_state.redis` value the gateway cannot use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidRedisUrl {
+    /// `rediss://`: no TLS client in this build.
+    #[error("rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel")]
+    Tls,
+    /// Another scheme.
+    #[error("must be a redis:// or redis+unix:// URL (got {0:?})")]
+    Scheme(String),
+    /// A redis URL of the wrong shape.
+    #[error("invalid Redis URL {url}: {why}")]
+    Shape {
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+fn redis_url(url: &str) -> Result<RedisUrl, InvalidRedisUrl> {
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("redis" | "redis+unix" | "unix") => {}
-        Some("rediss") => {
-            return Err(
-                "rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel"
-                    .to_owned(),
-            );
-        }
-        _ => {
-            return Err(format!(
-                "must be a redis:// or redis+unix:// URL (got {:?})",
-                RedisUrl(url.to_owned()).to_string()
-            ));
-        }
+        Some("rediss") => return Err(InvalidRedisUrl::Tls),
+        _ => return Err(InvalidRedisUrl::Scheme(RedisUrl(url.to_owned()).to_string())),
     }
     check_redis_url(url)
         .map(|()| RedisUrl(url.to_owned()))
-        .map_err(|e| format!("invalid Redis URL {}: {e}", RedisUrl(url.to_owned())))
+        .map_err(|why| InvalidRedisUrl::Shape {
+            url: RedisUrl(url.to_owned()).to_string(),
+            why,
+        })
 }
 
 /// What the Redis client accepts (redis-rs parses URLs with the `url`

@@ -37,8 +37,9 @@ pub use cluster::{
     ClusterConfig, ClusterKind, EndpointAddr, EndpointConfig, HashKey, HealthCheckConfig, HealthProbe, MuxParams,
     PoolParams, Strategy, UpstreamProtocol, UpstreamTls,
 };
+pub use cluster::{InvalidAddress, InvalidHashKey};
 pub use cluster_state::{ClusterStateConfig, ClusterStateSpec, InstanceId, RedisUrl};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{InvalidDuration, format_duration, parse_duration};
 pub use edge::{BodyParams, EdgePolicy, EscapedSlashes, ForwardPath, PathPolicy};
 pub use error::{ConfigError, ConfigErrors};
 pub use filter::{BreakerConfig, FilterConfig, FilterSpec, MessageRates, RateLimitConfig, RetryConfig};
@@ -461,9 +462,8 @@ fn validate_telemetry(spec: &spec::TelemetrySpec, errs: &mut Errors) -> Option<T
 }
 
 /// Parses `ip:port`, with a message that shows the value.
-pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("invalid address {s:?} (expected ip:port, e.g. \"127.0.0.1:8443\")"))
+pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, InvalidAddress> {
+    s.parse().map_err(|_| InvalidAddress::IpPort(s.to_owned()))
 }
 
 fn check_unique(names: impl Iterator<Item = String>, what: &str, errs: &mut Errors) {

@@ -341,8 +341,13 @@ fn not_normal(prefix: &str) -> Option<&'static str> {
     None
 }
 
+/// A `match.host` that is not a host name, IP address or `*.suffix`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host {0:?} (expected a name like \"api.example.com\" or \"*.example.com\", no port)")]
+pub(crate) struct InvalidHostMatch(String);
+
 impl HostMatch {
-    fn parse(h: &str) -> Result<Self, String> {
+    fn parse(h: &str) -> Result<Self, InvalidHostMatch> {
         let lower = h.trim().to_ascii_lowercase();
         let valid_name = |s: &str| {
             !s.is_empty()
@@ -356,9 +361,7 @@ impl HostMatch {
         } else if valid_name(&lower) || lower.parse::<std::net::IpAddr>().is_ok() {
             return Ok(Self::Exact(lower));
         }
-        Err(format!(
-            "invalid host {h:?} (expected a name like \"api.example.com\" or \"*.example.com\", no port)"
-        ))
+        Err(InvalidHostMatch(h.to_owned()))
     }
 }
 

@@ -51,8 +51,7 @@ impl Sampler {
         let mut scopes = Vec::new();
         let mut global = (ScopeSample::default(), 0u32);
         for stack in rt.stacks() {
-            let t = &stack.terminal;
-            let m = &t.metrics;
+            let m = &stack.metrics;
             let (sessions_ok, sessions_failed) = m.sessions_ended();
             let now = Totals {
                 answered: m.answered(),
@@ -66,10 +65,10 @@ impl Sampler {
                     snap(&m.request_seconds),
                     snap(&m.first_byte_seconds),
                     snap(&m.relay_seconds),
-                    snap(&t.acquire),
+                    snap(&stack.acquire),
                 ],
             };
-            let key = ScopeKey::route(t.route.name());
+            let key = ScopeKey::route(&stack.name);
             let prev = self.prev.get(&key).cloned().unwrap_or_else(|| now.clone());
             let mut sample = delta(&now, &prev);
             sample.active_sessions = u32::try_from(m.sessions_active.get().max(0)).unwrap_or(u32::MAX);

@@ -50,12 +50,35 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// Why the Redis link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The Redis client refused the URL (validation checks its shape; the
+    /// client knows more).
+    #[error("redis: invalid Redis URL {url}: {source}")]
+    Url {
+        /// The URL, password masked.
+        url: String,
+        /// The client's reason.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The connection manager could not be built.
+    #[error("redis: {0}")]
+    Client(#[source] redis::RedisError),
+    /// The gateway's metrics were built without the cluster-state families.
+    #[error("metrics were built without the cluster_state families")]
+    NoMetrics,
+}
+
 impl Link {
     /// A link that connects on first use; starts **down** until the first
     /// heartbeat answers.
-    pub(crate) fn new(config: &ClusterStateConfig, metrics: ClusterStateMetrics) -> Result<Self, String> {
-        let client = redis::Client::open(config.redis.as_secret_str())
-            .map_err(|e| format!("cluster_state.redis: invalid Redis URL {}: {e}", config.redis))?;
+    pub(crate) fn new(config: &ClusterStateConfig, metrics: ClusterStateMetrics) -> Result<Self, LinkError> {
+        let client = redis::Client::open(config.redis.as_secret_str()).map_err(|source| LinkError::Url {
+            url: config.redis.to_string(),
+            source,
+        })?;
         // Reconnects are driven by the heartbeat; the manager itself tries
         // once per failed command, within the bounds below.
         let manager_config = ConnectionManagerConfig::new()
@@ -63,8 +86,8 @@ impl Link {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(config.heartbeat_interval);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| format!("cluster_state.redis: {e}"))?;
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(LinkError::Client)?;
         metrics.connected.set(0);
         Ok(Self {
             client,

@@ -54,7 +54,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use link::Unavailable;
+pub use link::{LinkError, Unavailable};
 pub use pubsub::PeerEvent;
 pub use registry::{Claim, SessionEntry, SessionHold, valid_session_id};
 
@@ -113,11 +113,8 @@ impl ClusterState {
         config: &ClusterStateConfig,
         metrics: &Metrics,
         shutdown: CancellationToken,
-    ) -> Result<(Arc<Self>, mpsc::Receiver<PeerEvent>), String> {
-        let cluster_metrics = metrics
-            .cluster_state()
-            .cloned()
-            .ok_or("metrics were built without the cluster_state families")?;
+    ) -> Result<(Arc<Self>, mpsc::Receiver<PeerEvent>), LinkError> {
+        let cluster_metrics = metrics.cluster_state().cloned().ok_or(LinkError::NoMetrics)?;
         let link = Link::new(config, cluster_metrics)?;
         let (outbox, outbox_rx) = mpsc::channel(1024);
         let (inbox, inbox_rx) = mpsc::channel(256);

@@ -200,20 +200,32 @@ pub(crate) fn tls_connect(
     sni: Option<&ServerName<'static>>,
     addr: &EndpointAddr,
     alpn: Vec<Vec<u8>>,
-) -> Result<TlsConnect, String> {
-    let config = agentmux_certs::client_config(ca, alpn).map_err(|e| e.to_string())?;
+) -> Result<TlsConnect, TlsError> {
+    let config = agentmux_certs::client_config(ca, alpn)?;
     let server_name = match sni {
         Some(s) => s.clone(),
         None => match addr {
             EndpointAddr::Ip(a) => ServerName::IpAddress(a.ip().into()),
-            EndpointAddr::Dns { host, .. } => ServerName::try_from(host.to_string())
-                .map_err(|_| format!("{host:?} is not a valid TLS server name"))?,
+            EndpointAddr::Dns { host, .. } => {
+                ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))?
+            }
         },
     };
     Ok(TlsConnect {
         connector: TlsConnector::from(Arc::new(config)),
         server_name,
     })
+}
+
+/// Why upstream TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA bundle or client settings.
+    #[error(transparent)]
+    Certs(#[from] agentmux_certs::CertError),
+    /// The endpoint's host is not a valid TLS server name.
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
 }
 
 /// Turns on TCP keepalive: probes after `idle` of silence, then every

@@ -19,6 +19,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::error::close;
 use crate::mux::Chunk;
 use crate::ws::frame::{self, Utf8Stream, Violation, op};
 
@@ -293,7 +294,11 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
         }
         self.closed = true;
         // 1014 is valid but some clients reject it.
-        let code = if code == 1014 { 1011 } else { code };
+        let code = if code == close::BAD_GATEWAY {
+            close::INTERNAL
+        } else {
+            code
+        };
         let payload = frame::close_payload(code, reason);
         let _ = self.control(op::CLOSE, &payload).await;
         let _ = self.io.shutdown().await;

@@ -56,19 +56,22 @@ mod tests;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, Request, Response, header};
 
-pub(crate) use upstream::{MuxCluster, MuxCounters};
+pub(crate) use upstream::MuxCluster;
 
 use crate::body::Body;
+use crate::body::ProxyBody;
 use crate::cluster_state::{Claim, ClusterState};
 use crate::conn::take_agent_io;
 use crate::edge::headers::strip_hop_by_hop;
+use crate::endpoint::{EndpointGuard, EndpointLayer};
 use crate::error::{Cause, ProxyError};
+use crate::metrics::RouteMetrics;
 use crate::mux::{ErrorCode, MuxSession, Open, OpenError, SessionError, Takeover};
-use crate::stack::{ProxyBody, Terminal};
-use crate::ws::Prelude;
+use crate::session::{Admission, Lifecycle, Placement, SessionCtx, SessionLimits};
 
 /// Asks to take over a mux session (`agentmux-session`, with the agent's
 /// count of messages received in `agentmux-received`).
@@ -78,29 +81,52 @@ pub(crate) const RECEIVED_HEADER: HeaderName = HeaderName::from_static("agentmux
 /// Answers a takeover: how many of the agent's messages the upstream has.
 pub(crate) const UPSTREAM_RECEIVED_HEADER: HeaderName = HeaderName::from_static("agentmux-upstream-received");
 
+/// What a mux route needs: its endpoints and their mux connections, its
+/// limits and relay settings, where its sessions run and what they count.
+pub(crate) struct MuxRoute {
+    pub(crate) name: Arc<str>,
+    pub(crate) endpoints: EndpointLayer,
+    pub(crate) mux: Arc<MuxCluster>,
+    pub(crate) limits: SessionLimits,
+    /// Largest agent message relayed (1009 beyond).
+    pub(crate) max_message: usize,
+    /// Ping an agent silent this long.
+    pub(crate) keepalive: Option<Duration>,
+    /// Time allowed for the upstream's OPEN_OK or TAKEOVER_OK.
+    pub(crate) handshake_timeout: Duration,
+    /// Credit each session grants the upstream.
+    pub(crate) window_bytes: u32,
+    pub(crate) sessions: SessionCtx,
+    pub(crate) metrics: RouteMetrics,
+}
+
 /// A session ready to relay: where it runs, and what the agent is told.
 struct Placed {
     session: MuxSession,
-    endpoint: Arc<crate::upstream::Endpoint>,
+    guard: EndpointGuard,
     /// The registry and this session's token in it (with `[cluster_state]`).
     token: Option<(Arc<ClusterState>, String)>,
     /// After a takeover: the agent messages the upstream has.
     takeover: Option<Takeover>,
 }
 
+/// What an agent asks to take over (see the module docs).
+struct TakeoverAsk {
+    registry: Arc<ClusterState>,
+    token: String,
+    /// Complete messages the agent received.
+    received: u64,
+}
+
 /// Handles an agent's upgrade on a mux route.
-pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
-    let p = match Prelude::take(t, &req)? {
-        Ok(p) => p,
+pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
+    let a = match Admission::check(&route.limits, &req)? {
+        Ok(a) => a,
         Err(response) => return Ok(response),
     };
-    let mux = t
-        .cluster
-        .mux()
-        .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no mux connections"))?;
     // Refused before any upstream work: an OPEN that cannot be encoded
     // would never be sent, and never answered.
-    let open = open_request(t, &req, &p.agent_name)?;
+    let open = open_request(route, &req, &a.agent_name)?;
     // The authenticated identity (API key name, mTLS subject), if any: it
     // owns the session, and only it may take the session over.
     let owner = req
@@ -109,22 +135,17 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
         .map(|a| a.as_str().to_owned());
     let started = tokio::time::Instant::now();
     let offered = open.subprotocols.clone();
-    let placed = match takeover_request(t, &req)? {
-        Some((registry, token, received)) => {
-            take_over(t, mux, registry, token, received, open, owner.as_deref()).await?
-        }
+    let placed = match takeover_request(route, &req)? {
+        Some(ask) => take_over(route, ask, open, owner.as_deref()).await?,
         None => {
-            let key = t
-                .cluster
-                .hash_key()
-                .and_then(|k| crate::proxy::affinity_key(k, &req, p.conn.client.ip()));
-            open_new(t, mux, key, open, started).await?
+            let target = route.endpoints.target(req.headers(), a.conn.client.ip(), false);
+            open_new(route, route.endpoints.pick(&target).await?, open, started).await?
         }
     };
-    t.acquire.observe(started.elapsed());
+    placed.guard.acquired(started);
     let Placed {
         session,
-        endpoint,
+        mut guard,
         token,
         takeover,
     } = placed;
@@ -141,8 +162,7 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             format!("the session speaks subprotocol {chosen:?}: offer it in Sec-WebSocket-Protocol"),
         ));
     }
-    let active = endpoint.track();
-    let mut response = crate::ws::handshake::switching_protocols_to(&p.agent_key, session.subprotocol().as_deref());
+    let mut response = crate::session::upgrade::switching_protocols_to(&a.agent_key, session.subprotocol().as_deref());
     if let Some((_, id)) = &token
         && let Ok(v) = http::HeaderValue::from_str(id)
     {
@@ -154,11 +174,23 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
             .insert(UPSTREAM_RECEIVED_HEADER, http::HeaderValue::from(at.messages));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max_message = t.route.websocket.max_message_bytes;
-    let keepalive = t.route.websocket.keepalive_interval;
-    let drain = t.sessions.drain.watch();
-    let t = t.clone();
-    t.sessions.tracker.clone().spawn(async move {
+    let drain = route.sessions.drain.watch();
+    let endpoint = guard.endpoint().clone();
+    let placement = Placement {
+        route: route.name.clone(),
+        cluster: route.endpoints.cluster().name().into(),
+        endpoint: endpoint.label().into(),
+        agent_name: a.agent_name,
+        conn: a.conn,
+        span: a.span,
+        permit: a.session_permit,
+        active: guard.take_active(),
+        // Mux sessions find their way back by their own token (TAKEOVER).
+        affinity: None,
+    };
+    drop(guard);
+    let route = route.clone();
+    route.sessions.tracker.clone().spawn(async move {
         let (agent, early) = match on_upgrade.await {
             Ok(u) => take_agent_io(u),
             Err(e) => {
@@ -171,44 +203,26 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
                 return;
             }
         };
-        let m = t.metrics.clone();
-        m.sessions_active.inc();
-        let _listed = t.sessions.registry.register(
-            t.route.name.clone(),
-            p.agent_name.clone(),
-            p.conn.client,
-            endpoint.label().to_owned(),
-        );
+        let life = Lifecycle::begin(&route.sessions, &route.metrics, placement);
         // Registered once the agent is here: a takeover before that would
         // find nothing worth resuming.
         let held = token.map(|(registry, id)| {
-            registry.register_mux_session(
-                &id,
-                t.route.name(),
-                endpoint.label(),
-                session.handle(),
-                owner.as_deref(),
-            )
+            registry.register_mux_session(&id, &route.name, endpoint.label(), session.handle(), owner.as_deref())
         });
         let skip = takeover.and_then(|at| at.partial);
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
         let handover = held.is_some();
         let params = relay::RelayParams {
-            max_message,
-            keepalive,
+            max_message: route.max_message,
+            keepalive: route.keepalive,
             skip,
             handover,
         };
-        let end = relay::run(agent, &early, session, params, p.messages, m.clone(), drain).await;
+        let end = relay::run(agent, &early, session, params, a.messages, route.metrics.clone(), drain).await;
         drop(early);
-        m.sessions_active.dec();
-        m.session_ended(end.as_str());
-        if let Some(s) = p.span {
-            s.set("agentmux.ws.end", end.as_str());
-            s.end();
-        }
-        drop((active, p.session_permit, p.conn));
+        life.end(end, None);
+        drop(held);
     });
     Ok(response)
 }
@@ -220,15 +234,14 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
 /// past it the agent gets 504, and the session is given up upstream
 /// (ERROR `INTERNAL`; a late OPEN_OK is answered `UNKNOWN_SESSION`).
 async fn open_new(
-    t: &Arc<Terminal>,
-    mux: &MuxCluster,
-    key: Option<u64>,
+    route: &MuxRoute,
+    mut guard: EndpointGuard,
     open: Open,
     started: tokio::time::Instant,
 ) -> Result<Placed, ProxyError> {
-    let picked = t.pick(key)?;
-    let endpoint = picked.endpoint.clone();
-    let me = mux
+    let endpoint = guard.endpoint().clone();
+    let me = route
+        .mux
         .endpoints
         .iter()
         .find(|m| Arc::ptr_eq(&m.endpoint, &endpoint))
@@ -239,16 +252,15 @@ async fn open_new(
     let mut answer_by = None;
     let session = loop {
         let Some(conn) = me.least_loaded(wait.saturating_sub(started.elapsed())).await else {
-            picked.record(None);
+            guard.failed();
             return Err(ProxyError::new(
                 Cause::PoolExhausted,
                 "no mux connection to the upstream is up",
             ));
         };
-        let deadline =
-            *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + t.route.websocket.handshake_timeout);
+        let deadline = *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + route.handshake_timeout);
         let Ok(opened) = tokio::time::timeout_at(deadline, conn.open(id, open.clone())).await else {
-            picked.record(None);
+            guard.failed();
             tracing::warn!(
                 endpoint = endpoint.label(),
                 session = id,
@@ -268,30 +280,30 @@ async fn open_new(
                 ..
             })) if me.live() > 1 => continue,
             Err(OpenError::Refused { code, reason }) => {
-                picked.record(Some(http::StatusCode::BAD_GATEWAY));
+                guard.refused();
                 let msg = format!("upstream refused the session: {code} {reason}");
                 return Err(ProxyError::new(Cause::UpgradeRefused, msg));
             }
             Err(e) => {
-                picked.record(None);
+                guard.failed();
                 return Err(
                     ProxyError::new(Cause::UpstreamProtocol, "upstream could not open the session").with_source(e),
                 );
             }
         }
     };
-    picked.record(Some(http::StatusCode::SWITCHING_PROTOCOLS));
+    guard.answered(http::StatusCode::SWITCHING_PROTOCOLS, None);
     // With a registry, the agent gets a token to take the session over
     // with on another instance: unguessable (128 random bits), and only
     // its digest is stored.
-    let token = t
+    let token = route
         .sessions
-        .cluster
+        .registry
         .clone()
         .map(|registry| (registry, format!("{id:016x}-{:032x}", rand::random::<u128>())));
     Ok(Placed {
         session,
-        endpoint,
+        guard,
         token,
         takeover: None,
     })
@@ -301,14 +313,11 @@ async fn open_new(
 /// the session, `agentmux-received` the agent's count (both required and
 /// well formed, or 400). Without `[cluster_state]` there is nothing to
 /// take over from, and the header is ignored.
-fn takeover_request(
-    t: &Terminal,
-    req: &Request<ProxyBody>,
-) -> Result<Option<(Arc<ClusterState>, String, u64)>, ProxyError> {
+fn takeover_request(route: &MuxRoute, req: &Request<ProxyBody>) -> Result<Option<TakeoverAsk>, ProxyError> {
     let Some(token) = req.headers().get(SESSION_HEADER) else {
         return Ok(None);
     };
-    let Some(registry) = t.sessions.cluster.as_ref() else {
+    let Some(registry) = route.sessions.registry.as_ref() else {
         return Err(ProxyError::new(
             Cause::SessionUnknown,
             "this gateway keeps no session registry ([cluster_state]): sessions cannot be taken over",
@@ -334,27 +343,33 @@ fn takeover_request(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or_else(|| ProxyError::new(Cause::BadRequest, "agentmux-received: must be a whole number"))?;
     let token = token.to_str().unwrap_or_default().to_owned();
-    Ok(Some((registry.clone(), token, received)))
+    Ok(Some(TakeoverAsk {
+        registry: registry.clone(),
+        token,
+        received,
+    }))
 }
 
 /// Takes over a session another instance carried: looks it up, claims it
 /// (only one instance can), and asks its endpoint's upstream to carry on
 /// from the agent's count.
 async fn take_over(
-    t: &Arc<Terminal>,
-    mux: &MuxCluster,
-    registry: Arc<ClusterState>,
-    token: String,
-    received: u64,
+    route: &MuxRoute,
+    ask: TakeoverAsk,
     open: Open,
     identity: Option<&str>,
 ) -> Result<Placed, ProxyError> {
+    let TakeoverAsk {
+        registry,
+        token,
+        received,
+    } = ask;
     let unavailable = |_| ProxyError::new(Cause::RegistryUnavailable, "session registry unavailable; retry");
     let entry = registry
         .lookup_session(&token)
         .await
         .map_err(unavailable)?
-        .filter(|e| e.route == t.route.name())
+        .filter(|e| *e.route == *route.name)
         .ok_or_else(|| ProxyError::new(Cause::SessionUnknown, "no such session on this route (or it expired)"))?;
     let Some(mux_id) = entry.mux else {
         return Err(ProxyError::new(Cause::SessionUnknown, "not a mux session"));
@@ -383,11 +398,17 @@ async fn take_over(
         }
         Claim::Unknown => return Err(ProxyError::new(Cause::SessionUnknown, "the session expired")),
     }
-    let me = mux
+    let me = route
+        .mux
         .endpoints
         .iter()
         .find(|m| m.endpoint.label() == entry.endpoint)
         .cloned()
+        .ok_or_else(|| ProxyError::new(Cause::SessionLost, "the session's upstream endpoint is gone"))?;
+    // The session's own endpoint, or nowhere: its state lives upstream there.
+    let guard = route
+        .endpoints
+        .pinned(&entry.endpoint)
         .ok_or_else(|| ProxyError::new(Cause::SessionLost, "the session's upstream endpoint is gone"))?;
     let wait = acquire_timeout(&me.endpoint);
     let started = tokio::time::Instant::now();
@@ -406,8 +427,7 @@ async fn take_over(
                 "no mux connection to the session's upstream is up",
             ));
         };
-        let deadline =
-            *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + t.route.websocket.handshake_timeout);
+        let deadline = *answer_by.get_or_insert_with(|| tokio::time::Instant::now() + route.handshake_timeout);
         let Ok(answer) = tokio::time::timeout_at(deadline, conn.take_over(mux_id, open.clone(), received)).await else {
             tracing::warn!(session = mux_id, "mux upstream did not answer TAKEOVER in time");
             return Err(ProxyError::new(
@@ -427,7 +447,7 @@ async fn take_over(
                 );
                 return Ok(Placed {
                     session,
-                    endpoint: me.endpoint.clone(),
+                    guard,
                     token: Some((registry, token)),
                     takeover: Some(at),
                 });
@@ -499,7 +519,7 @@ fn acquire_timeout(endpoint: &crate::upstream::Endpoint) -> std::time::Duration 
 /// end-to-end headers (not hop-by-hop ones, not the WebSocket handshake's).
 /// Nothing is cut to fit: headers an OPEN cannot carry (over 128, or over
 /// 64 KiB with the path and subprotocols) are refused with 431.
-fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Result<Open, ProxyError> {
+fn open_request(route: &MuxRoute, req: &Request<ProxyBody>, identity: &str) -> Result<Open, ProxyError> {
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers);
     let subprotocols: Vec<String> = headers
@@ -524,8 +544,8 @@ fn open_request(t: &Terminal, req: &Request<ProxyBody>, identity: &str) -> Resul
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     let open = Open {
-        window: t.cluster.config().mux.window_bytes,
-        route: t.route.name().to_owned(),
+        window: route.window_bytes,
+        route: route.name.to_string(),
         identity: identity.to_owned(),
         path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         headers,

@@ -26,7 +26,7 @@ use futures_util::FutureExt;
 
 use super::agent::{AgentEvent, AgentReader, AgentWriter, MAX_BATCH};
 use crate::error::Cause;
-use crate::error::SessionOutcome;
+use crate::error::{SessionOutcome, close};
 use crate::metrics::RouteMetrics;
 use crate::mux::{Chunk, MuxSession, SessionEnd, SessionError};
 use crate::ws::frame::op;
@@ -139,7 +139,7 @@ pub(crate) async fn run<A>(
     params: RelayParams,
     mut gate: Option<SessionMessages>,
     metrics: RouteMetrics,
-    drain: crate::ws::drain::DrainWatch,
+    drain: crate::session::drain::DrainWatch,
 ) -> SessionOutcome
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
@@ -174,13 +174,16 @@ where
             let ev = match next {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
-                    let _ = tx.close(1001, "agent disconnected");
+                    let (code, reason) = upstream_close(SessionOutcome::AgentGone);
+                    let _ = tx.close(code, reason);
                     return SessionOutcome::AgentGone;
                 }
                 Err(v) => {
                     let _ = ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
-                    let _ = tx.close(1001, "agent protocol error");
-                    return SessionOutcome::AgentViolation(v.close_code());
+                    let outcome = SessionOutcome::AgentViolation(v.close_code());
+                    let (code, reason) = upstream_close(outcome);
+                    let _ = tx.close(code, reason);
+                    return outcome;
                 }
             };
             match ev {
@@ -194,9 +197,9 @@ where
                             }
                             Resent::Chunk(rest) => rest,
                             Resent::Mismatch(why) => {
-                                let _ = ctl_tx.send(Control::Close(1008, why.into())).await;
-                                let _ = tx.close(1008, why);
-                                return SessionOutcome::AgentViolation(1008);
+                                let _ = ctl_tx.send(Control::Close(close::POLICY, why.into())).await;
+                                let _ = tx.close(close::POLICY, why);
+                                return SessionOutcome::AgentViolation(close::POLICY);
                             }
                         },
                     };
@@ -204,8 +207,12 @@ where
                         && let Some(g) = gate.as_mut()
                         && g.admit().await.is_err()
                     {
-                        let _ = ctl_tx.send(Control::Close(1008, "message rate exceeded".into())).await;
-                        let _ = tx.close(1001, "agent over its message rate");
+                        let closes = SessionOutcome::RateLimited.closes();
+                        if let Some((code, reason)) = closes.agent {
+                            let _ = ctl_tx.send(Control::Close(code, reason.into())).await;
+                        }
+                        let (code, reason) = upstream_close(SessionOutcome::RateLimited);
+                        let _ = tx.close(code, reason);
                         return SessionOutcome::RateLimited;
                     }
                     first = chunk.fin;
@@ -222,7 +229,7 @@ where
                 }
                 AgentEvent::Close(c) => {
                     // 1005 means "no code": the mux carries 1000 instead.
-                    let (code, reason) = c.unwrap_or((1000, String::new()));
+                    let (code, reason) = c.unwrap_or((close::NORMAL, String::new()));
                     let _ = tx.close(code, &reason);
                     return SessionOutcome::Closed;
                 }
@@ -257,7 +264,7 @@ where
                         }
                     }
                     None if parked.is_parked() => {
-                        writer.close(1012, HANDOVER_REASON).await;
+                        writer.close(close::SERVICE_RESTART, HANDOVER_REASON).await;
                         return (SessionOutcome::Draining, writer);
                     }
                     None => {
@@ -270,7 +277,7 @@ where
                                 (e.close_code(), e.to_string(), SessionOutcome::UpstreamViolation(e.close_code()))
                             }
                             Some(SessionEnd::Failed(e)) => (e.close_code(), e.to_string(), SessionOutcome::UpstreamGone),
-                            None => (1011, "upstream session ended".to_owned(), SessionOutcome::UpstreamGone),
+                            None => (close::INTERNAL, "upstream session ended".to_owned(), SessionOutcome::UpstreamGone),
                         };
                         writer.close(code, &reason).await;
                         return (why, writer);
@@ -365,7 +372,8 @@ where
                 } else {
                     // Tell the agent; dropping the reading half (below,
                     // when this function returns) closes the mux session.
-                    let _ = drain_tx.send(Control::Close(1001, "gateway shutting down".into())).await;
+                    let (code, reason) = SessionOutcome::Draining.closes().agent.unwrap_or((close::GOING_AWAY, ""));
+                    let _ = drain_tx.send(Control::Close(code, reason.into())).await;
                 }
             }
         }
@@ -388,6 +396,12 @@ async fn until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// What the upstream session hears when the agent's side ends it this way
+/// (the table in `crate::error`).
+fn upstream_close(outcome: SessionOutcome) -> (u16, &'static str) {
+    outcome.closes().upstream.unwrap_or((close::GOING_AWAY, ""))
 }
 
 #[cfg(test)]

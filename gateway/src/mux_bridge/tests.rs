@@ -58,7 +58,7 @@ fn relay(session: MuxSession, every: Duration) -> (DuplexStream, tokio::task::Jo
         handover: false,
     };
     let metrics = crate::metrics::Metrics::new().route("mux");
-    let drain = Arc::new(crate::ws::drain::Drain::default()).watch();
+    let drain = Arc::new(crate::session::drain::Drain::default()).watch();
     let task = tokio::spawn(relay::run(relay_end, &[], session, params, None, metrics, drain));
     (agent, task)
 }

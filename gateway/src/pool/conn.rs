@@ -302,6 +302,12 @@ fn wake(pool: &Weak<Shared>) {
     }
 }
 
+/// A pooled connection that could not take a request, with nothing more
+/// said (it was closed or closing).
+#[derive(Debug, thiserror::Error)]
+#[error("connection unusable")]
+pub struct Unusable;
+
 /// Why a request could not be exchanged on a lent connection.
 #[derive(Debug)]
 pub enum SendError {

@@ -41,7 +41,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use conn::{HttpLease, LeaseSlot, RawLease, SendError};
+pub use conn::{HttpLease, LeaseSlot, RawLease, SendError, Unusable};
 pub use state::{LifeState, PoolSnapshot};
 
 use crate::config::{PoolParams, UpstreamProtocol};

@@ -32,11 +32,11 @@ pub(crate) struct LeaseBody {
 }
 
 impl LeaseBody {
-    pub(crate) fn new(inner: Incoming, lease: HttpLease, active: ActiveGuard, first_byte: FirstByte) -> Self {
+    pub(crate) fn new(inner: Incoming, lease: HttpLease, active: Option<ActiveGuard>, first_byte: FirstByte) -> Self {
         Self {
             inner,
             lease: Some(lease),
-            _active: Some(active),
+            _active: active,
             first_byte: Some(first_byte),
         }
     }

@@ -1,75 +1,70 @@
 //! Route stacks: each route's filters, in the order the route lists them,
-//! around the route's mode (HTTP forwarding or the WebSocket upgrade).
+//! around the route's session kind (HTTP forwarding, a WebSocket relay, a
+//! mux session).
 //!
 //! ```text
-//! request → filters[0] → filters[1] → ... → mode (forward / upgrade) → pool
+//! request → filters[0] → filters[1] → ... → kind (proxy | ws | mux_bridge)
+//!                                             → endpoint layer → pool
 //! ```
 //!
-//! A circuit-breaker filter guards the route's cluster as a layer and, in
-//! the mode, each endpoint (an endpoint whose circuit is open is skipped by
-//! the balancer). Rate-limit filters with message or session limits also
-//! hand those to WebSocket sessions. Filter state lives in [`FilterStates`]
+//! Each kind gets its own small params ([`HttpRoute`], [`WsRoute`],
+//! [`MuxRoute`]), built here once per route. A circuit-breaker filter
+//! guards the route's cluster as a layer and, through the endpoint layer,
+//! each endpoint (an endpoint whose circuit is open is skipped by the
+//! balancer). Rate-limit filters with message or session limits hand those
+//! to the session kinds. Filter state lives in [`FilterStates`]
 //! so a reload that leaves a filter unchanged keeps its counters, buckets
 //! and circuits.
 
-mod body;
 mod state;
 
 use std::sync::Arc;
 
 use agentmux_filters::auth::AuthLayer;
-use agentmux_filters::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use agentmux_filters::circuit_breaker::CircuitBreakerLayer;
+use agentmux_filters::rate_limit::RateLimitLayer;
 use agentmux_filters::rate_limit::global::GlobalRateLimitLayer;
-use agentmux_filters::rate_limit::{KeySource, MessageLimiter, RateLimitLayer, SessionLimiter};
 use agentmux_filters::timeout::{ResponseBodyTimeoutLayer, TimeoutLayer};
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
-pub(crate) use body::ProxyBody;
+pub use state::StackError;
 pub(crate) use state::{BreakerSet, Built, FilterStates};
 
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{Body, BoxError, ProxyBody, boxed};
 use crate::config::{Config, Mode, RouteConfig};
-use crate::gateway::Sessions;
+use crate::endpoint::EndpointLayer;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mux_bridge::{MuxCluster, MuxRoute};
+use crate::proxy::HttpRoute;
+use crate::session::{SessionCtx, SessionLimits};
 use crate::upstream::Cluster;
+use crate::ws::WsRoute;
 
 /// A route's service, type-erased so stacks of any filter order fit.
 pub(crate) type Svc = BoxCloneSyncService<Request<ProxyBody>, Response<Body>, BoxError>;
 
-/// The agent's host as it asked for it, carried to the mode in the
-/// request's extensions.
-#[derive(Clone, Debug)]
-pub(crate) struct RequestHost(pub(crate) Option<String>);
-
-/// Limits a rate-limit filter puts on WebSocket sessions.
-#[derive(Clone, Default)]
-pub(crate) struct WsLimits {
-    pub(crate) sessions: Option<(KeySource, SessionLimiter)>,
-    pub(crate) messages: Option<(KeySource, MessageLimiter)>,
-}
-
-/// What the mode at the bottom of a stack needs.
-pub(crate) struct Terminal {
-    pub(crate) route: Arc<RouteConfig>,
-    pub(crate) cluster: Arc<Cluster>,
-    pub(crate) metrics: RouteMetrics,
-    /// Per-endpoint circuits, aligned with the cluster's endpoints.
-    pub(crate) endpoint_circuits: Option<(Vec<CircuitBreaker>, agentmux_filters::StatusSet)>,
-    pub(crate) ws: WsLimits,
-    pub(crate) sessions: Sessions,
-    pub(crate) acquire: crate::metrics::LatencyHistogram,
-    /// Count WebSocket messages as they flow (`[telemetry] message_metrics`).
-    pub(crate) message_metrics: bool,
-}
-
 /// One route, ready to serve.
 pub(crate) struct RouteStack {
-    pub(crate) terminal: Arc<Terminal>,
     service: Svc,
-    /// Buffer request bodies up to this size so retries can resend them.
+    /// The route's name.
+    pub(crate) name: Arc<str>,
+    /// Its cluster's pool-acquire histogram (the analytics engine reads it).
+    pub(crate) acquire: crate::metrics::LatencyHistogram,
+    /// The route's metric handles (the request path counts answers).
+    pub(crate) metrics: RouteMetrics,
+    /// Keep request bodies up to this size as they stream, so retries can
+    /// resend them (a retry filter is on the route).
     pub(crate) replay_limit: Option<usize>,
+}
+
+/// What building a route's stack needs besides the route.
+pub(crate) struct StackCtx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) states: &'a FilterStates,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) sessions: &'a SessionCtx,
 }
 
 impl RouteStack {
@@ -78,83 +73,114 @@ impl RouteStack {
         self.service.clone()
     }
 
-    /// Builds the stack of `route` over `cluster`.
+    /// Builds the stack of `route` over `cluster` (and its mux
+    /// connections, for a mux route).
     pub(crate) fn build(
         route: &RouteConfig,
         cluster: Arc<Cluster>,
-        config: &Config,
-        states: &FilterStates,
-        metrics: &Metrics,
-        sessions: &Sessions,
-    ) -> Result<Self, String> {
+        mux: Option<Arc<MuxCluster>>,
+        ctx: &StackCtx<'_>,
+    ) -> Result<Self, StackError> {
         let mut built = Vec::new();
         for name in &route.filters {
-            let fc = config
-                .filters
-                .get(name)
-                .ok_or_else(|| format!("routes.{}: no filter {name}", route.name))?;
-            built.push(states.get(name, fc)?);
+            let fc = ctx.config.filters.get(name).ok_or_else(|| StackError::NoFilter {
+                route: route.name.clone(),
+                filter: name.clone(),
+            })?;
+            built.push(ctx.states.get(name, fc)?);
         }
-        let mut ws = WsLimits::default();
+        // What the filters hand to the session kind besides wrapping it: a
+        // rate limit's session and message limiters, a retry's body bound,
+        // a breaker's per-endpoint circuits.
+        let mut limits = SessionLimits::default();
         let mut replay_limit = None;
-        let mut endpoint_circuits = None;
+        let mut circuits = None;
         for b in &built {
             match &**b {
                 Built::RateLimit(r) => {
-                    if ws.sessions.is_none() {
-                        ws.sessions = r.sessions.clone().map(|s| (r.key.clone(), s));
+                    if limits.sessions.is_none() {
+                        limits.sessions = r.sessions.clone().map(|s| (r.key.clone(), s));
                     }
-                    if ws.messages.is_none() {
-                        ws.messages = r.messages.clone().map(|m| (r.key.clone(), m));
+                    if limits.messages.is_none() {
+                        limits.messages = r.messages.clone().map(|m| (r.key.clone(), m));
                     }
                 }
                 Built::Retry { max_body, .. } => replay_limit = Some(*max_body),
-                Built::Breaker(set) if endpoint_circuits.is_none() => {
-                    let circuits = cluster
-                        .endpoints()
-                        .iter()
-                        .map(|e| set.circuit(&format!("endpoint:{}/{}", cluster.name(), e.label())))
-                        .collect();
-                    endpoint_circuits = Some((circuits, set.statuses));
-                }
+                Built::Breaker(set) if circuits.is_none() => circuits = Some(set.endpoint_circuits(&cluster)),
                 _ => {}
             }
         }
-        let terminal = Arc::new(Terminal {
-            route: Arc::new(route.clone()),
-            metrics: metrics.route(&route.name),
-            acquire: metrics.acquire(cluster.name()),
-            cluster: cluster.clone(),
-            endpoint_circuits,
-            ws,
-            sessions: sessions.clone(),
-            message_metrics: config.message_metrics,
-        });
-        let mut service = mode_service(terminal.clone());
+        let metrics = ctx.metrics.route(&route.name);
+        let registry = ctx.sessions.registry.clone().map(|r| (r, route.name.clone()));
+        let endpoints = EndpointLayer::new(cluster.clone(), circuits, ctx.metrics.acquire(cluster.name()), registry);
+        let kind = match route.mode() {
+            Mode::Http => Kind::Http(Arc::new(HttpRoute {
+                endpoints,
+                request_timeout: route.request_timeout,
+                first_byte: metrics.first_byte_seconds.clone(),
+            })),
+            Mode::WebSocket => Kind::WebSocket(Arc::new(WsRoute {
+                name: route.name.clone(),
+                endpoints,
+                limits,
+                relay: crate::ws::relay::RelayParams::for_route(&route.websocket),
+                handshake_timeout: route.websocket.handshake_timeout,
+                sessions: ctx.sessions.clone(),
+                metrics: metrics.clone(),
+                message_metrics: ctx.config.message_metrics,
+            })),
+            Mode::Mux => Kind::Mux(Arc::new(MuxRoute {
+                name: route.name.clone(),
+                endpoints,
+                mux: mux.ok_or_else(|| StackError::NoMux {
+                    route: route.name.clone(),
+                })?,
+                limits,
+                max_message: route.websocket.max_message_bytes,
+                keepalive: route.websocket.keepalive_interval,
+                handshake_timeout: route.websocket.handshake_timeout,
+                window_bytes: cluster.config().mux.window_bytes,
+                sessions: ctx.sessions.clone(),
+                metrics: metrics.clone(),
+            })),
+        };
+        let mut service = kind.into_service();
         for b in built.iter().rev() {
             service = wrap(service, b, cluster.name());
         }
         Ok(Self {
-            terminal,
             service,
+            name: route.name.clone(),
+            acquire: ctx.metrics.acquire(cluster.name()),
+            metrics,
             replay_limit,
         })
     }
 }
 
-fn mode_service(t: Arc<Terminal>) -> Svc {
-    let svc = tower::service_fn(move |req: Request<ProxyBody>| {
-        let t = t.clone();
-        async move {
-            let result = match t.route.mode() {
-                Mode::Http => crate::proxy::forward(&t, req).await,
-                Mode::WebSocket => crate::ws::session(&t, req).await,
-                Mode::Mux => crate::mux_bridge::session(&t, req).await,
-            };
-            result.map_err(BoxError::from)
-        }
-    });
-    BoxCloneSyncService::new(svc)
+/// The session kind at the bottom of a route's stack, with its params.
+#[derive(Clone)]
+enum Kind {
+    Http(Arc<HttpRoute>),
+    WebSocket(Arc<WsRoute>),
+    Mux(Arc<MuxRoute>),
+}
+
+impl Kind {
+    fn into_service(self) -> Svc {
+        let svc = tower::service_fn(move |req: Request<ProxyBody>| {
+            let kind = self.clone();
+            async move {
+                let result = match &kind {
+                    Self::Http(r) => crate::proxy::forward(r, req).await,
+                    Self::WebSocket(r) => crate::ws::session(r, req).await,
+                    Self::Mux(r) => crate::mux_bridge::session(r, req).await,
+                };
+                result.map_err(BoxError::from)
+            }
+        });
+        BoxCloneSyncService::new(svc)
+    }
 }
 
 /// Puts one filter around `svc`.
@@ -184,99 +210,5 @@ fn wrap(svc: Svc, built: &Built, cluster: &str) -> Svc {
         }
         Built::Auth(layer) => BoxCloneSyncService::new(AuthLayer::clone(layer).layer(svc)),
         Built::LoadShed(layer) => BoxCloneSyncService::new(layer.clone().layer(svc).map_response(|r| r.map(boxed))),
-    }
-}
-
-/// An endpoint chosen for one request or session, with its circuit's
-/// permit when the route has a circuit breaker.
-pub(crate) struct Picked {
-    pub(crate) endpoint: Arc<crate::upstream::Endpoint>,
-    permit: Option<agentmux_filters::circuit_breaker::Permit>,
-    statuses: Option<agentmux_filters::StatusSet>,
-}
-
-impl Picked {
-    /// Tells the endpoint's circuit how it went: an error, or a status.
-    pub(crate) fn record(self, status: Option<http::StatusCode>) {
-        use agentmux_filters::circuit_breaker::Outcome;
-        if let Some(p) = self.permit {
-            let failed = match (status, &self.statuses) {
-                (Some(s), Some(set)) => set.contains(s),
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
-            p.record(if failed { Outcome::Failure } else { Outcome::Success });
-        }
-    }
-}
-
-impl Terminal {
-    /// Picks `preferred` (an endpoint label, from the session registry)
-    /// when it is in this cluster and can take work — not drained or
-    /// ejected, its circuit not open — else as [`Terminal::pick`] does.
-    pub(crate) fn pick_preferring(
-        &self,
-        preferred: Option<&str>,
-        key: Option<u64>,
-    ) -> Result<Picked, crate::error::ProxyError> {
-        if let Some(label) = preferred
-            && let Some(i) = self.cluster.endpoints().iter().position(|e| e.label() == label)
-            && let Some(p) = self.pick_index(i)
-        {
-            return Ok(p);
-        }
-        self.pick(key)
-    }
-
-    fn pick_index(&self, i: usize) -> Option<Picked> {
-        let endpoint = self.cluster.endpoints().get(i)?;
-        if endpoint.is_drained() || endpoint.is_ejected() {
-            return None;
-        }
-        let (permit, statuses) = match &self.endpoint_circuits {
-            None => (None, None),
-            Some((circuits, statuses)) => match circuits.get(i) {
-                Some(c) => (Some(c.check().ok()?), Some(*statuses)),
-                None => (None, Some(*statuses)),
-            },
-        };
-        Some(Picked {
-            endpoint: endpoint.clone(),
-            permit,
-            statuses,
-        })
-    }
-
-    /// Picks an endpoint: the balancer's choice among endpoints whose
-    /// circuit lets requests through. All circuits open → `CircuitOpen`.
-    pub(crate) fn pick(&self, key: Option<u64>) -> Result<Picked, crate::error::ProxyError> {
-        use crate::error::{Cause, ProxyError};
-        let Some((circuits, statuses)) = &self.endpoint_circuits else {
-            let endpoint = self.cluster.pick(key)?.clone();
-            return Ok(Picked {
-                endpoint,
-                permit: None,
-                statuses: None,
-            });
-        };
-        let allowed = |i: usize| {
-            circuits
-                .get(i)
-                .is_none_or(|c| c.state() != agentmux_filters::circuit_breaker::CircuitState::Open)
-        };
-        let (i, endpoint) = self
-            .cluster
-            .pick_where(key, allowed)
-            .ok_or_else(|| ProxyError::new(Cause::CircuitOpen, "every endpoint's circuit is open"))?;
-        let permit = match circuits.get(i).map(CircuitBreaker::check) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(e)) => return Err(ProxyError::new(Cause::CircuitOpen, "endpoint circuit is open").with_source(e)),
-            None => None,
-        };
-        Ok(Picked {
-            endpoint: endpoint.clone(),
-            permit,
-            statuses: Some(*statuses),
-        })
     }
 }

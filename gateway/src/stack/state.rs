@@ -23,6 +23,35 @@ use crate::config::{BreakerConfig, FilterConfig, RateLimitConfig, RetryConfig};
 use crate::error::{Cause, ProxyError};
 use crate::metrics::{FilterCounters, Metrics, OpenHook};
 
+/// Why a route's stack could not be built (validation refuses these
+/// configs, so they mean a bug or a changed filter crate).
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A filter refused its parameters.
+    #[error("filters.{filter}: {source}")]
+    Filter {
+        /// The filter's name.
+        filter: Arc<str>,
+        /// What it refused.
+        #[source]
+        source: agentmux_filters::InvalidParam,
+    },
+    /// A route names a filter the config does not define.
+    #[error("routes.{route}: no filter {filter}")]
+    NoFilter {
+        /// The route.
+        route: Arc<str>,
+        /// The filter it names.
+        filter: Arc<str>,
+    },
+    /// A mux route's cluster has no mux connections.
+    #[error("routes.{route}: its cluster has no mux connections")]
+    NoMux {
+        /// The route.
+        route: Arc<str>,
+    },
+}
+
 /// A filter made live.
 pub(crate) enum Built {
     RateLimit(RateLimitState),
@@ -82,6 +111,19 @@ impl BreakerSet {
             .clone()
     }
 
+    /// The per-endpoint circuits of `cluster`, aligned with its endpoints
+    /// (created on first use, kept across reloads by scope name).
+    pub(crate) fn endpoint_circuits(&self, cluster: &crate::upstream::Cluster) -> crate::endpoint::EndpointCircuits {
+        crate::endpoint::EndpointCircuits {
+            circuits: cluster
+                .endpoints()
+                .iter()
+                .map(|e| self.circuit(&format!("endpoint:{}/{}", cluster.name(), e.label())))
+                .collect(),
+            statuses: self.statuses,
+        }
+    }
+
     /// The circuit for `scope` if it exists (peers' announcements never
     /// create circuits).
     pub(crate) fn existing(&self, scope: &str) -> Option<CircuitBreaker> {
@@ -116,14 +158,17 @@ impl FilterStates {
     }
 
     /// The live state of filter `name`, reused when its config is unchanged.
-    pub(crate) fn get(&self, name: &Arc<str>, config: &FilterConfig) -> Result<Arc<Built>, String> {
+    pub(crate) fn get(&self, name: &Arc<str>, config: &FilterConfig) -> Result<Arc<Built>, StackError> {
         let mut map = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((c, b)) = map.get(name)
             && c == config
         {
             return Ok(b.clone());
         }
-        let built = Arc::new(self.build(name, config).map_err(|e| format!("filters.{name}: {e}"))?);
+        let built = Arc::new(self.build(name, config).map_err(|source| StackError::Filter {
+            filter: name.clone(),
+            source,
+        })?);
         map.insert(name.clone(), (config.clone(), built.clone()));
         Ok(built)
     }

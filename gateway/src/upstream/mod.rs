@@ -38,7 +38,14 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
     shutdown: CancellationToken,
-    mux: Option<crate::mux_bridge::MuxCluster>,
+}
+
+/// Why a cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Its upstream TLS settings could not be built.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::connect::TlsError),
 }
 
 /// No endpoint could take the request.
@@ -51,11 +58,7 @@ pub struct NoEndpoint {
 
 impl Cluster {
     /// Builds the cluster, starts its pools warming and its health checks.
-    pub(crate) fn start(
-        config: &ClusterConfig,
-        needs: PoolNeeds,
-        mux_counters: &crate::mux_bridge::MuxCounters,
-    ) -> Result<Self, String> {
+    pub(crate) fn start(config: &ClusterConfig, needs: PoolNeeds) -> Result<Self, ClusterError> {
         let shutdown = CancellationToken::new();
         let mut endpoints = Vec::new();
         let targets: Vec<(Arc<str>, u32, Option<EndpointAddr>)> = match &config.kind {
@@ -66,7 +69,7 @@ impl Cluster {
                 .collect(),
         };
         for (label, weight, addr) in targets {
-            let connector = |alpn: Vec<Vec<u8>>| -> Result<Connector, String> {
+            let connector = |alpn: Vec<Vec<u8>>| -> Result<Connector, ClusterError> {
                 let Some(addr) = &addr else {
                     return Ok(Connector::Echo);
                 };
@@ -118,16 +121,12 @@ impl Cluster {
             endpoints.push(ep);
         }
         let balancer = Balancer::new(&config.strategy, &endpoints);
-        let mux = needs
-            .mux
-            .then(|| crate::mux_bridge::MuxCluster::start(&endpoints, &config.mux, mux_counters));
         Ok(Self {
             config: config.clone(),
             needs,
             endpoints,
             balancer,
             shutdown,
-            mux,
         })
     }
 
@@ -190,17 +189,9 @@ impl Cluster {
         total
     }
 
-    /// The mux connections, when a mux route uses the cluster.
-    pub(crate) fn mux(&self) -> Option<&crate::mux_bridge::MuxCluster> {
-        self.mux.as_ref()
-    }
-
     /// Stops health checks and closes every pool (cluster removed).
     pub fn close(&self) {
         self.shutdown.cancel();
-        if let Some(m) = &self.mux {
-            m.close();
-        }
         for ep in &self.endpoints {
             for p in ep.pools() {
                 p.close();

@@ -57,16 +57,17 @@ pub(crate) enum Violation {
 impl Violation {
     /// The close code for the side that broke the rule.
     pub(crate) fn close_code(self) -> u16 {
+        use crate::error::close::{INVALID_DATA, PROTOCOL_ERROR, TOO_BIG};
         match self {
-            Self::InvalidUtf8 => 1007,
-            Self::TooLarge => 1009,
+            Self::InvalidUtf8 => INVALID_DATA,
+            Self::TooLarge => TOO_BIG,
             Self::ReservedBits
             | Self::UnknownOpcode(_)
             | Self::Masking
             | Self::BadControlFrame
             | Self::BadFragmentation
             | Self::BadLength
-            | Self::BadClose => 1002,
+            | Self::BadClose => PROTOCOL_ERROR,
         }
     }
 

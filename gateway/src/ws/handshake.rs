@@ -1,5 +1,5 @@
-//! The two WebSocket opening handshakes: checking the agent's upgrade
-//! request, and performing our own upgrade on a pooled upstream transport.
+//! The upstream WebSocket opening handshake: our own upgrade on a pooled
+//! upstream transport (the agent's side is `crate::session::upgrade`).
 //!
 //! The upstream handshake is written and parsed here rather than through
 //! hyper's client so the session keeps the pooled transport itself (no
@@ -11,102 +11,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::Body;
-use crate::connect::UpstreamIo;
-use crate::edge::headers::{add_via, strip_hop_by_hop};
+use crate::session::upgrade::{accept_key, has_token};
 
-const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Largest upstream `101` head we read.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
-pub(crate) fn accept_key(key: &[u8]) -> String {
-    let mut h = Sha1::new();
-    h.update(key);
-    h.update(GUID);
-    STANDARD.encode(h.finalize())
-}
-
-/// Why an agent's request cannot be upgraded.
-#[derive(Debug)]
-pub(crate) enum Reject {
-    /// Not an upgrade request at all: 426 Upgrade Required.
-    NotUpgrade,
-    /// An unsupported `Sec-WebSocket-Version`: 426 naming version 13.
-    Version,
-    /// A malformed upgrade: 400 with the reason.
-    Malformed(&'static str),
-}
-
-impl Reject {
-    /// The answer to the agent.
-    pub(crate) fn into_response(self) -> Response<Body> {
-        let (status, error, message) = match self {
-            Self::NotUpgrade => (
-                StatusCode::UPGRADE_REQUIRED,
-                "upgrade_required",
-                "this route takes WebSocket upgrades",
-            ),
-            Self::Version => (
-                StatusCode::UPGRADE_REQUIRED,
-                "bad_request",
-                "unsupported Sec-WebSocket-Version (13 only)",
-            ),
-            Self::Malformed(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
-        };
-        let body = serde_json::json!({ "error": error, "message": message });
-        let mut r = Response::new(crate::body::full(format!("{body}\n")));
-        *r.status_mut() = status;
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if status == StatusCode::UPGRADE_REQUIRED {
-            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        }
-        r
-    }
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Checks an agent's HTTP/1.1 upgrade request; returns its key.
-pub(crate) fn check_agent<B>(req: &Request<B>) -> Result<HeaderValue, Reject> {
-    let h = req.headers();
-    if !has_token(h, header::UPGRADE, "websocket") {
-        return Err(Reject::NotUpgrade);
-    }
-    if req.method() != http::Method::GET {
-        return Err(Reject::Malformed("a WebSocket upgrade must be a GET"));
-    }
-    if req.version() != http::Version::HTTP_11 {
-        return Err(Reject::Malformed("a WebSocket upgrade needs HTTP/1.1"));
-    }
-    if !has_token(h, header::CONNECTION, "upgrade") {
-        return Err(Reject::Malformed("missing Connection: Upgrade"));
-    }
-    match h.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) {
-        Some(b"13") => {}
-        Some(_) => return Err(Reject::Version),
-        None => return Err(Reject::Malformed("missing Sec-WebSocket-Version")),
-    }
-    let key = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or(Reject::Malformed("missing Sec-WebSocket-Key"))?;
-    match STANDARD.decode(key.as_bytes()) {
-        Ok(raw) if raw.len() == 16 => Ok(key.clone()),
-        _ => Err(Reject::Malformed("Sec-WebSocket-Key must be 16 bytes in base64")),
-    }
-}
+use crate::connect::UpstreamIo;
+use crate::edge::headers::{add_via, strip_hop_by_hop};
 
 /// Our upgrade request toward the upstream.
 pub(crate) struct UpstreamUpgrade {
@@ -303,22 +217,6 @@ fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, Hand
     })
 }
 
-/// A bare `101` for the agent (mux mode: no upstream headers to copy).
-pub(crate) fn switching_protocols_to(agent_key: &HeaderValue, protocol: Option<&str>) -> Response<Body> {
-    let mut r = Response::new(crate::body::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept_key(agent_key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
-    }
-    r
-}
-
 /// The `101` for the agent.
 pub(crate) fn switching_protocols(agent_key: &HeaderValue, accepted: &Accepted) -> Response<Body> {
     let mut r = Response::new(crate::body::empty());
@@ -340,12 +238,6 @@ pub(crate) fn switching_protocols(agent_key: &HeaderValue, accepted: &Accepted) 
 mod tests {
     use super::*;
 
-    #[test]
-    fn accept_key_matches_rfc_example() {
-        // RFC 6455 §1.3.
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
-
     fn upgrade() -> http::request::Builder {
         Request::get("/ws")
             .version(http::Version::HTTP_11)
@@ -353,33 +245,6 @@ mod tests {
             .header("connection", "keep-alive, Upgrade")
             .header("sec-websocket-version", "13")
             .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-    }
-
-    #[test]
-    fn agent_requests_are_checked() {
-        assert!(check_agent(&upgrade().body(()).unwrap()).is_ok());
-        let r = Request::get("/ws")
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "c2hvcnQ=")
-            .body(())
-            .unwrap();
-        assert!(matches!(check_agent(&r), Err(Reject::Malformed(_))));
-        let v8 = Request::get("/ws")
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header("sec-websocket-version", "8")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap();
-        assert!(matches!(check_agent(&v8), Err(Reject::Version)));
-        assert!(matches!(
-            check_agent(&Request::get("/ws").body(()).unwrap()),
-            Err(Reject::NotUpgrade)
-        ));
-        let post = Request::post("/ws").header("upgrade", "websocket").body(()).unwrap();
-        assert!(matches!(check_agent(&post), Err(Reject::Malformed(_))));
     }
 
     #[test]

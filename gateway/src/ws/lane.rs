@@ -11,6 +11,7 @@
 //! worth of bytes in the gateway, and an idle session holds no buffer at
 //! all.
 
+use crate::error::close;
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -449,8 +450,8 @@ impl Lane {
             op::CLOSE => {
                 let code = frame::check_close(payload)?;
                 // Some clients reject 1014 (bad gateway); say 1011 instead.
-                if self.dir == Dir::Down && code == Some(1014) {
-                    payload[..2].copy_from_slice(&1011u16.to_be_bytes());
+                if self.dir == Dir::Down && code == Some(close::BAD_GATEWAY) {
+                    payload[..2].copy_from_slice(&close::INTERNAL.to_be_bytes());
                 }
                 self.source_closed = true;
                 if self.close_sent {

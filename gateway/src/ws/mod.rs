@@ -21,7 +21,6 @@
 //! payloads through a per-thread scratch buffer instead; fastwebsockets
 //! still serves the built-in echo upstream and the load generator.
 
-pub(crate) mod drain;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 mod lane;
@@ -30,160 +29,92 @@ pub mod relay;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 
 use crate::body::Body;
-use crate::conn::{ConnInfo, take_agent_io};
+use crate::body::ProxyBody;
+use crate::conn::take_agent_io;
+use crate::endpoint::EndpointLayer;
 use crate::error::{Cause, ProxyError};
-use crate::stack::{ProxyBody, RequestHost, Terminal};
+use crate::metrics::RouteMetrics;
+use crate::session::{Admission, Counts, Lifecycle, Placement, SessionCtx, SessionLimits};
 use handshake::{HandshakeError, UpstreamUpgrade};
 use lane::LaneCounters;
 use relay::{Relay, RelayParams};
 
-/// What every session mode learns from an agent's upgrade request before
-/// touching an upstream: its key, connection, host and identity, and the
-/// per-key limits it is under.
-pub(crate) struct Prelude {
-    pub(crate) agent_key: http::HeaderValue,
-    pub(crate) conn: Arc<ConnInfo>,
-    pub(crate) host: Option<String>,
-    pub(crate) agent_name: String,
-    pub(crate) session_permit: Option<agentmux_filters::rate_limit::SessionPermit>,
-    pub(crate) messages: Option<agentmux_filters::rate_limit::SessionMessages>,
-    pub(crate) span: Option<crate::telemetry::RequestSpan>,
-}
-
-impl Prelude {
-    /// Checks the upgrade (`Ok(Err(response))`: answer the agent with it)
-    /// and applies the concurrent-session limit.
-    pub(crate) fn take(t: &Terminal, req: &Request<ProxyBody>) -> Result<Result<Self, Response<Body>>, ProxyError> {
-        let agent_key = match handshake::check_agent(req) {
-            Ok(k) => k,
-            Err(reject) => return Ok(Err(reject.into_response())),
-        };
-        let conn = req
-            .extensions()
-            .get::<Arc<ConnInfo>>()
-            .cloned()
-            .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
-        let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
-        // Concurrent sessions per key: refused before any upstream work.
-        let session_permit = match &t.ws.sessions {
-            Some((source, limiter)) => {
-                let key = source.key_from(req.headers(), req.extensions());
-                Some(limiter.try_acquire(key).map_err(|e| {
-                    ProxyError::new(Cause::RateLimited, "too many concurrent sessions for this agent").with_source(e)
-                })?)
-            }
-            None => None,
-        };
-        // Who the agent is, for the session list: its authenticated name,
-        // else its address.
-        let agent_name = req
-            .extensions()
-            .get::<agentmux_filters::AgentIdentity>()
-            .map_or_else(|| conn.client.ip().to_string(), |a| a.as_str().to_owned());
-        let messages =
-            t.ws.messages
-                .as_ref()
-                .map(|(source, limiter)| limiter.session(source.key_from(req.headers(), req.extensions())));
-        Ok(Ok(Self {
-            agent_key,
-            conn,
-            host,
-            agent_name,
-            session_permit,
-            messages,
-            span: req.extensions().get::<crate::telemetry::RequestSpan>().cloned(),
-        }))
-    }
+/// What a websocket route needs: its endpoints, its limits and relay
+/// settings, where its sessions run and what they count.
+pub(crate) struct WsRoute {
+    pub(crate) name: Arc<str>,
+    pub(crate) endpoints: EndpointLayer,
+    pub(crate) limits: SessionLimits,
+    pub(crate) relay: RelayParams,
+    /// Time allowed for the upstream's `101`.
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) sessions: SessionCtx,
+    pub(crate) metrics: RouteMetrics,
+    /// Count messages as they flow (`[telemetry] message_metrics`).
+    pub(crate) message_metrics: bool,
 }
 
 /// Handles an agent's upgrade on a websocket route (the bottom of the
 /// route's stack: filters have already passed the upgrade request).
-pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
-    let Prelude {
-        agent_key,
-        conn,
-        host,
-        agent_name,
-        session_permit,
-        messages,
-        span,
-    } = match Prelude::take(t, &req)? {
-        Ok(p) => p,
+pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
+    let a = match Admission::check(&route.limits, &req)? {
+        Ok(a) => a,
         Err(response) => return Ok(response),
     };
-    let cluster = &t.cluster;
-    let key = cluster
-        .hash_key()
-        .and_then(|k| crate::proxy::affinity_key(k, &req, conn.client.ip()));
     // A reconnecting agent goes back to its endpoint, whichever instance
-    // it reached (one registry lookup per session, bounded, skipped while
-    // Redis is down).
-    let session_id = registry_session_id(t, &req);
-    let preferred = match &session_id {
-        Some((registry, id)) if registry.connected() => match registry.lookup_session(id).await {
-            Ok(Some(entry)) if entry.route == t.route.name() => Some(entry.endpoint),
-            _ => None,
-        },
-        _ => None,
-    };
-    let picked = t.pick_preferring(preferred.as_deref(), key)?;
-    let endpoint = picked.endpoint.clone();
-    let pool = endpoint
-        .raw
-        .as_ref()
-        .ok_or_else(|| ProxyError::new(Cause::Internal, "cluster has no WebSocket pool"))?;
-    let active = endpoint.track();
-    let upgrade = UpstreamUpgrade::new(&req, host.as_deref());
-    let threshold = cluster.config().health.unhealthy_threshold;
-    let limit = t.route.websocket.handshake_timeout;
-
-    let started = tokio::time::Instant::now();
-    let mut lease = match pool.acquire_raw(false).await {
-        Ok(l) => l,
-        Err(e) => {
-            picked.record(None);
-            return Err(e.into());
-        }
-    };
-    t.acquire.observe(started.elapsed());
+    // it reached (the registry remembers it by its session id).
+    let target = route.endpoints.target(req.headers(), a.conn.client.ip(), true);
+    let mut guard = route.endpoints.pick(&target).await?;
+    let upgrade = UpstreamUpgrade::new(&req, a.host.as_deref());
+    let mut lease = guard.acquire_raw(false).await?;
     let (io, slot, accepted) = loop {
         let fresh = lease.is_fresh();
         let (mut io, slot) = lease.into_parts();
-        match handshake::perform(&mut io, &upgrade, limit).await {
-            Ok(a) => break (io, slot, a),
+        match handshake::perform(&mut io, &upgrade, route.handshake_timeout).await {
+            Ok(accepted) => break (io, slot, accepted),
             Err(HandshakeError::NoResponse) if !fresh => {
                 tracing::debug!(
-                    endpoint = endpoint.label(),
+                    endpoint = guard.endpoint().label(),
                     "pooled transport was stale; upgrading on a fresh one"
                 );
-                lease = pool.acquire_raw(true).await?;
+                lease = guard.acquire_raw(true).await?;
             }
             Err(e) => {
-                endpoint.report(matches!(e, HandshakeError::Refused(_)), None, threshold);
-                picked.record(None);
+                if matches!(e, HandshakeError::Refused(_)) {
+                    guard.refused();
+                } else {
+                    guard.failed();
+                }
                 return Err(handshake_error(e));
             }
         }
     };
-    endpoint.report(true, None, threshold);
-    picked.record(Some(http::StatusCode::SWITCHING_PROTOCOLS));
-    let response = handshake::switching_protocols(&agent_key, &accepted);
+    guard.answered(http::StatusCode::SWITCHING_PROTOCOLS, None);
+    let response = handshake::switching_protocols(&a.agent_key, &accepted);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let params = RelayParams {
-        max_message: t.route.websocket.max_message_bytes,
-        read_size: t.route.websocket.max_buffered_bytes.min(16 * 1024),
-        keepalive: t.route.websocket.keepalive_interval,
-    };
-    let drain = t.sessions.drain.watch();
+    let drain = route.sessions.drain.watch();
     // Only the bytes that came with the `101` outlive the handshake; the
     // headers were copied into the agent's response.
     let upstream_early = accepted.leftover;
-    let t = t.clone();
-    t.sessions.tracker.clone().spawn(async move {
+    let placement = Placement {
+        route: route.name.clone(),
+        cluster: route.endpoints.cluster().name().into(),
+        endpoint: guard.endpoint().label().into(),
+        agent_name: a.agent_name,
+        conn: a.conn,
+        span: a.span,
+        permit: a.session_permit,
+        active: guard.take_active(),
+        affinity: target.session,
+    };
+    drop(guard);
+    let route = route.clone();
+    route.sessions.tracker.clone().spawn(async move {
         let (agent, agent_early) = match on_upgrade.await {
             Ok(u) => take_agent_io(u),
             Err(e) => {
@@ -191,75 +122,38 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
                 return;
             }
         };
-        let m = &t.metrics;
-        let opened = tokio::time::Instant::now();
-        let _registered =
-            session_id.map(|(registry, id)| registry.register_session(&id, t.route.name(), endpoint.label()));
-        m.sessions_active.inc();
-        let _listed = t.sessions.registry.register(
-            t.route.name.clone(),
-            agent_name,
-            conn.client,
-            endpoint.label().to_owned(),
-        );
-        let up = LaneCounters {
-            messages: m.messages_up.clone(),
-            bytes: m.bytes_up.clone(),
-            relay: Some(m.relay_seconds.clone()),
-        };
-        let down = LaneCounters {
-            messages: m.messages_down.clone(),
-            bytes: m.bytes_down.clone(),
-            relay: Some(m.relay_seconds.clone()),
-        };
+        let life = Lifecycle::begin(&route.sessions, &route.metrics, placement);
         let early = (&agent_early[..], &upstream_early[..]);
-        let mut relay = Relay::new(agent, io, params, early, drain).with_messages(messages);
-        if t.message_metrics {
+        let mut relay = Relay::new(agent, io, route.relay, early, drain).with_messages(a.messages);
+        if route.message_metrics {
+            let m = &route.metrics;
+            let up = LaneCounters {
+                messages: m.messages_up.clone(),
+                bytes: m.bytes_up.clone(),
+                relay: Some(m.relay_seconds.clone()),
+            };
+            let down = LaneCounters {
+                messages: m.messages_down.clone(),
+                bytes: m.bytes_down.clone(),
+                relay: Some(m.relay_seconds.clone()),
+            };
             relay = relay.with_counters(up, down);
         }
         // The lanes copied what they need; `agent_early` may share hyper's
         // whole read buffer, which an idle session must not keep.
         drop((agent_early, upstream_early));
         let summary = relay.await;
-        m.sessions_active.dec();
-        m.session_ended(summary.end.as_str());
-        if let Some(s) = span {
-            s.set("agentmux.ws.messages_up", summary.messages_up as i64);
-            s.set("agentmux.ws.messages_down", summary.messages_down as i64);
-            s.set("agentmux.ws.end", summary.end.as_str());
-            s.end();
-        }
-        tracing::info!(
-            target: "access",
-            client = %conn.client,
-            route = t.route.name(),
-            cluster = t.cluster.name(),
-            endpoint = endpoint.label(),
-            end = summary.end.as_str(),
-            messages_up = summary.messages_up,
-            messages_down = summary.messages_down,
-            bytes_up = summary.bytes_up,
-            bytes_down = summary.bytes_down,
-            duration_ms = opened.elapsed().as_secs_f64() * 1000.0,
-            "session"
-        );
-        drop((slot, active, conn, session_permit));
+        let counts = Counts {
+            messages_up: summary.messages_up,
+            messages_down: summary.messages_down,
+            bytes_up: summary.bytes_up,
+            bytes_down: summary.bytes_down,
+        };
+        life.end(summary.end, Some(counts));
+        // The upstream transport's pool slot goes last, with the relay.
+        drop(slot);
     });
     Ok(response)
-}
-
-/// The agent's session id for the cross-instance registry, when there is
-/// one and it is well formed (1–256 visible ASCII characters).
-fn registry_session_id(
-    t: &Terminal,
-    req: &Request<ProxyBody>,
-) -> Option<(Arc<crate::cluster_state::ClusterState>, String)> {
-    let registry = t.sessions.cluster.as_ref()?;
-    let value = req.headers().get(registry.config().session_header())?;
-    if !crate::cluster_state::valid_session_id(value.as_bytes()) {
-        return None;
-    }
-    Some((registry.clone(), value.to_str().ok()?.to_owned()))
 }
 
 fn handshake_error(e: HandshakeError) -> ProxyError {

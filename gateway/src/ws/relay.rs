@@ -24,14 +24,15 @@ use tokio::time::Sleep;
 
 use agentmux_filters::rate_limit::SessionMessages;
 
-use super::drain::DrainWatch;
 use super::lane::{Dir, Lane, LaneCounters, Pumped};
+use crate::session::drain::DrainWatch;
 
 /// How long a side may take to answer a close (or to take our last bytes).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_PAYLOAD: [u8; 8] = *b"agentmux";
 
 pub use crate::error::SessionOutcome;
+use crate::error::close;
 
 /// Counts of a finished session.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +66,18 @@ pub(crate) struct RelayParams {
     pub(crate) max_message: usize,
     pub(crate) read_size: usize,
     pub(crate) keepalive: Option<Duration>,
+}
+
+impl RelayParams {
+    /// A route's relay settings: reads of at most 16 KiB (and never more
+    /// than the route lets a slow reader hold).
+    pub(crate) fn for_route(ws: &crate::config::WebSocketParams) -> Self {
+        Self {
+            max_message: ws.max_message_bytes,
+            read_size: ws.max_buffered_bytes.min(16 * 1024),
+            keepalive: ws.keepalive_interval,
+        }
+    }
 }
 
 /// The relay future; resolves when the session is over.
@@ -162,27 +175,16 @@ where
             }
             Pumped::Violation(v) => {
                 self.down.send_close(v.close_code(), v.reason());
-                self.up.send_close(1001, "agent protocol error");
-                self.finish(SessionOutcome::AgentViolation(v.close_code()), Phase::Flushing);
+                self.end(SessionOutcome::AgentViolation(v.close_code()));
             }
-            Pumped::SourceGone => {
-                self.up.send_close(1001, "agent disconnected");
-                self.finish(SessionOutcome::AgentGone, Phase::Flushing);
-            }
-            Pumped::SinkGone => {
-                self.down.send_close(1011, "upstream connection lost");
-                self.finish(SessionOutcome::UpstreamGone, Phase::Flushing);
-            }
+            Pumped::SourceGone => self.end(SessionOutcome::AgentGone),
+            Pumped::SinkGone => self.end(SessionOutcome::UpstreamGone),
             Pumped::Throttled(wait) => {
                 // Stop reading the agent: TCP backpressure slows it down.
                 self.up.reading = false;
                 self.throttle = Some(Box::pin(tokio::time::sleep(wait)));
             }
-            Pumped::RateExceeded => {
-                self.down.send_close(1008, "message rate exceeded");
-                self.up.send_close(1001, "agent over its message rate");
-                self.finish(SessionOutcome::RateLimited, Phase::Flushing);
-            }
+            Pumped::RateExceeded => self.end(SessionOutcome::RateLimited),
             Pumped::Pending | Pumped::Yield => {}
         }
     }
@@ -201,21 +203,34 @@ where
             }
             Pumped::Violation(v) => {
                 self.up.send_close(v.close_code(), v.reason());
-                self.down.send_close(1011, "upstream protocol error");
-                self.finish(SessionOutcome::UpstreamViolation(v.close_code()), Phase::Flushing);
+                self.end(SessionOutcome::UpstreamViolation(v.close_code()));
             }
-            Pumped::SourceGone => {
+            Pumped::SourceGone if self.phase == Phase::Closing => {
                 // An agent that started the close gets a plain answer.
-                let code = if self.phase == Phase::Closing { 1000 } else { 1011 };
-                self.down.send_close(code, "upstream connection lost");
+                self.down.send_close(close::NORMAL, "upstream connection lost");
                 self.finish(SessionOutcome::UpstreamGone, Phase::Flushing);
             }
-            Pumped::SinkGone => {
-                self.up.send_close(1001, "agent disconnected");
-                self.finish(SessionOutcome::AgentGone, Phase::Flushing);
-            }
+            Pumped::SourceGone => self.end(SessionOutcome::UpstreamGone),
+            Pumped::SinkGone => self.end(SessionOutcome::AgentGone),
             // Only agents are rate limited.
             Pumped::Throttled(_) | Pumped::RateExceeded | Pumped::Pending | Pumped::Yield => {}
+        }
+    }
+
+    /// Ends the session this way: each side the gateway closes hears what
+    /// `SessionOutcome::closes` says, then what is owed is flushed.
+    fn end(&mut self, outcome: SessionOutcome) {
+        self.send_closes(outcome);
+        self.finish(outcome, Phase::Flushing);
+    }
+
+    fn send_closes(&mut self, outcome: SessionOutcome) {
+        let closes = outcome.closes();
+        if let Some((code, reason)) = closes.agent {
+            self.down.send_close(code, reason);
+        }
+        if let Some((code, reason)) = closes.upstream {
+            self.up.send_close(code, reason);
         }
     }
 
@@ -234,9 +249,7 @@ where
         if std::mem::take(&mut self.up.activity) {
             *missed = 0;
         } else if *missed >= MISSED_PINGS {
-            self.down.send_close(1001, "keepalive timeout");
-            self.up.send_close(1001, "agent stopped answering");
-            self.finish(SessionOutcome::KeepaliveTimeout, Phase::Flushing);
+            self.end(SessionOutcome::KeepaliveTimeout);
         } else if self.down.send_ping(&PING_PAYLOAD) {
             self.up.expect_pong = Some(PING_PAYLOAD);
             *missed += 1;
@@ -261,8 +274,7 @@ where
                 && d.poll_started(cx)
             {
                 this.drain = None;
-                this.down.send_close(1001, "gateway shutting down");
-                this.up.send_close(1001, "gateway shutting down");
+                this.send_closes(SessionOutcome::Draining);
                 this.finish(SessionOutcome::Draining, Phase::Closing);
             }
             if let Some(d) = this.deadline.as_mut()

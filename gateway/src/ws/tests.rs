@@ -329,8 +329,8 @@ async fn a_throttled_agent_is_read_again_when_its_wait_is_over() {
     use agentmux_filters::rate_limit::{LimitKey, MessageLimitParams, MessageLimiter};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use super::drain::Drain;
     use super::relay::{Relay, RelayParams};
+    use crate::session::drain::Drain;
 
     let (agent_end, mut agent) = tokio::io::duplex(1 << 16);
     let (upstream_end, mut upstream) = tokio::io::duplex(1 << 16);

@@ -1,7 +1,7 @@
-//! The live session registry: what `/api/sessions` lists.
+//! The list of live sessions: what `/api/sessions` shows.
 //!
 //! A session registers when its relay starts and leaves when it ends (the
-//! guard's drop); nothing on the per-message path touches the registry.
+//! guard's drop); nothing on the per-message path touches the list.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,21 +30,21 @@ pub struct SessionInfo {
 
 /// All live sessions.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub struct SessionList {
     next: AtomicU64,
     live: Mutex<BTreeMap<u64, SessionInfo>>,
 }
 
-/// Removes its session from the registry on drop.
+/// Removes its session from the list on drop.
 #[derive(Debug)]
-pub struct Registered {
-    registry: Arc<Registry>,
+pub struct Listed {
+    list: Arc<SessionList>,
     id: u64,
 }
 
-impl Drop for Registered {
+impl Drop for Listed {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.list.lock().remove(&self.id);
     }
 }
 
@@ -57,19 +57,13 @@ pub struct Page {
     pub sessions: Vec<SessionInfo>,
 }
 
-impl Registry {
+impl SessionList {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, SessionInfo>> {
         self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds a session; it stays listed while the guard lives.
-    pub fn register(
-        self: &Arc<Self>,
-        route: Arc<str>,
-        agent: String,
-        client: SocketAddr,
-        endpoint: String,
-    ) -> Registered {
+    pub fn register(self: &Arc<Self>, route: Arc<str>, agent: String, client: SocketAddr, endpoint: String) -> Listed {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let started_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -83,10 +77,7 @@ impl Registry {
             started_unix,
         };
         self.lock().insert(id, info);
-        Registered {
-            registry: self.clone(),
-            id,
-        }
+        Listed { list: self.clone(), id }
     }
 
     /// Live sessions, oldest first, filtered by route and agent, paged.

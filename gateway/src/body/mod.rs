@@ -1,5 +1,11 @@
-//! The body type every proxied request and response uses, and small
-//! constructors for the gateway's own replies.
+//! The body type every proxied request and response uses, small
+//! constructors for the gateway's own replies, and the request body as
+//! the route stack carries it ([`ProxyBody`]: streamed, or kept as it
+//! passes so a retry can replay it).
+
+mod replay;
+
+pub use replay::ProxyBody;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;

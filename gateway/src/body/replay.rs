@@ -20,15 +20,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::body::{Body, BoxError, boxed};
-use crate::edge::EdgeBody;
+use super::{Body, BoxError, boxed};
 
 /// A request body on its way upstream.
-pub(crate) enum ProxyBody {
+pub enum ProxyBody {
     /// Streamed through as it arrives, sent once.
     Stream(Body),
     /// Streamed through and kept, so a retry can send it again.
-    Replay(ReplayBody),
+    Replay(Replay),
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -43,16 +42,20 @@ impl std::fmt::Debug for ProxyBody {
 impl ProxyBody {
     /// Wraps the agent's body: replayable when the route retries and the
     /// body is declared to fit in `replay_limit`, else streamed once.
-    pub(crate) fn new(body: EdgeBody, replay_limit: Option<usize>) -> Self {
+    pub fn new<B>(body: B, replay_limit: Option<usize>) -> Self
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let fits = |limit: usize| body.size_hint().upper().is_some_and(|u| u <= limit as u64);
         match replay_limit {
-            Some(limit) if fits(limit) => Self::Replay(ReplayBody::new(boxed(body))),
+            Some(limit) if fits(limit) => Self::Replay(Replay::new(boxed(body))),
             _ => Self::Stream(boxed(body)),
         }
     }
 
     /// The body in the form the pool's connections send.
-    pub(crate) fn into_body(self) -> Body {
+    pub fn into_body(self) -> Body {
         match self {
             Self::Stream(b) => b,
             Self::Replay(r) => boxed(r),
@@ -109,14 +112,14 @@ struct Shared {
 }
 
 /// One copy of a replayable body (see the module docs).
-pub(crate) struct ReplayBody {
+pub struct Replay {
     shared: Arc<Mutex<Shared>>,
     /// The next kept chunk this copy sends.
     next: usize,
     trailers_sent: bool,
 }
 
-impl ReplayBody {
+impl Replay {
     fn new(source: Body) -> Self {
         let size_hint = source.size_hint();
         Self {
@@ -144,7 +147,7 @@ impl ReplayBody {
     }
 }
 
-impl HttpBody for ReplayBody {
+impl HttpBody for Replay {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -221,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_copy_replays_what_the_first_attempt_streamed_then_the_rest() {
-        let first = ReplayBody::new(chunks(&["ab", "cd", "ef"]));
+        let first = Replay::new(chunks(&["ab", "cd", "ef"]));
         let copy = first.try_clone().unwrap();
         let mut first = first;
         // The first attempt got two chunks, then failed (dropped).
@@ -234,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_is_read_until_asked() {
-        let body = ReplayBody::new(chunks(&["ab"]));
+        let body = Replay::new(chunks(&["ab"]));
         let shared = body.shared.lock().unwrap();
         assert!(shared.kept.is_empty() && shared.source.is_some());
     }
@@ -243,7 +246,7 @@ mod tests {
     async fn a_failed_source_cannot_be_replayed() {
         let frames: Vec<Result<Frame<Bytes>, BoxError>> =
             vec![Ok(Frame::data(Bytes::from_static(b"x"))), Err("cut".into())];
-        let mut body = ReplayBody::new(boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        let mut body = Replay::new(boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
             frames,
         ))));
         assert!(body.frame().await.unwrap().is_ok());
