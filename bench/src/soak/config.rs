@@ -2,7 +2,8 @@
 //! short `request_header_timeout` (slowloris heads are reaped quickly), a
 //! websocket route with a short `keepalive_interval` (silent agents are
 //! pinged and reaped quickly), an http route, one cluster each pointing at
-//! the in-process simulator with a short pool `idle_timeout` (surplus
+//! an in-process simulator of its own (so each cluster's upstream connects
+//! are counted apart) with a short pool `idle_timeout` (surplus
 //! connections go within the settle), and the admin listener for
 //! `/metrics`. Everything else is the gateway's default (worker threads,
 //! analytics and predictive pools on), so the soak measures the gateway
@@ -34,7 +35,13 @@ fn dur(d: Duration) -> String {
 }
 
 /// The config text.
-pub(crate) fn config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, s: &Settings) -> String {
+pub(crate) fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    ws_upstream: SocketAddr,
+    http_upstream: SocketAddr,
+    s: &Settings,
+) -> String {
     let (keepalive, header, idle) = (dur(s.keepalive), dur(s.header_timeout), dur(s.pool_idle_timeout));
     let min = s.min_connections;
     format!(
@@ -71,7 +78,7 @@ cluster = "http"
 # A websocket session holds its upstream connection for its whole life,
 # half-open ones until they are reaped: room for every churn slot.
 [clusters.ws]
-endpoints = ["{upstream}"]
+endpoints = ["{ws_upstream}"]
 
 [clusters.ws.pool]
 min_connections = {min}
@@ -79,7 +86,7 @@ max_connections = 5000
 idle_timeout = "{idle}"
 
 [clusters.http]
-endpoints = ["{upstream}"]
+endpoints = ["{http_upstream}"]
 
 [clusters.http.pool]
 min_connections = {min}
@@ -102,13 +109,15 @@ mod tests {
             pool_idle_timeout: Duration::from_secs(10),
             min_connections: 4,
         };
-        let text = config(addr(1), addr(2), addr(3), &s);
+        let text = config(addr(1), addr(2), addr(3), addr(4), &s);
         for needle in [
             "keepalive_interval = \"2s\"",
             "request_header_timeout = \"1500ms\"",
             "idle_timeout = \"10s\"",
             "min_connections = 4",
             "listen = \"127.0.0.1:2\"",
+            "endpoints = [\"127.0.0.1:3\"]",
+            "endpoints = [\"127.0.0.1:4\"]",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -4,8 +4,9 @@
 //! RSS at the end within 5 % of its value after warm-up, descriptors back
 //! to baseline).
 //!
-//! The upstream simulator (WebSocket and HTTP echo) runs in this process on
-//! loopback; the gateway runs as its own process with a generated config
+//! The upstream simulators (WebSocket and HTTP echo, one per cluster, so
+//! each cluster's upstream connects are counted apart) run in this process
+//! on loopback; the gateway runs as its own process with a generated config
 //! (see [`config`]), written with everything else into `--out`. The run:
 //!
 //! 1. start: the gateway comes up; wait (at most 10 s) for its pools to hold
@@ -37,15 +38,14 @@ mod wire;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub(crate) use args::SoakArgs;
 use churn::Churn;
-use report::{Setup, SoakReport};
-use sample::{Phase, Sample, Sampler, parse_counters, parse_gauges, scrape};
+use report::{ServedCounts, Setup, SoakReport};
+use sample::{Accepted, Phase, Sample, Sampler, parse_counters, parse_gauges, scrape};
 use summary::{Criteria, Marks, summarise};
 
 use crate::compare::{agentmux, process};
@@ -60,8 +60,8 @@ pub(crate) struct Target {
     pub(crate) listen: SocketAddr,
     /// Its admin listener (`/metrics`).
     pub(crate) admin: SocketAddr,
-    /// The simulator's count of accepted connections.
-    pub(crate) accepted: Arc<AtomicU64>,
+    /// The simulators' counts of accepted connections.
+    pub(crate) accepted: Accepted,
     /// For the report.
     pub(crate) name: String,
 }
@@ -73,11 +73,15 @@ pub(crate) async fn main(args: SoakArgs) -> Result<ExitCode, Error> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let program = agentmux::find(args.gateway.as_deref()).map_err(Error::Runtime)?;
 
-    let (server, upstream) = simulator().await?;
-    let accepted = server.accepted();
-    let sim = tokio::spawn(server.run());
+    let (ws_sim, ws_upstream) = simulator().await?;
+    let (http_sim, http_upstream) = simulator().await?;
+    let accepted = Accepted {
+        ws: ws_sim.accepted(),
+        http: http_sim.accepted(),
+    };
+    let sims = [tokio::spawn(ws_sim.run()), tokio::spawn(http_sim.run())];
     let (listen, admin) = free_ports()?;
-    let text = config::config(listen, admin, upstream, &settings(&args));
+    let text = config::config(listen, admin, ws_upstream, http_upstream, &settings(&args));
     let conf = dir.join("agentmux.toml");
     std::fs::write(&conf, &text).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     let launch = agentmux::launch(program.clone(), &dir, &conf, listen, "run --config {config}");
@@ -93,7 +97,9 @@ pub(crate) async fn main(args: SoakArgs) -> Result<ExitCode, Error> {
     };
     let result = run(&args, &target).await;
     gateway.stop().await;
-    sim.abort();
+    for sim in sims {
+        sim.abort();
+    }
     let (report, samples) = result?;
     let md = report::write(&dir, &samples, &report)?;
     println!("{md}");
@@ -166,7 +172,8 @@ pub(crate) async fn run(args: &SoakArgs, target: &Target) -> Result<(SoakReport,
     );
     let task = {
         let (churn, slots) = (churn.clone(), args.concurrency);
-        tokio::spawn(async move { churn.run(slots, stop_at).await })
+        let ramp = (args.warmup / 2).min(Duration::from_secs(10));
+        tokio::spawn(async move { churn.run(slots, ramp, stop_at).await })
     };
     let mut warmed = false;
     while Instant::now() < stop_at {
@@ -200,13 +207,26 @@ pub(crate) async fn run(args: &SoakArgs, target: &Target) -> Result<(SoakReport,
         warm_connections: warm,
     };
     let summary = summarise(&samples, &marks, &criteria);
-    let sessions_served: u64 = ["sessions_ended", "http_requests"]
-        .iter()
-        .filter_map(|f| counters.get(*f))
-        .flat_map(|m| m.values())
-        .sum();
-    let connections_per_session =
-        (sessions_served > 0).then(|| summary.upstream_connections as f64 / sessions_served as f64);
+    // Upgrades are counted as HTTP requests too (status class 1xx): they are
+    // the WebSocket sessions, counted once, when they end.
+    let ws_sessions_served: u64 = counters.get("sessions_ended").map_or(0, |m| m.values().sum());
+    let http_requests_served: u64 = counters.get("http_requests").map_or(0, |m| {
+        m.iter()
+            .filter(|(class, _)| class.as_str() != "1xx")
+            .map(|(_, n)| n)
+            .sum()
+    });
+    let per = |conns: u64, served: u64| (served > 0).then(|| conns as f64 / served as f64);
+    let served = ServedCounts {
+        ws_sessions: ws_sessions_served,
+        http_requests: http_requests_served,
+        connections_per_ws_session: per(summary.ws_upstream_connections, ws_sessions_served),
+        connections_per_http_request: per(summary.http_upstream_connections, http_requests_served),
+        connections_per_session: per(
+            summary.ws_upstream_connections + summary.http_upstream_connections,
+            ws_sessions_served + http_requests_served,
+        ),
+    };
     let report = SoakReport {
         schema: report::SCHEMA,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -215,8 +235,7 @@ pub(crate) async fn run(args: &SoakArgs, target: &Target) -> Result<(SoakReport,
         summary,
         answers: report::answers(churn.tally.snapshot()),
         gateway_counters: counters,
-        sessions_served,
-        connections_per_session,
+        served,
         operations: churn.tally.finished.load(std::sync::atomic::Ordering::Relaxed),
     };
     Ok((report, samples))

@@ -48,6 +48,20 @@ pub(crate) struct Answers {
     pub(crate) outcomes: BTreeMap<String, u64>,
 }
 
+/// Sessions the gateway served (its own counters) and the upstream
+/// connections it opened for them (the simulators' accept counts).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct ServedCounts {
+    /// WebSocket sessions ended (`agentmux_sessions_ended_total`).
+    pub(crate) ws_sessions: u64,
+    /// HTTP requests answered, upgrades (1xx) left out.
+    pub(crate) http_requests: u64,
+    pub(crate) connections_per_ws_session: Option<f64>,
+    pub(crate) connections_per_http_request: Option<f64>,
+    /// Both together.
+    pub(crate) connections_per_session: Option<f64>,
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct SoakReport {
@@ -60,10 +74,8 @@ pub(crate) struct SoakReport {
     /// The gateway's own counters at the end: sessions ended by how, HTTP
     /// requests by status class, errors by cause.
     pub(crate) gateway_counters: BTreeMap<String, BTreeMap<String, u64>>,
-    /// WebSocket sessions ended plus HTTP requests answered, by the gateway's counters.
-    pub(crate) sessions_served: u64,
-    /// Upstream connections opened per session served.
-    pub(crate) connections_per_session: Option<f64>,
+    /// Sessions served and the upstream connections opened for them.
+    pub(crate) served: ServedCounts,
     pub(crate) operations: u64,
 }
 
@@ -192,13 +204,21 @@ pub(crate) fn markdown(r: &SoakReport) -> String {
         m.baseline_start_s, m.churn_start_s, m.warmup_end_s, m.churn_stop_s, m.settle_start_s, m.settle_end_s
     );
     let _ = writeln!(md, "## Upstream pool\n");
+    let ratio = |c: Option<f64>| c.map_or("—".into(), |c| format!("{c:.3}"));
+    let v = &r.served;
     let _ = writeln!(
         md,
-        "- Upstream connections opened after the baseline: {} for {} sessions served (WebSocket \
-         sessions ended + HTTP requests answered, by the gateway's counters): **{} per session**.",
-        s.upstream_connections,
-        r.sessions_served,
-        r.connections_per_session.map_or("—".into(), |c| format!("{c:.3}")),
+        "- Upstream connections opened after the baseline, per session served (sessions and \
+         requests by the gateway's counters, connections by the simulators' accepts): \
+         **{} per session** overall; websocket cluster {} for {} sessions ended ({} per session), \
+         http cluster {} for {} requests answered, upgrades left out ({} per request).",
+        ratio(v.connections_per_session),
+        s.ws_upstream_connections,
+        v.ws_sessions,
+        ratio(v.connections_per_ws_session),
+        s.http_upstream_connections,
+        v.http_requests,
+        ratio(v.connections_per_http_request),
     );
     let _ = writeln!(
         md,
@@ -258,7 +278,7 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
     ];
     let mut out = String::from(
         "t_s,phase,rss_kib,fds,threads,sessions_active,pool_initializing,pool_ready,pool_active,pool_idle,\
-         pool_unhealthy,pool_recycling,pool_failed,pool_waiters,pool_acquires,upstream_accepted,ops_started,ops_finished\n",
+         pool_unhealthy,pool_recycling,pool_failed,pool_waiters,pool_acquires,ws_upstream_accepted,http_upstream_accepted,ops_started,ops_finished\n",
     );
     let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
     for s in samples {
@@ -270,7 +290,7 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:.2},{},{},{},{},{},{},{},{},{},{},{}",
+            "{:.2},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.phase.as_str(),
             opt(s.rss_kib),
@@ -280,7 +300,8 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
             pool.join(","),
             gauge(&|g| g.pool_waiters.to_string()),
             gauge(&|g| g.acquires.to_string()),
-            s.upstream_accepted,
+            s.ws_upstream_accepted,
+            s.http_upstream_accepted,
             s.ops_started,
             s.ops_finished,
         );

@@ -78,6 +78,14 @@ impl Gauges {
     }
 }
 
+/// The simulators' counts of connections accepted from the gateway, one
+/// simulator per cluster.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Accepted {
+    pub(crate) ws: Arc<AtomicU64>,
+    pub(crate) http: Arc<AtomicU64>,
+}
+
 /// One sample.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Sample {
@@ -91,8 +99,10 @@ pub(crate) struct Sample {
     pub(crate) threads: Option<u64>,
     /// `None` when the scrape failed.
     pub(crate) gauges: Option<Gauges>,
-    /// Connections the upstream simulator accepted so far (from the gateway).
-    pub(crate) upstream_accepted: u64,
+    /// Connections the websocket cluster's simulator accepted so far.
+    pub(crate) ws_upstream_accepted: u64,
+    /// Connections the http cluster's simulator accepted so far.
+    pub(crate) http_upstream_accepted: u64,
     /// Churn operations started and finished so far.
     pub(crate) ops_started: u64,
     pub(crate) ops_finished: u64,
@@ -188,7 +198,7 @@ pub(crate) struct Sampler {
 
 impl Sampler {
     /// Samples `pid` and `admin` every second from now on.
-    pub(crate) fn start(pid: u32, admin: SocketAddr, accepted: Arc<AtomicU64>, churn: Arc<Churn>) -> Self {
+    pub(crate) fn start(pid: u32, admin: SocketAddr, accepted: Accepted, churn: Arc<Churn>) -> Self {
         let epoch = Instant::now();
         let phase = Arc::new(AtomicU8::new(0));
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -210,7 +220,8 @@ impl Sampler {
                         fds,
                         threads,
                         gauges,
-                        upstream_accepted: accepted.load(Ordering::Relaxed),
+                        ws_upstream_accepted: accepted.ws.load(Ordering::Relaxed),
+                        http_upstream_accepted: accepted.http.load(Ordering::Relaxed),
                         ops_started: churn.tally.started.load(Ordering::Relaxed),
                         ops_finished: churn.tally.finished.load(Ordering::Relaxed),
                     };

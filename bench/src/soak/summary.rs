@@ -73,8 +73,10 @@ pub(crate) struct Summary {
     pub(crate) pool_spare_at_churn_stop: Option<f64>,
     pub(crate) pool_spare_settle_max: Option<f64>,
     pub(crate) pool_spare_end: Option<f64>,
-    /// Connections the upstream accepted from the gateway after the baseline.
-    pub(crate) upstream_connections: u64,
+    /// Connections the websocket cluster's upstream accepted after the baseline.
+    pub(crate) ws_upstream_connections: u64,
+    /// Connections the http cluster's upstream accepted after the baseline.
+    pub(crate) http_upstream_connections: u64,
     pub(crate) pass: bool,
 }
 
@@ -156,7 +158,10 @@ pub(crate) fn summarise(samples: &[Sample], marks: &Marks, c: &Criteria) -> Summ
     let fds_ok = matches!((fds_baseline, fds_end), (Some(b), Some(e)) if e <= b + fds_allowance);
     let at_stop: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= marks.churn_stop_s).take(1).collect();
     let settle: Vec<&Sample> = samples.iter().filter(|s| s.phase == Phase::Settle).collect();
-    let accepted_at = |s: Option<&&Sample>| s.map_or(0, |s| s.upstream_accepted);
+    let opened = |f: fn(&Sample) -> u64| {
+        let at = |s: Option<&&Sample>| s.map_or(0, |s| f(s));
+        at(all.last()).saturating_sub(at(baseline.first()))
+    };
     Summary {
         rss_start_kib: samples.iter().find_map(rss),
         rss_baseline_kib: median(values(&baseline, rss)),
@@ -178,7 +183,8 @@ pub(crate) fn summarise(samples: &[Sample], marks: &Marks, c: &Criteria) -> Summ
         pool_spare_at_churn_stop: values(&at_stop, pool(&SPARE)).first().copied(),
         pool_spare_settle_max: max(values(&settle, pool(&SPARE))),
         pool_spare_end: median(values(&end, pool(&SPARE))),
-        upstream_connections: accepted_at(all.last()).saturating_sub(accepted_at(baseline.first())),
+        ws_upstream_connections: opened(|s| s.ws_upstream_accepted),
+        http_upstream_connections: opened(|s| s.http_upstream_accepted),
         pass: rss_ok && fds_ok,
     }
 }
@@ -199,7 +205,8 @@ mod tests {
             fds: Some(fds),
             threads: Some(3),
             gauges: Some(gauges),
-            upstream_accepted: t_s as u64 * 10,
+            ws_upstream_accepted: t_s as u64 * 10,
+            http_upstream_accepted: t_s as u64,
             ops_started: 0,
             ops_finished: 0,
         }
@@ -262,7 +269,7 @@ mod tests {
         assert_eq!(s.pool_open_baseline, Some(5.0));
         assert_eq!(s.fds_allowance, 0.0);
         assert_eq!(s.pool_spare_at_churn_stop, Some(4.0));
-        assert_eq!(s.upstream_connections, 390);
+        assert_eq!((s.ws_upstream_connections, s.http_upstream_connections), (390, 39));
         assert!(s.rss_ok && s.fds_ok && s.pass, "{s:?}");
         // Memory that fell back below the warm-up level is no leak.
         let (samples, marks) = run(15_000, 20);

@@ -49,11 +49,16 @@ async fn smoke_soak_answers_every_kind_and_writes_the_outputs() {
         "ws_clean=3,ws_half_open=1,ws_violation=5,http_keepalive=3,http_drop=3,http_slowloris=2",
     ]);
     args.validate().unwrap();
-    let (server, upstream) = simulator().await.unwrap();
-    let accepted = server.accepted();
-    tokio::spawn(server.run());
+    let (ws_sim, ws_upstream) = simulator().await.unwrap();
+    let (http_sim, http_upstream) = simulator().await.unwrap();
+    let accepted = Accepted {
+        ws: ws_sim.accepted(),
+        http: http_sim.accepted(),
+    };
+    tokio::spawn(ws_sim.run());
+    tokio::spawn(http_sim.run());
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let text = config::config(any, any, upstream, &settings(&args));
+    let text = config::config(any, any, ws_upstream, http_upstream, &settings(&args));
     let gateway = ::agentmux::gateway::start(::agentmux::Config::parse(&text, "soak").unwrap())
         .await
         .unwrap();
@@ -96,8 +101,19 @@ async fn smoke_soak_answers_every_kind_and_writes_the_outputs() {
     assert!(s.rss_after_warmup_kib.is_some() && s.rss_end_kib.is_some() && s.fds_baseline.is_some());
     // The pools were warm before the baseline: 4 per pool, two pools.
     assert!(s.pool_open_baseline.unwrap() >= 8.0, "{s:?}");
-    assert!(s.upstream_connections > 0);
-    assert!(report.sessions_served > 0);
+    // Every websocket session takes an upstream connection of its own (the
+    // first few the ones warm at baseline, which the pool replaces).
+    assert!(
+        s.ws_upstream_connections + 8 >= report.served.ws_sessions,
+        "{s:?} {:?}",
+        report.served
+    );
+    assert!(report.served.http_requests > 0);
+    assert!(
+        report.served.connections_per_http_request.unwrap() < 1.0,
+        "{:?}",
+        report.served
+    );
     assert!(report.gateway_counters["sessions_ended"].contains_key("keepalive_timeout"));
 
     let dir = std::env::temp_dir().join(format!("agentmux-bench-soak-{}", std::process::id()));

@@ -142,14 +142,17 @@ impl Churn {
         }
     }
 
-    /// Runs `slots` slots until `stop_at`; returns once every slot has
-    /// finished its last operation. The keep-alive pool is emptied at the end.
-    pub(crate) async fn run(self: &std::sync::Arc<Self>, slots: usize, stop_at: Instant) {
+    /// Runs `slots` slots, started evenly over `ramp`, until `stop_at`;
+    /// returns once every slot has finished its last operation. The
+    /// keep-alive pool is emptied at the end.
+    pub(crate) async fn run(self: &std::sync::Arc<Self>, slots: usize, ramp: Duration, stop_at: Instant) {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..slots {
             let churn = self.clone();
-            // Spread the slots' first operations over a second.
-            let start = Duration::from_secs(1).mul_f64(i as f64 / slots as f64);
+            // Slots started together would draw their long operations
+            // (half-open holds, slowloris) together and come back together,
+            // a wave that takes long to even out.
+            let start = ramp.mul_f64(i as f64 / slots as f64);
             set.spawn(async move {
                 tokio::time::sleep(start).await;
                 while Instant::now() < stop_at {
