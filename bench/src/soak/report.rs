@@ -199,6 +199,11 @@ pub(crate) fn markdown(r: &SoakReport) -> String {
     let _ = writeln!(md, "| sessions active | | | | | {} |\n", num(s.sessions_active_end));
     let _ = writeln!(
         md,
+        "Gateway CPU during the churn: {} of a core on average.\n",
+        s.cpu_cores_churn.map_or("—".into(), |c| format!("{:.0} %", c * 100.0))
+    );
+    let _ = writeln!(
+        md,
         "Phases (s since the gateway started): baseline {:.0}, churn {:.0}, warm-up over {:.0}, \
          churn stopped {:.0}, last operation ended {:.0}, end {:.0}.\n",
         m.baseline_start_s, m.churn_start_s, m.warmup_end_s, m.churn_stop_s, m.settle_start_s, m.settle_end_s
@@ -277,7 +282,7 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
         "failed",
     ];
     let mut out = String::from(
-        "t_s,phase,rss_kib,fds,threads,sessions_active,pool_initializing,pool_ready,pool_active,pool_idle,\
+        "t_s,phase,rss_kib,fds,threads,cpu_ms,sessions_active,pool_initializing,pool_ready,pool_active,pool_idle,\
          pool_unhealthy,pool_recycling,pool_failed,pool_waiters,pool_acquires,ws_upstream_accepted,http_upstream_accepted,ops_started,ops_finished\n",
     );
     let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
@@ -290,12 +295,13 @@ pub(crate) fn csv(samples: &[Sample]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:.2},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.phase.as_str(),
             opt(s.rss_kib),
             opt(s.fds),
             opt(s.threads),
+            s.cpu_ms,
             gauge(&|g| g.sessions_active.to_string()),
             pool.join(","),
             gauge(&|g| g.pool_waiters.to_string()),

@@ -97,6 +97,8 @@ pub(crate) struct Sample {
     /// Entries in `/proc/<pid>/fd`.
     pub(crate) fds: Option<u64>,
     pub(crate) threads: Option<u64>,
+    /// CPU time used so far, all threads, milliseconds (from `schedstat`).
+    pub(crate) cpu_ms: u64,
     /// `None` when the scrape failed.
     pub(crate) gauges: Option<Gauges>,
     /// Connections the websocket cluster's simulator accepted so far.
@@ -212,6 +214,7 @@ impl Sampler {
                     let t_s = epoch.elapsed().as_secs_f64();
                     let phase = Phase::ALL[usize::from(phase.load(Ordering::Relaxed)) % Phase::ALL.len()];
                     let (rss_kib, fds, threads) = read_proc(pid);
+                    let cpu_ms = crate::compare::procstat::cpu(&[pid]).cpu_ns / 1_000_000;
                     let gauges = scrape(admin).await.map(|t| parse_gauges(&t));
                     let sample = Sample {
                         t_s,
@@ -219,6 +222,7 @@ impl Sampler {
                         rss_kib,
                         fds,
                         threads,
+                        cpu_ms,
                         gauges,
                         ws_upstream_accepted: accepted.ws.load(Ordering::Relaxed),
                         http_upstream_accepted: accepted.http.load(Ordering::Relaxed),

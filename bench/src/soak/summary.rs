@@ -66,6 +66,9 @@ pub(crate) struct Summary {
     pub(crate) threads_baseline: Option<f64>,
     pub(crate) threads_end: Option<f64>,
     pub(crate) sessions_active_end: Option<f64>,
+    /// The gateway's mean CPU use from the churn's start to its stop, in
+    /// cores (1.0 = one core busy): whether the machine had room for it.
+    pub(crate) cpu_cores_churn: Option<f64>,
     /// Open upstream connections (every state but `failed`).
     pub(crate) pool_open_baseline: Option<f64>,
     pub(crate) pool_open_end: Option<f64>,
@@ -158,6 +161,13 @@ pub(crate) fn summarise(samples: &[Sample], marks: &Marks, c: &Criteria) -> Summ
     let fds_ok = matches!((fds_baseline, fds_end), (Some(b), Some(e)) if e <= b + fds_allowance);
     let at_stop: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= marks.churn_stop_s).take(1).collect();
     let settle: Vec<&Sample> = samples.iter().filter(|s| s.phase == Phase::Settle).collect();
+    let first_from = |t: f64| samples.iter().find(|s| s.t_s >= t);
+    let cpu_cores_churn = match (first_from(marks.churn_start_s), first_from(marks.churn_stop_s)) {
+        (Some(a), Some(b)) if b.t_s > a.t_s && b.cpu_ms >= a.cpu_ms => {
+            Some((b.cpu_ms - a.cpu_ms) as f64 / 1000.0 / (b.t_s - a.t_s))
+        }
+        _ => None,
+    };
     let opened = |f: fn(&Sample) -> u64| {
         let at = |s: Option<&&Sample>| s.map_or(0, |s| f(s));
         at(all.last()).saturating_sub(at(baseline.first()))
@@ -177,6 +187,7 @@ pub(crate) fn summarise(samples: &[Sample], marks: &Marks, c: &Criteria) -> Summ
         fds_ok,
         threads_baseline: median(values(&baseline, |s| s.threads.map(|v| v as f64))),
         threads_end: median(values(&end, |s| s.threads.map(|v| v as f64))),
+        cpu_cores_churn,
         sessions_active_end: median(values(&end, |s| s.gauges.as_ref().map(|g| g.sessions_active as f64))),
         pool_open_baseline,
         pool_open_end: median(values(&end, pool(&OPEN))),
@@ -204,6 +215,7 @@ mod tests {
             rss_kib: Some(rss),
             fds: Some(fds),
             threads: Some(3),
+            cpu_ms: t_s as u64 * 250,
             gauges: Some(gauges),
             ws_upstream_accepted: t_s as u64 * 10,
             http_upstream_accepted: t_s as u64,
@@ -260,6 +272,8 @@ mod tests {
         assert_eq!(s.rss_end_kib, Some(20_500.0));
         assert!((s.rss_ratio.unwrap() - 20_500.0 / 20_100.0).abs() < 1e-9);
         assert_eq!(s.rss_start_kib, Some(10_000.0));
+        // A quarter of a core all along.
+        assert!((s.cpu_cores_churn.unwrap() - 0.25).abs() < 1e-9);
         assert_eq!(s.rss_peak_kib, Some(90_000.0));
         assert_eq!(
             (s.fds_baseline, s.fds_end, s.fds_peak),

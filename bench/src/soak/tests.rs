@@ -24,14 +24,15 @@ fn args(extra: &[&str]) -> SoakArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_soak_answers_every_kind_and_writes_the_outputs() {
     let args = args(&[
+        // Phases of 2 s at least, so each gets a sample of the 1 s sampler.
         "--duration",
-        "4s",
+        "5s",
         "--warmup",
-        "1s",
+        "2s",
         "--settle",
         "2s",
         "--baseline",
-        "1s",
+        "2s",
         "--window",
         "1s",
         "--concurrency",
