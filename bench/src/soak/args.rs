@@ -61,6 +61,10 @@ pub(crate) struct SoakArgs {
     /// The clusters' pool `min_connections` in the generated config.
     #[arg(long, default_value_t = 4)]
     pub(crate) min_connections: usize,
+    /// TOML appended to the generated config, for tables it does not write
+    /// (e.g. `[analytics]` with `enabled = false`, `[runtime]`).
+    #[arg(long)]
+    pub(crate) extra_config: Option<PathBuf>,
     /// Keep-alive HTTP connections the churn keeps for reuse.
     #[arg(long, default_value_t = 32)]
     pub(crate) http_pool: usize,

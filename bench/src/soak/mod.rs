@@ -81,7 +81,11 @@ pub(crate) async fn main(args: SoakArgs) -> Result<ExitCode, Error> {
     };
     let sims = [tokio::spawn(ws_sim.run()), tokio::spawn(http_sim.run())];
     let (listen, admin) = free_ports()?;
-    let text = config::config(listen, admin, ws_upstream, http_upstream, &settings(&args));
+    let mut text = config::config(listen, admin, ws_upstream, http_upstream, &settings(&args));
+    if let Some(extra) = &args.extra_config {
+        let more = std::fs::read_to_string(extra).map_err(|e| Error::io(format!("reading {}", extra.display()), e))?;
+        text.push_str(&format!("\n# from --extra-config {}\n{more}", extra.display()));
+    }
     let conf = dir.join("agentmux.toml");
     std::fs::write(&conf, &text).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     let launch = agentmux::launch(program.clone(), &dir, &conf, listen, "run --config {config}");
