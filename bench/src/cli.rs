@@ -1,5 +1,6 @@
 //! Command line: the subcommands (`load`, `upstream`, `compare`, `pool`,
-//! `ramp`, and `hold`, which `compare` runs) and the
+//! `ramp`, `soak` (its flags live in `soak/args.rs`), and `hold`, which
+//! `compare` runs) and the
 //! parsers for human durations ("250ms", "10s", "2m") and sizes ("64",
 //! "4k", "1MiB"). Flags are validated into runtime plans by each
 //! subcommand's module, never used raw deeper down.
@@ -31,6 +32,9 @@ pub(crate) enum Command {
     Pool(PoolArgs),
     /// Predictive pool sizing on vs off: the same ramping load in alternating rounds.
     Ramp(RampArgs),
+    /// Minutes of WebSocket and HTTP session churn against the gateway; RSS, descriptors and
+    /// pool sampled every second; a verdict on whether they come back.
+    Soak(crate::soak::SoakArgs),
     /// Hold idle WebSocket sessions until stdin closes (one of compare's capacity processes).
     #[command(hide = true)]
     Hold(HoldArgs),

@@ -9,7 +9,7 @@
 //! Two parts link the gateway library: `pool`, to time its warm pool in
 //! process, and `upstream --mode mux`, whose echo speaks the mux protocol
 //! through the library's upstream side (as any mux upstream would). `ramp`
-//! drives the agentmux binary, reading its `/metrics`.
+//! and `soak` drive the agentmux binary, reading its `/metrics`.
 
 mod cli;
 mod compare;
@@ -22,6 +22,7 @@ mod pool;
 mod progress;
 mod ramp;
 mod report;
+mod soak;
 mod tls;
 mod upstream;
 
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::main(args))),
         Command::Pool(args) => runtime(Some(args.threads)).and_then(|rt| rt.block_on(pool::main(args))),
         Command::Ramp(args) => runtime(Some(1)).and_then(|rt| rt.block_on(ramp::main(args))),
+        Command::Soak(args) => runtime(Some(1)).and_then(|rt| rt.block_on(soak::main(args))),
         Command::Hold(args) => runtime(Some(1)).and_then(|rt| rt.block_on(compare::hold::main(args))),
     };
     match result {

@@ -478,7 +478,7 @@ async fn scrape(admin: SocketAddr, start: Instant) -> Result<Scrape, Error> {
 }
 
 /// Labels of a metric line: `name{a="x",b="y"} value`.
-fn parse_line(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+pub(crate) fn parse_line(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
     let (head, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let (name, labels) = match head.split_once('{') {

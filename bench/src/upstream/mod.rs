@@ -18,6 +18,7 @@ mod ws_echo;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -49,6 +50,8 @@ pub(crate) struct Server {
     listener: TcpListener,
     sim: Arc<Sim>,
     tls: Option<TlsAcceptor>,
+    /// Connections accepted so far (the soak counts the gateway's upstream connects).
+    accepted: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -74,6 +77,7 @@ impl Server {
             listener,
             sim,
             tls: tls.map(TlsAcceptor::from),
+            accepted: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -84,6 +88,11 @@ impl Server {
             .map_err(|e| Error::io("reading the bound address", e))
     }
 
+    /// The count of connections accepted, shared with the accept loop.
+    pub(crate) fn accepted(&self) -> Arc<AtomicU64> {
+        self.accepted.clone()
+    }
+
     /// Serves until the task is dropped.
     pub(crate) async fn run(self) {
         loop {
@@ -92,6 +101,7 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
+            self.accepted.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(connection(stream, self.sim.clone(), self.tls.clone()));
         }
     }
