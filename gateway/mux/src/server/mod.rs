@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn run(listener: tokio::net::TcpListener) {
-//! use agentmux::mux::{Message, MuxServer, ServerConfig};
+//! use agentmux_mux::{Message, MuxServer, ServerConfig};
 //! let server = MuxServer::new(ServerConfig::default());
 //! loop {
 //!     let Ok((tcp, _)) = listener.accept().await else { continue };
