@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::conn::{ConnShared, ConnectionEnd, Role};
-use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
+use super::frame::{ErrorCode, Frame, Open, PROTOCOL, PartialMessage};
 use super::message::{SessionEnd, SessionError};
 use super::session::shared::{Registry, Shared, error_frame};
 use super::session::state::{Answer, ReplayBudget, SessionParams};
@@ -118,7 +118,7 @@ pub struct Takeover {
     pub messages: u64,
     /// The next message, if the upstream has part of it: its TEXT bit and
     /// how many of its first bytes it has (skip them in the resent copy).
-    pub partial: Option<(bool, u64)>,
+    pub partial: Option<PartialMessage>,
 }
 
 /// Why [`MuxClientConnection::resume`] did not re-attach the session.

@@ -190,7 +190,7 @@ pub(crate) async fn session(t: &Arc<Terminal>, mut req: Request<ProxyBody>) -> R
                 owner.as_deref(),
             )
         });
-        let skip = takeover.and_then(|at| at.partial);
+        let skip = takeover.and_then(|at| at.partial).map(|p| (p.text, p.bytes));
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
         let handover = held.is_some();

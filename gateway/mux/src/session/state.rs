@@ -11,7 +11,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, futures::Notified, oneshot};
 
 use crate::conn::ConnShared;
-use crate::frame::{ErrorCode, Frame, MAX_FRAME_PAYLOAD, MAX_HELD_FRAMES, MAX_UNACKED_FRAMES, TakeoverOk};
+use crate::frame::{
+    ErrorCode, Frame, MAX_FRAME_PAYLOAD, MAX_HELD_FRAMES, MAX_UNACKED_FRAMES, PartialMessage, TakeoverOk,
+};
 use crate::message::{Chunk, SessionEnd, SessionError};
 
 /// Held frames a receiver that acknowledges on arrival acknowledges at
@@ -205,7 +207,7 @@ pub(crate) struct State {
     pub(crate) removed: bool,
     /// Gateway, after a takeover: the agent messages the upstream has
     /// (complete, and the partial one's TEXT bit and bytes), for the caller.
-    pub(crate) adopted: Option<(u64, Option<(bool, u64)>)>,
+    pub(crate) adopted: Option<(u64, Option<PartialMessage>)>,
     /// Left for another gateway instance to take over: nothing more is
     /// sent, not even a CLOSE when the handles go.
     pub(crate) parked: bool,
@@ -626,7 +628,10 @@ impl State {
             last_seq: self.ack_seq(),
             received_bytes: self.received_bytes,
             messages: self.recv_messages,
-            partial: self.in_text.map(|text| (text, self.recv_partial)),
+            partial: self.in_text.map(|text| PartialMessage {
+                text,
+                bytes: self.recv_partial,
+            }),
             limit: self.granted,
             replay_seq: self.acked_seq,
             replay_bytes: self.acked_bytes,
@@ -642,7 +647,7 @@ impl State {
     /// Gateway: takes on a session another instance carried, from the
     /// upstream's TAKEOVER_OK (see [`State::take_over`]).
     pub(crate) fn adopt(&mut self, link: Arc<ConnShared>, t: &TakeoverOk) -> Result<(), ErrorCode> {
-        let partial = t.partial.map_or(0, |(_, n)| n);
+        let partial = t.partial.map_or(0, |p| p.bytes);
         let sane = t.last_seq < u64::MAX
             && t.replay_seq < u64::MAX
             && t.replay_bytes <= t.granted
@@ -671,7 +676,7 @@ impl State {
         self.acked_bytes = t.received_bytes;
         self.acked_messages = t.messages;
         self.acked_mid = t.partial.is_some();
-        self.out_text = t.partial.map(|(text, _)| text);
+        self.out_text = t.partial.map(|p| p.text);
         self.peer_limit = t.limit;
         self.subprotocol.clone_from(&t.subprotocol);
         self.adopted = Some((t.messages, t.partial));
