@@ -27,11 +27,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-use super::conn::{ConnShared, ConnectionEnd, Role};
-use super::frame::{ErrorCode, Frame, Open, PROTOCOL, PartialMessage};
+pub use super::message::Takeover;
+
+use super::conn::{ConnShared, ConnectionEnd, DetachedSession, Role};
+use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
 use super::message::{SessionEnd, SessionError};
-use super::session::shared::{Registry, Shared, error_frame};
-use super::session::state::{Answer, ReplayBudget, SessionParams};
+use super::session::registry::Registry;
+use super::session::shared::{Shared, Start, error_frame};
+use super::session::state::{Answer, Phase, ReplayBudget, ResumePoint, SessionParams, TakeoverWaiter, Waiter};
 use super::session::{MuxSession, SessionHandle};
 
 /// Settings of a [`MuxClient`].
@@ -108,17 +111,6 @@ pub enum OpenError {
     /// id, on another connection.
     #[error("connection lost before the session was accepted")]
     ConnectionLost,
-}
-
-/// Where the agent's stream stands after [`MuxClientConnection::take_over`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Takeover {
-    /// Complete agent messages the upstream has received: the agent
-    /// resends from this one on (counting from 0).
-    pub messages: u64,
-    /// The next message, if the upstream has part of it: its TEXT bit and
-    /// how many of its first bytes it has (skip them in the resent copy).
-    pub partial: Option<PartialMessage>,
 }
 
 /// Why [`MuxClientConnection::resume`] did not re-attach the session.
@@ -213,16 +205,13 @@ impl MuxClientConnection {
     /// the session is forgotten here, so an OPEN_OK arriving later finds
     /// nothing and is answered `UNKNOWN_SESSION`.
     pub async fn open(&self, id: u64, open: Open) -> Result<MuxSession, OpenError> {
-        let frame = Frame::Open {
-            session: id,
-            open: Box::new(open.clone()),
-        };
-        let (session, shared, answer) = self.start(id, open, frame, false)?;
+        let (waiter, answer) = oneshot::channel();
+        let Started { session, shared } = self.start(id, open, Ask::Open(waiter))?;
         // Declared after `session`, so it runs first when the call is
         // cancelled: the session fails before its drop would send CLOSE.
         let _abandon = Abandon {
             shared: &shared,
-            takeover: false,
+            give_up: Shared::abandon_open,
         };
         match answer.await {
             Ok(Ok(())) => Ok(session),
@@ -252,21 +241,14 @@ impl MuxClientConnection {
     /// when its connection ends. A new takeover of it on this client is
     /// refused ([`OpenError::InUse`]) until the late answer came.
     pub async fn take_over(&self, id: u64, open: Open, messages: u64) -> Result<(MuxSession, Takeover), OpenError> {
-        let frame = Frame::Takeover {
-            session: id,
-            messages,
-            window: open.window.max(1),
-        };
-        let (session, shared, answer) = self.start(id, open, frame, true)?;
+        let (waiter, answer) = oneshot::channel();
+        let Started { session, shared } = self.start(id, open, Ask::Takeover { messages, waiter })?;
         let _abandon = Abandon {
             shared: &shared,
-            takeover: true,
+            give_up: Shared::abandon_takeover,
         };
         match answer.await {
-            Ok(Ok(())) => match shared.lock().adopted.take() {
-                Some((messages, partial)) => Ok((session, Takeover { messages, partial })),
-                None => Err(OpenError::Failed(SessionError::Protocol(ErrorCode::InvalidState))),
-            },
+            Ok(Ok(at)) => Ok((session, at)),
             Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
             Ok(Err(SessionEnd::Failed(e))) => Err(OpenError::Failed(e)),
             Err(_) => {
@@ -306,35 +288,28 @@ impl MuxClientConnection {
         }
     }
 
-    /// Registers session `id` and sends `frame` (its OPEN or TAKEOVER);
-    /// returns the session and the receiver of the upstream's answer. A
-    /// takeover may replace a session this client parked (its agent left
-    /// on a subprotocol mismatch, or its taker gave up).
-    #[allow(clippy::type_complexity)]
-    fn start(
-        &self,
-        id: u64,
-        open: Open,
-        frame: Frame,
-        takeover: bool,
-    ) -> Result<(MuxSession, Arc<Shared>, oneshot::Receiver<Result<(), SessionEnd>>), OpenError> {
+    /// Registers session `id` and sends its OPEN or TAKEOVER (`ask`, whose
+    /// waiter gets the upstream's answer). A takeover may replace a
+    /// session this client parked (its agent left on a subprotocol
+    /// mismatch, or its taker gave up).
+    fn start(&self, id: u64, open: Open, ask: Ask) -> Result<Started, OpenError> {
         if id == 0 {
             return Err(OpenError::ZeroId);
         }
+        let frame = ask.frame(id, &open);
         // The writer would drop a frame it cannot encode, and the caller
         // would wait for an answer that never comes.
         if let Frame::Open { open, .. } = &frame {
             super::check_open(open)?;
         }
-        let params = self.session_params(open.window);
-        let registry = Some(Arc::downgrade(&self.registry));
-        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = shared.lock();
-            st.waiter = Some(tx);
-            st.takeover_pending = takeover;
-        }
+        let takeover = matches!(ask, Ask::Takeover { .. });
+        let start = Start {
+            id,
+            params: self.session_params(open.window),
+            open,
+            registry: Some(Arc::downgrade(&self.registry)),
+        };
+        let shared = Shared::new(start, ask.into_phase(self.conn.clone()));
         let registered = if takeover {
             self.registry.insert_over_parked(shared.clone()).map(|parked| {
                 if let Some(p) = parked {
@@ -353,7 +328,7 @@ impl MuxClientConnection {
             return Err(OpenError::ConnectionLost);
         }
         self.conn.send(frame);
-        Ok((session, shared, rx))
+        Ok(Started { session, shared })
     }
 
     /// The settings of a session opened or taken over here. The gateway
@@ -413,16 +388,57 @@ impl std::fmt::Debug for MuxClientConnection {
     }
 }
 
+/// The first frame of a session this client starts, and who waits for
+/// the upstream's answer to it.
+enum Ask {
+    /// OPEN: answered by OPEN_OK.
+    Open(Waiter),
+    /// TAKEOVER, for an agent that received `messages` complete messages:
+    /// answered by TAKEOVER_OK.
+    Takeover { messages: u64, waiter: TakeoverWaiter },
+}
+
+impl Ask {
+    fn frame(&self, id: u64, open: &Open) -> Frame {
+        match self {
+            Self::Open(_) => Frame::Open {
+                session: id,
+                open: Box::new(open.clone()),
+            },
+            Self::Takeover { messages, .. } => Frame::Takeover {
+                session: id,
+                messages: *messages,
+                window: open.window.max(1),
+            },
+        }
+    }
+
+    /// The phase of a session that sent this on `link`.
+    fn into_phase(self, link: Arc<ConnShared>) -> Phase {
+        match self {
+            Self::Open(waiter) => Phase::opening(link, waiter),
+            Self::Takeover { waiter, .. } => Phase::taking_over(link, waiter),
+        }
+    }
+}
+
+/// A session just started, and its state (to wait on and give up).
+struct Started {
+    session: MuxSession,
+    shared: Arc<Shared>,
+}
+
 /// Gives up an OPEN or TAKEOVER whose caller stopped waiting for the
-/// answer (its deadline passed): see [`Shared::abandon`].
+/// answer (its deadline passed): see [`Shared::abandon_open`] and
+/// [`Shared::abandon_takeover`].
 struct Abandon<'a> {
     shared: &'a Shared,
-    takeover: bool,
+    give_up: fn(&Shared),
 }
 
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
-        self.shared.abandon(self.takeover);
+        (self.give_up)(self.shared);
     }
 }
 
@@ -459,7 +475,10 @@ impl Role for ClientRole {
                 last_seq,
                 limit,
             } => match conn.session(session) {
-                Some(s) if s.is_resuming_on(conn.id) => (session, s.attach(conn, last_seq, limit, Answer::None)),
+                Some(s) if s.is_resuming_on(conn.id) => {
+                    let at = ResumePoint { last_seq, limit };
+                    (session, s.attach(conn, at, Answer::None))
+                }
                 Some(_) => (session, Err(ErrorCode::InvalidState)),
                 None => (session, Err(ErrorCode::UnknownSession)),
             },
@@ -483,12 +502,12 @@ impl Role for ClientRole {
         self.registry.contains(id)
     }
 
-    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
+    fn on_detached(&self, sessions: Vec<DetachedSession>) {
         // The gateway decides where (and whether) to resume: see closed().
         // A parked session is never resumed from here: it is forgotten,
         // so a takeover of it on this instance later starts afresh.
-        for (s, _) in sessions {
-            s.forget_if_parked();
+        for detached in sessions {
+            detached.session.forget_if_parked();
         }
     }
 

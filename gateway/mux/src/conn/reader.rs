@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, ReadHalf};
 use super::{ConnShared, EndReason, Out, Role};
 use crate::codec::decode_message;
 use crate::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
+use crate::session::AckDue;
 
 /// A reason to end the connection, with what to tell the peer.
 struct Fatal {
@@ -207,10 +208,10 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
                 let id = other.session();
                 match conn.session(id) {
                     Some(s) => match s.on_frame(conn, other) {
-                        Ok(Some((seq, true))) => {
+                        Ok(Some(AckDue::Now(seq))) => {
                             acks.insert(id, seq);
                         }
-                        Ok(Some((seq, false))) => {
+                        Ok(Some(AckDue::Soon(seq))) => {
                             soon.insert(id, seq);
                         }
                         Ok(None) => {}

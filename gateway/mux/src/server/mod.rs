@@ -48,7 +48,7 @@ pub use upgrade::{AcceptError, PendingConnection, UpgradeRefused};
 
 use super::conn::{ConnShared, ConnectionEnd};
 use super::session::MuxSession;
-use super::session::shared::Registry;
+use super::session::registry::Registry;
 use super::session::state::{ReplayBudget, SessionParams};
 
 /// Settings of a [`MuxServer`].
