@@ -168,13 +168,24 @@ impl Control {
             .collect()
     }
 
-    /// Takes the pending replies: frames to batch, and a pong to write.
-    pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
+    /// Takes the pending replies.
+    pub(crate) fn take(&mut self) -> Replies {
         self.signalled = false;
         let mut frames = self.take_acks();
         frames.append(&mut self.errors);
-        (frames, self.pong.take())
+        Replies {
+            frames,
+            pong: self.pong.take(),
+        }
     }
+}
+
+/// Replies taken from [`Control`] for the writer.
+pub(crate) struct Replies {
+    /// ACKs and ERRORs, to batch with other frames.
+    pub(crate) frames: Vec<Frame>,
+    /// The payload of the pong to write, if a ping awaits one.
+    pub(crate) pong: Option<Bytes>,
 }
 
 /// Longest an ACK of new DATA waits for other frames to ride along with

@@ -16,7 +16,7 @@ fn replies_are_coalesced_and_bounded() {
     // One wake-up for the writer, however many replies are owed.
     assert!(matches!(rx.try_recv(), Ok(Out::Control)));
     assert!(rx.try_recv().is_err());
-    let (frames, pong) = lock(&conn.control).take();
+    let Replies { frames, pong } = lock(&conn.control).take();
     let mut acks: Vec<_> = frames
         .iter()
         .filter_map(|f| match f {
