@@ -11,7 +11,9 @@
 //!   OPEN_OK arrives (or why not);
 //! - [`MuxClientConnection::closed`] reports the end of a connection with
 //!   the sessions it left detached; for each, [`MuxClientConnection::resume`]
-//!   on another connection replays what the upstream lacks and continues.
+//!   on another connection replays what the upstream lacks and continues;
+//! - [`MuxClientConnection::take_over`] takes on a session another gateway
+//!   instance carried (TAKEOVER), positioned by the agent's message count.
 //!
 //! How it fails: typed errors per call ([`ConnectError`], [`OpenError`],
 //! [`ResumeError`]); a connection ends on malformed input (its sessions
@@ -27,15 +29,19 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-pub use super::message::Takeover;
-
-use super::conn::{ConnShared, ConnectionEnd, DetachedSession, Role};
-use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
+use super::conn::{ConnShared, ConnectionEnd};
+use super::frame::{Frame, Open, PROTOCOL};
 use super::message::{SessionEnd, SessionError};
 use super::session::registry::Registry;
-use super::session::shared::{Shared, Start, error_frame};
-use super::session::state::{Answer, Phase, ReplayBudget, ResumePoint, SessionParams, TakeoverWaiter, Waiter};
+use super::session::shared::{Shared, Start};
+use super::session::state::{Phase, ReplayBudget, SessionParams, TakeoverWaiter, Waiter};
 use super::session::{MuxSession, SessionHandle};
+
+mod error;
+mod role;
+
+pub use super::message::Takeover;
+pub use error::{ConnectError, OpenError, ResumeError};
 
 /// Settings of a [`MuxClient`].
 #[derive(Clone, Debug)]
@@ -63,70 +69,6 @@ impl Default for ClientConfig {
             keepalive: Some(Duration::from_secs(15)),
         }
     }
-}
-
-/// Why [`MuxClient::connect`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The WebSocket handshake failed (transport, HTTP status, headers).
-    #[error("mux WebSocket handshake failed: {0}")]
-    Handshake(#[from] fastwebsockets::WebSocketError),
-    /// The upstream did not select `agentmux.v1`.
-    #[error("upstream selected subprotocol {selected:?}, not {PROTOCOL}")]
-    Version {
-        /// What it selected, if anything.
-        selected: Option<String>,
-    },
-    /// The request could not be built (bad host or path).
-    #[error("bad upgrade request: {0}")]
-    Request(#[from] http::Error),
-}
-
-/// Why [`MuxClientConnection::open`] gave no session.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Session id 0 is reserved for the connection.
-    #[error("session id 0 is reserved")]
-    ZeroId,
-    /// The OPEN cannot be encoded (too many or too large headers, too
-    /// many subprotocols): nothing was sent. See [`check_open`](super::check_open).
-    #[error("OPEN cannot be sent: {0}")]
-    Invalid(#[from] super::FrameError),
-    /// The id is already open on a connection of this client.
-    #[error("session id {0} is already in use")]
-    InUse(u64),
-    /// The upstream refused with a CLOSE.
-    #[error("upstream refused the session: {code} {reason}")]
-    Refused {
-        /// Its close code.
-        code: u16,
-        /// Its reason.
-        reason: String,
-    },
-    /// The upstream answered ERROR (e.g. `TOO_MANY_SESSIONS`: try another
-    /// connection).
-    #[error(transparent)]
-    Failed(SessionError),
-    /// The connection ended before OPEN_OK: send OPEN again, with the same
-    /// id, on another connection.
-    #[error("connection lost before the session was accepted")]
-    ConnectionLost,
-}
-
-/// Why [`MuxClientConnection::resume`] did not re-attach the session.
-#[derive(Debug, thiserror::Error)]
-pub enum ResumeError {
-    /// The session has ended, or is already on (or resuming to) this
-    /// connection.
-    #[error("session cannot be resumed: {0}")]
-    NotResumable(SessionError),
-    /// The upstream could not resume it; the session has failed with this
-    /// error (close the agent with its close code, 1011).
-    #[error("upstream could not resume the session: {0}")]
-    Failed(SessionError),
-    /// This connection ended too before the answer: try another.
-    #[error("connection lost before the resume was answered")]
-    ConnectionLost,
 }
 
 /// Connects to mux upstreams. Its connections share one session
@@ -172,7 +114,7 @@ impl MuxClient {
                 selected: selected.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             });
         }
-        let role = ClientRole {
+        let role = role::ClientRole {
             registry: self.registry.clone(),
         };
         let conn = super::conn::spawn(ws, role, self.config.keepalive);
@@ -300,7 +242,7 @@ impl MuxClientConnection {
         // The writer would drop a frame it cannot encode, and the caller
         // would wait for an answer that never comes.
         if let Frame::Open { open, .. } = &frame {
-            super::check_open(open)?;
+            crate::check_open(open)?;
         }
         let takeover = matches!(ask, Ask::Takeover { .. });
         let start = Start {
@@ -451,68 +393,5 @@ struct CancelResume<'a> {
 impl Drop for CancelResume<'_> {
     fn drop(&mut self) {
         self.shared.cancel_resume(self.conn_id);
-    }
-}
-
-/// The gateway's role: OPEN_OK and RESUME answers.
-struct ClientRole {
-    registry: Arc<Registry>,
-}
-
-impl Role for ClientRole {
-    fn on_frame(&self, conn: &Arc<ConnShared>, frame: Frame) -> Result<(), ErrorCode> {
-        let (id, result) = match frame {
-            Frame::OpenOk {
-                session,
-                window,
-                subprotocol,
-            } => match conn.session(session) {
-                Some(s) => (session, s.on_open_ok(window, subprotocol)),
-                None => (session, Err(ErrorCode::UnknownSession)),
-            },
-            Frame::Resume {
-                session,
-                last_seq,
-                limit,
-            } => match conn.session(session) {
-                Some(s) if s.is_resuming_on(conn.id) => {
-                    let at = ResumePoint { last_seq, limit };
-                    (session, s.attach(conn, at, Answer::None))
-                }
-                Some(_) => (session, Err(ErrorCode::InvalidState)),
-                None => (session, Err(ErrorCode::UnknownSession)),
-            },
-            Frame::TakeoverOk(t) => match conn.session(t.session) {
-                Some(s) => (t.session, s.on_takeover_ok(conn, &t)),
-                None => (t.session, Err(ErrorCode::UnknownSession)),
-            },
-            // OPEN and TAKEOVER travel only towards the upstream.
-            _ => return Err(ErrorCode::Protocol),
-        };
-        if let Err(code) = result {
-            conn.send(error_frame(id, code));
-            if let Some(s) = conn.session(id) {
-                s.fail(SessionError::Protocol(code));
-            }
-        }
-        Ok(())
-    }
-
-    fn is_known(&self, id: u64) -> bool {
-        self.registry.contains(id)
-    }
-
-    fn on_detached(&self, sessions: Vec<DetachedSession>) {
-        // The gateway decides where (and whether) to resume: see closed().
-        // A parked session is never resumed from here: it is forgotten,
-        // so a takeover of it on this instance later starts afresh.
-        for detached in sessions {
-            detached.session.forget_if_parked();
-        }
-    }
-
-    fn on_violation(&self, _code: ErrorCode) {
-        // The session's end says it (`SessionError::Protocol`): the
-        // gateway counts it where it closes the agent.
     }
 }
