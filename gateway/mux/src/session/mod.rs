@@ -12,6 +12,13 @@
 //! the peer breaks the protocol on it, sends ERROR, or it is not resumed
 //! in time. Dropping every handle closes it with 1001 (1000 after the
 //! peer's close).
+//!
+//! Inside: `shared` is what the handles and the carrying connection share
+//! (one lock per session); `state` is the bookkeeping under that lock —
+//! the session's phase (opening, live, parked, failed, removed, and which
+//! connection carries it: `state::phase`) and both directions of its
+//! stream; `apply` applies the peer's frames; `registry` keeps the
+//! sessions of one server or client by id.
 
 mod apply;
 pub(crate) mod registry;
@@ -26,8 +33,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::frame::{ErrorCode, MAX_CLOSE_REASON, Open, is_valid_close_code};
 use super::message::{Chunk, Message, SessionEnd, SessionError};
-pub(crate) use apply::AckDue;
 use shared::Shared;
+
+pub(crate) use apply::AckDue;
 
 /// What one attempt of [`SessionSender::send_chunk`] achieved.
 enum Step {
