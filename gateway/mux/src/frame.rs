@@ -267,7 +267,7 @@ pub struct TakeoverOk {
     pub messages: u64,
     /// The message after those, if partly received: its TEXT bit and its
     /// bytes received (the resent copy's first bytes are skipped).
-    pub partial: Option<(bool, u64)>,
+    pub partial: Option<PartialMessage>,
     /// The upstream's credit limit for the gateway (as in WINDOW).
     pub limit: u64,
     /// The upstream's frames up to this sequence count as delivered; the
@@ -281,6 +281,17 @@ pub struct TakeoverOk {
     pub granted: u64,
     /// The subprotocol chosen when the session opened.
     pub subprotocol: Option<String>,
+}
+
+/// A message received in part: its TEXT bit and how many of its first
+/// payload bytes arrived. A takeover positions the agent's resent copy of
+/// it by these (TAKEOVER_OK, [`Takeover`](crate::Takeover)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialMessage {
+    /// Whether it is a text message.
+    pub text: bool,
+    /// Payload bytes of it received so far.
+    pub bytes: u64,
 }
 
 /// Why a session or a connection failed, as carried by ERROR frames.

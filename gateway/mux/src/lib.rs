@@ -31,7 +31,7 @@ pub use conn::{ConnectionEnd, EndReason};
 pub use frame::{
     ErrorCode, Frame, FrameType, HEADER_LEN, MAX_CLOSE_REASON, MAX_ERROR_MESSAGE, MAX_FRAME_PAYLOAD,
     MAX_FRAMES_PER_MESSAGE, MAX_HELD_FRAMES, MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_OPEN_LEN, MAX_SUBPROTOCOLS,
-    MAX_UNACKED_FRAMES, Open, PROTOCOL, TakeoverOk, is_valid_close_code,
+    MAX_UNACKED_FRAMES, Open, PROTOCOL, PartialMessage, TakeoverOk, is_valid_close_code,
 };
 pub use message::{Chunk, Message, SessionEnd, SessionError};
 pub use server::{MuxConnection, MuxServer, ServerConfig, ServerStats};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::frame::ErrorCode;
+use super::frame::{ErrorCode, PartialMessage};
 
 /// A whole WebSocket-like message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,18 @@ pub enum SessionEnd {
     },
     /// The session failed.
     Failed(SessionError),
+}
+
+/// Where the agent's stream stands after
+/// [`MuxClientConnection::take_over`](super::MuxClientConnection::take_over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// Complete agent messages the upstream has received: the agent
+    /// resends from this one on (counting from 0).
+    pub messages: u64,
+    /// The next message, if the upstream has part of it: its TEXT bit and
+    /// how many of its first bytes it has (skip them in the resent copy).
+    pub partial: Option<PartialMessage>,
 }
 
 /// Why a session failed or refused an operation.

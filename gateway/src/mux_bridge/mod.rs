@@ -209,7 +209,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
         let held = token.map(|(registry, id)| {
             registry.register_mux_session(&id, &route.name, endpoint.label(), session.handle(), owner.as_deref())
         });
-        let skip = takeover.and_then(|at| at.partial);
+        let skip = takeover.and_then(|at| at.partial).map(|p| (p.text, p.bytes));
         // A session with a token can be taken over elsewhere: a draining
         // gateway leaves it to that instead of closing it.
         let handover = held.is_some();

@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue};
 use super::{DecodeError, check};
 use crate::frame::{
     ErrorCode, FLAG_FIN, FLAG_PARTIAL, FLAG_TEXT, Frame, FrameType, HEADER_LEN, MAX_FRAME_PAYLOAD,
-    MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_SUBPROTOCOLS, Open, TakeoverOk,
+    MAX_FRAMES_PER_MESSAGE, MAX_MESSAGE_LEN, MAX_OPEN_HEADERS, MAX_SUBPROTOCOLS, Open, PartialMessage, TakeoverOk,
 };
 
 /// Walks the frames of one message. Yields each frame or the first error,
@@ -194,7 +194,10 @@ fn parse_takeover_ok(h: &Header, p: &mut Fields) -> Result<Frame, DecodeError> {
     let messages = p.u64()?;
     let partial_bytes = p.u64()?;
     let partial = if h.flags & FLAG_PARTIAL != 0 {
-        Some((h.flags & FLAG_TEXT != 0, partial_bytes))
+        Some(PartialMessage {
+            text: h.flags & FLAG_TEXT != 0,
+            bytes: partial_bytes,
+        })
     } else if partial_bytes != 0 {
         return Err(p.bad("partial bytes without the PARTIAL flag"));
     } else {

@@ -192,7 +192,7 @@ fn flags(frame: &Frame) -> u8 {
     match frame {
         Frame::Data { text, fin, .. } => (if *fin { FLAG_FIN } else { 0 }) | (if *text { FLAG_TEXT } else { 0 }),
         Frame::TakeoverOk(t) => match t.partial {
-            Some((text, _)) => FLAG_PARTIAL | if text { FLAG_TEXT } else { 0 },
+            Some(p) => FLAG_PARTIAL | if p.text { FLAG_TEXT } else { 0 },
             None => 0,
         },
         _ => 0,
@@ -247,7 +247,7 @@ fn put_payload(frame: &Frame, dst: &mut BytesMut) {
         Frame::TakeoverOk(t) => {
             dst.put_u64(t.received_bytes);
             dst.put_u64(t.messages);
-            dst.put_u64(t.partial.map_or(0, |(_, n)| n));
+            dst.put_u64(t.partial.map_or(0, |p| p.bytes));
             dst.put_u64(t.limit);
             dst.put_u64(t.replay_seq);
             dst.put_u64(t.replay_bytes);

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;
-use crate::frame::{MAX_FRAME_PAYLOAD, Open, TakeoverOk};
+use crate::frame::{MAX_FRAME_PAYLOAD, Open, PartialMessage, TakeoverOk};
 
 const SESSION: u64 = 0x0000_0001_0000_002a;
 
@@ -323,7 +323,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             session,
             prop::array::uniform4(any::<u64>()),
             prop::array::uniform4(any::<u64>()),
-            prop::option::of((any::<bool>(), any::<u64>())),
+            prop::option::of((any::<bool>(), any::<u64>()).prop_map(|(text, bytes)| PartialMessage { text, bytes })),
             prop::option::of("[a-z.]{1,10}")
         )
             .prop_map(|(session, a, b, partial, subprotocol)| {

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
 use super::session::SessionHandle;
 use super::session::shared::{Shared, error_frame, lock};
+use super::session::state::Detachment;
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +91,13 @@ pub struct ConnectionEnd {
     pub detached: Vec<SessionHandle>,
 }
 
+/// A session a dying connection left detached, and since when.
+pub(crate) struct DetachedSession {
+    pub(crate) session: Arc<Shared>,
+    /// The detachment a grace timer expires (if it is still detached then).
+    pub(crate) since: Detachment,
+}
+
 /// What the role (server or client) does with the frames and events that
 /// are not plain session traffic.
 pub(crate) trait Role: Send + Sync + 'static {
@@ -99,9 +107,8 @@ pub(crate) trait Role: Send + Sync + 'static {
     /// Whether this side knows session `id` (on any connection): frames
     /// for it that reach a connection it has left are stale, not unknown.
     fn is_known(&self, id: u64) -> bool;
-    /// The connection ended; these sessions (with their detach epochs)
-    /// were on it.
-    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>);
+    /// The connection ended; these sessions were on it.
+    fn on_detached(&self, sessions: Vec<DetachedSession>);
     /// The peer broke the protocol on one session (past its credit or
     /// frame bound, a sequence gap, ...): it failed and ERROR `code` was
     /// sent. For counting; the session is already dealt with.
@@ -161,13 +168,24 @@ impl Control {
             .collect()
     }
 
-    /// Takes the pending replies: frames to batch, and a pong to write.
-    pub(crate) fn take(&mut self) -> (Vec<Frame>, Option<Bytes>) {
+    /// Takes the pending replies.
+    pub(crate) fn take(&mut self) -> Replies {
         self.signalled = false;
         let mut frames = self.take_acks();
         frames.append(&mut self.errors);
-        (frames, self.pong.take())
+        Replies {
+            frames,
+            pong: self.pong.take(),
+        }
     }
+}
+
+/// Replies taken from [`Control`] for the writer.
+pub(crate) struct Replies {
+    /// ACKs and ERRORs, to batch with other frames.
+    pub(crate) frames: Vec<Frame>,
+    /// The payload of the pong to write, if a ping awaits one.
+    pub(crate) pong: Option<Bytes>,
 }
 
 /// Longest an ACK of new DATA waits for other frames to ride along with
@@ -212,6 +230,12 @@ impl ConnShared {
             end: watch::Sender::new(None),
         });
         (conn, rx)
+    }
+
+    /// A connection with no tasks, for tests of what sessions queue on it.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> (Arc<Self>, mpsc::UnboundedReceiver<Out>) {
+        Self::new()
     }
 
     /// Owes the peer replies: updates the control slot with `f` and wakes
@@ -319,11 +343,16 @@ impl ConnShared {
             .unwrap_or_default();
         let detached: Vec<_> = sessions
             .into_iter()
-            .filter_map(|s| s.detach(self.id).map(|epoch| (s, epoch)))
+            .filter_map(|session| {
+                let since = session.detach(self.id)?;
+                Some(DetachedSession { session, since })
+            })
             .collect();
         let handles = detached
             .iter()
-            .map(|(s, _)| SessionHandle { shared: s.clone() })
+            .map(|d| SessionHandle {
+                shared: d.session.clone(),
+            })
             .collect();
         role.on_detached(detached);
         let reason = lock(&self.reason).clone().unwrap_or(EndReason::PeerClosed);

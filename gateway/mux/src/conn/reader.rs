@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, ReadHalf};
 use super::{ConnShared, EndReason, Out, Role};
 use crate::codec::decode_message;
 use crate::frame::{ErrorCode, Frame, MAX_MESSAGE_LEN};
+use crate::session::AckDue;
 
 /// A reason to end the connection, with what to tell the peer.
 struct Fatal {
@@ -95,18 +96,17 @@ where
             }
             Err(e) => return EndReason::Io(e.to_string()),
         };
-        let (opcode, fin, payload) = frame;
-        let message = match opcode {
+        let message = match frame.opcode {
             OpCode::Close => return EndReason::PeerClosed,
             OpCode::Ping => {
-                conn.pong(payload);
+                conn.pong(frame.payload);
                 continue;
             }
             OpCode::Pong => continue,
             OpCode::Text => {
                 return protocol(Fatal::new(ErrorCode::Protocol, "text WebSocket message"));
             }
-            OpCode::Binary | OpCode::Continuation => match assembler.push(opcode, fin, payload) {
+            OpCode::Binary | OpCode::Continuation => match assembler.push(frame) {
                 Ok(Some(message)) => message,
                 Ok(None) => continue,
                 Err(fatal) => return protocol(fatal),
@@ -125,11 +125,18 @@ fn protocol(fatal: Fatal) -> EndReason {
     }
 }
 
-/// One WebSocket frame as (opcode, fin, payload); `None` on idle timeout.
+/// One WebSocket frame as read, its payload owned.
+struct WsFrame {
+    opcode: OpCode,
+    fin: bool,
+    payload: Bytes,
+}
+
+/// The next WebSocket frame; `None` on idle timeout.
 async fn read_frame<S>(
     rd: &mut WebSocketRead<ReadHalf<S>>,
     idle: Option<Duration>,
-) -> Result<Option<(OpCode, bool, Bytes)>, WebSocketError>
+) -> Result<Option<WsFrame>, WebSocketError>
 where
     S: AsyncRead + Send + Unpin + 'static,
 {
@@ -147,7 +154,11 @@ where
         Payload::Bytes(b) => b.freeze(),
         other => Bytes::from(Vec::from(other)),
     };
-    Ok(Some((frame.opcode, frame.fin, payload)))
+    Ok(Some(WsFrame {
+        opcode: frame.opcode,
+        fin: frame.fin,
+        payload,
+    }))
 }
 
 /// Joins WebSocket fragments into whole messages, within the size limit.
@@ -157,7 +168,8 @@ struct Assembler {
 }
 
 impl Assembler {
-    fn push(&mut self, opcode: OpCode, fin: bool, payload: Bytes) -> Result<Option<Bytes>, Fatal> {
+    fn push(&mut self, frame: WsFrame) -> Result<Option<Bytes>, Fatal> {
+        let WsFrame { opcode, fin, payload } = frame;
         let mut buf = match (opcode, self.partial.take()) {
             (OpCode::Binary, None) if fin => return Ok(Some(payload)),
             (OpCode::Binary, None) => BytesMut::new(),
@@ -207,10 +219,10 @@ fn process<R: Role>(conn: &Arc<ConnShared>, role: &R, message: Bytes) -> Result<
                 let id = other.session();
                 match conn.session(id) {
                     Some(s) => match s.on_frame(conn, other) {
-                        Ok(Some((seq, true))) => {
+                        Ok(Some(AckDue::Now(seq))) => {
                             acks.insert(id, seq);
                         }
-                        Ok(Some((seq, false))) => {
+                        Ok(Some(AckDue::Soon(seq))) => {
                             soon.insert(id, seq);
                         }
                         Ok(None) => {}

@@ -16,7 +16,7 @@ fn replies_are_coalesced_and_bounded() {
     // One wake-up for the writer, however many replies are owed.
     assert!(matches!(rx.try_recv(), Ok(Out::Control)));
     assert!(rx.try_recv().is_err());
-    let (frames, pong) = lock(&conn.control).take();
+    let Replies { frames, pong } = lock(&conn.control).take();
     let mut acks: Vec<_> = frames
         .iter()
         .filter_map(|f| match f {
@@ -43,7 +43,7 @@ fn a_torn_down_connection_takes_no_sessions() {
         fn is_known(&self, _: u64) -> bool {
             false
         }
-        fn on_detached(&self, _: Vec<(Arc<Shared>, u64)>) {}
+        fn on_detached(&self, _: Vec<DetachedSession>) {}
         fn on_violation(&self, _: ErrorCode) {}
     }
     let (conn, _rx) = ConnShared::new();
@@ -56,7 +56,13 @@ fn a_torn_down_connection_takes_no_sessions() {
         budget: None,
         ack_on_take: false,
     };
-    let session = Shared::new(Default::default(), 1, params, conn.clone(), None);
+    let start = crate::session::shared::Start {
+        id: 1,
+        open: Default::default(),
+        params,
+        registry: None,
+    };
+    let session = Shared::new(start, crate::session::state::Phase::live(conn.clone()));
     assert!(!conn.insert(session));
     assert_eq!(conn.session_count(), 0);
 }

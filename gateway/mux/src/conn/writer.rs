@@ -143,11 +143,11 @@ where
     match item {
         Out::Frame(frame) => push(wr, batch, &frame).await?,
         Out::Control => {
-            let (frames, pong) = lock(&conn.control).take();
-            for frame in &frames {
+            let replies = lock(&conn.control).take();
+            for frame in &replies.frames {
                 push(wr, batch, frame).await?;
             }
-            if let Some(payload) = pong {
+            if let Some(payload) = replies.pong {
                 write_batch(wr, batch).await?;
                 let pong = WsFrame::pong(Payload::Owned(payload.to_vec()));
                 wr.write_frame(pong).await?;

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn run(listener: tokio::net::TcpListener) {
-//! use agentmux::mux::{Message, MuxServer, ServerConfig};
+//! use agentmux_mux::{Message, MuxServer, ServerConfig};
 //! let server = MuxServer::new(ServerConfig::default());
 //! loop {
 //!     let Ok((tcp, _)) = listener.accept().await else { continue };
@@ -48,7 +48,7 @@ pub use upgrade::{AcceptError, PendingConnection, UpgradeRefused};
 
 use super::conn::{ConnShared, ConnectionEnd};
 use super::session::MuxSession;
-use super::session::shared::Registry;
+use super::session::registry::Registry;
 use super::session::state::{ReplayBudget, SessionParams};
 
 /// Settings of a [`MuxServer`].

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::ServerInner;
-use crate::conn::{ConnShared, Role};
+use crate::conn::{ConnShared, DetachedSession, Role};
 use crate::frame::{ErrorCode, Frame, Open};
 use crate::session::MuxSession;
-use crate::session::shared::{Shared, error_frame};
-use crate::session::state::Answer;
+use crate::session::shared::{Shared, Start, error_frame};
+use crate::session::state::{Answer, Phase, ResumePoint, TakeoverAsk};
 
 /// The server role of one accepted connection.
 pub(super) struct ServerRole {
@@ -33,7 +33,7 @@ impl Role for ServerRole {
                 last_seq,
                 limit,
             } => {
-                self.on_resume(conn, session, last_seq, limit);
+                self.on_resume(conn, session, ResumePoint { last_seq, limit });
                 Ok(())
             }
             Frame::Takeover {
@@ -41,7 +41,7 @@ impl Role for ServerRole {
                 messages,
                 window,
             } => {
-                self.on_takeover(conn, session, messages, window);
+                self.on_takeover(conn, session, TakeoverAsk { messages, window });
                 Ok(())
             }
             // OPEN_OK travels only towards the gateway.
@@ -57,15 +57,15 @@ impl Role for ServerRole {
         self.server.stats.violations.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
+    fn on_detached(&self, sessions: Vec<DetachedSession>) {
         if sessions.is_empty() {
             return;
         }
         let server = self.server.clone();
         tokio::spawn(async move {
             tokio::time::sleep(server.config.resume_grace).await;
-            for (session, epoch) in sessions {
-                if session.expire_if(epoch) {
+            for DetachedSession { session, since } in sessions {
+                if session.expire_if(since) {
                     server.stats.expired.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -87,13 +87,13 @@ impl ServerRole {
         }
         let subprotocol = self.server.config.choose_subprotocol(&open.subprotocols);
         let window = u64::from(open.window);
-        let shared = Shared::new(
-            open,
+        let start = Start {
             id,
-            self.server.config.session_params(),
-            conn.clone(),
-            Some(Arc::downgrade(&self.server.registry)),
-        );
+            open,
+            params: self.server.config.session_params(),
+            registry: Some(Arc::downgrade(&self.server.registry)),
+        };
+        let shared = Shared::new(start, Phase::live(conn.clone()));
         {
             let mut st = shared.lock();
             st.on_window(window);
@@ -103,8 +103,11 @@ impl ServerRole {
             // The gateway repeats OPEN when the connection died before
             // OPEN_OK reached it: a re-attachment, answered with OPEN_OK.
             // (The unused new session is dropped before anyone holds it.)
-            shared.lock().link = None;
-            self.reattach(conn, &known, 0, window, Answer::OpenOk);
+            let at = ResumePoint {
+                last_seq: 0,
+                limit: window,
+            };
+            self.reattach(conn, &known, at, Answer::OpenOk);
             return;
         }
         // The reader of this connection is running: it is not torn down.
@@ -133,27 +136,27 @@ impl ServerRole {
         Some(known)
     }
 
-    fn on_resume(&self, conn: &Arc<ConnShared>, id: u64, last_seq: u64, limit: u64) {
+    fn on_resume(&self, conn: &Arc<ConnShared>, id: u64, at: ResumePoint) {
         let Some(known) = self.movable(conn, id) else {
             return;
         };
-        self.reattach(conn, &known, last_seq, limit, Answer::Resume);
+        self.reattach(conn, &known, at, Answer::Resume);
     }
 
     /// Another gateway instance takes a session over (its first one died):
     /// like RESUME, but positioned by the agent's message count.
-    fn on_takeover(&self, conn: &Arc<ConnShared>, id: u64, messages: u64, window: u32) {
+    fn on_takeover(&self, conn: &Arc<ConnShared>, id: u64, ask: TakeoverAsk) {
         let Some(known) = self.movable(conn, id) else {
             return;
         };
         let _ = conn.insert(known.clone());
-        match known.take_over(conn, messages, window) {
+        match known.take_over(conn, ask) {
             Ok(()) => {
                 self.server.stats.taken_over.fetch_add(1, Ordering::Relaxed);
             }
             Err(code) => {
                 // The session stays where it was (or detached, to expire).
-                if known.lock().link.as_ref().is_none_or(|l| l.id != conn.id) {
+                if !known.lock().phase().is_attached_to(conn.id) {
                     conn.forget(id);
                 }
                 conn.send(error_frame(id, code));
@@ -161,11 +164,11 @@ impl ServerRole {
         }
     }
 
-    fn reattach(&self, conn: &Arc<ConnShared>, session: &Arc<Shared>, last: u64, limit: u64, answer: Answer) {
+    fn reattach(&self, conn: &Arc<ConnShared>, session: &Arc<Shared>, at: ResumePoint, answer: Answer) {
         // In the map first: frames that follow in this message find it.
         // (This connection's reader runs this: it is not torn down.)
         let _ = conn.insert(session.clone());
-        match session.attach(conn, last, limit, answer) {
+        match session.attach(conn, at, answer) {
             Ok(()) => {
                 self.server.stats.resumed.fetch_add(1, Ordering::Relaxed);
             }

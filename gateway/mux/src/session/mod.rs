@@ -12,7 +12,16 @@
 //! the peer breaks the protocol on it, sends ERROR, or it is not resumed
 //! in time. Dropping every handle closes it with 1001 (1000 after the
 //! peer's close).
+//!
+//! Inside: `shared` is what the handles and the carrying connection share
+//! (one lock per session); `state` is the bookkeeping under that lock —
+//! the session's phase (opening, live, parked, failed, removed, and which
+//! connection carries it: `state::phase`) and both directions of its
+//! stream; `apply` applies the peer's frames; `registry` keeps the
+//! sessions of one server or client by id.
 
+mod apply;
+pub(crate) mod registry;
 pub(crate) mod shared;
 pub(crate) mod state;
 #[cfg(test)]
@@ -25,6 +34,8 @@ use bytes::{Bytes, BytesMut};
 use super::frame::{ErrorCode, MAX_CLOSE_REASON, Open, is_valid_close_code};
 use super::message::{Chunk, Message, SessionEnd, SessionError};
 use shared::Shared;
+
+pub(crate) use apply::AckDue;
 
 /// What one attempt of [`SessionSender::send_chunk`] achieved.
 enum Step {
@@ -53,8 +64,14 @@ pub struct SessionSender {
 pub struct SessionReceiver {
     shared: Arc<Shared>,
     /// A message being reassembled; kept here so `recv` is cancel-safe.
-    partial: Option<(bool, BytesMut)>,
+    partial: Option<Reassembly>,
     _guard: Arc<CloseOnDrop>,
+}
+
+/// The fragments of one message received so far.
+struct Reassembly {
+    text: bool,
+    buf: BytesMut,
 }
 
 /// A cheap reference to a session for whoever carries it (the gateway's
@@ -212,7 +229,7 @@ impl SessionSender {
     fn step(&self, text: bool, fin: bool, rest: &mut Bytes) -> Result<Step, SessionError> {
         let mut st = self.shared.lock();
         let room = st.room()?;
-        if st.out_text.is_some_and(|t| t != text) {
+        if st.text_under_way().is_some_and(|t| t != text) {
             return Err(SessionError::InvalidInput("text flag changed mid-message"));
         }
         let n = rest.len().min(room.bytes);
@@ -254,9 +271,12 @@ impl SessionReceiver {
     pub async fn recv(&mut self) -> Option<Message> {
         loop {
             let chunk = self.recv_chunk().await?;
-            let (text, mut buf) = match self.partial.take() {
+            let Reassembly { text, mut buf } = match self.partial.take() {
                 None if chunk.fin => return self.finish(chunk.text, chunk.payload),
-                None => (chunk.text, BytesMut::new()),
+                None => Reassembly {
+                    text: chunk.text,
+                    buf: BytesMut::new(),
+                },
                 Some(partial) => partial,
             };
             if buf.len() + chunk.payload.len() > self.shared.lock().params.max_message {
@@ -270,7 +290,7 @@ impl SessionReceiver {
             if chunk.fin {
                 return self.finish(text, buf.freeze());
             }
-            self.partial = Some((text, buf));
+            self.partial = Some(Reassembly { text, buf });
         }
     }
 
@@ -296,10 +316,12 @@ impl SessionReceiver {
             let notified = self.shared.readable.notified();
             {
                 let mut st = self.shared.lock();
-                if st.parked {
+                // Parked: what arrives stays upstream for the taker (even
+                // once the session is over here).
+                if st.phase().has_been_parked() {
                     return None;
                 }
-                if let Some(chunk) = st.failure.is_none().then(|| st.take_chunk()).flatten() {
+                if let Some(chunk) = st.phase().failure().is_none().then(|| st.take_chunk()).flatten() {
                     return Some(chunk);
                 }
                 if st.recv_done() {
@@ -326,8 +348,7 @@ impl SessionHandle {
     /// Whether no connection carries the session now (its connection died
     /// and it has not been resumed yet).
     pub fn is_detached(&self) -> bool {
-        let st = self.shared.lock();
-        st.link.is_none() && st.pending.is_none() && !st.removed
+        self.shared.lock().phase().is_detached()
     }
 
     /// How the session ended, if it has.
@@ -341,10 +362,10 @@ impl SessionHandle {
     /// handles are dropped — and what the upstream sends is neither
     /// delivered nor acknowledged, so the upstream keeps it for replay.
     /// The session stays known here until its connection ends; `recv`
-    /// gives `None` at once.
+    /// gives `None` at once. A session that has ended, or is still
+    /// being opened or taken over, has nothing to leave: it is unchanged.
     pub fn park(&self) {
-        self.shared.lock().parked = true;
-        self.shared.settle();
+        self.shared.park();
     }
 
     /// The highest sequence of this side's stream the peer acknowledged.
@@ -352,9 +373,10 @@ impl SessionHandle {
         self.shared.lock().acked_seq()
     }
 
-    /// Whether [`park`](Self::park) was called.
+    /// Whether the session was parked (by [`park`](Self::park), or by a
+    /// takeover whose caller stopped waiting), even if it ended since.
     pub fn is_parked(&self) -> bool {
-        self.shared.lock().parked
+        self.shared.lock().phase().has_been_parked()
     }
 
     /// Gives the session up (e.g. it could not be resumed in time): its

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::state::{ReplayBudget, SessionParams, State};
+use super::state::{Phase, ReplayBudget, SessionParams, State};
 use crate::frame::{ErrorCode, MAX_FRAME_PAYLOAD};
 use crate::message::{Chunk, SessionError};
 
@@ -14,7 +14,7 @@ fn state(window: u32, replay_limit: usize, peer_limit: u64) -> State {
         budget: None,
         ack_on_take: false,
     };
-    State::new(7, params, peer_limit)
+    State::new(7, params, peer_limit, Phase::detached())
 }
 
 #[test]
@@ -27,8 +27,8 @@ fn a_shared_budget_caps_room_and_is_given_back_on_ack_and_drop() {
         budget: Some(budget.clone()),
         ack_on_take: false,
     };
-    let mut a = State::new(1, params.clone(), 1 << 20);
-    let mut b = State::new(2, params, 1 << 20);
+    let mut a = State::new(1, params.clone(), 1 << 20, Phase::detached());
+    let mut b = State::new(2, params, 1 << 20, Phase::detached());
     assert_eq!(a.room().unwrap().bytes, 100, "own bound first");
     a.push_data(false, true, Bytes::from(vec![0; 100]));
     assert_eq!(b.room().unwrap().bytes, 50, "what the total has left");

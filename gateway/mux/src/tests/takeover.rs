@@ -93,7 +93,13 @@ async fn takeover_by_another_gateway_resumes_where_the_agent_stands() {
 
     let (mut on_b, at) = link_b.take_over(9, open_request(4096), 4).await.unwrap();
     assert_eq!(at.messages, 10, "the upstream has ten whole messages");
-    assert_eq!(at.partial, Some((true, half.len() as u64)));
+    assert_eq!(
+        at.partial,
+        Some(PartialMessage {
+            text: true,
+            bytes: half.len() as u64
+        })
+    );
     // What A's agent never got, once each, in order.
     for i in 4..10 {
         assert_eq!(next_text(&mut on_b).await, format!("m{i}"));

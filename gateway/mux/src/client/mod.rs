@@ -11,7 +11,9 @@
 //!   OPEN_OK arrives (or why not);
 //! - [`MuxClientConnection::closed`] reports the end of a connection with
 //!   the sessions it left detached; for each, [`MuxClientConnection::resume`]
-//!   on another connection replays what the upstream lacks and continues.
+//!   on another connection replays what the upstream lacks and continues;
+//! - [`MuxClientConnection::take_over`] takes on a session another gateway
+//!   instance carried (TAKEOVER), positioned by the agent's message count.
 //!
 //! How it fails: typed errors per call ([`ConnectError`], [`OpenError`],
 //! [`ResumeError`]); a connection ends on malformed input (its sessions
@@ -27,12 +29,19 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-use super::conn::{ConnShared, ConnectionEnd, Role};
-use super::frame::{ErrorCode, Frame, Open, PROTOCOL};
+use super::conn::{ConnShared, ConnectionEnd};
+use super::frame::{Frame, Open, PROTOCOL};
 use super::message::{SessionEnd, SessionError};
-use super::session::shared::{Registry, Shared, error_frame};
-use super::session::state::{Answer, ReplayBudget, SessionParams};
+use super::session::registry::Registry;
+use super::session::shared::{Shared, Start};
+use super::session::state::{Phase, ReplayBudget, SessionParams, TakeoverWaiter, Waiter};
 use super::session::{MuxSession, SessionHandle};
+
+mod error;
+mod role;
+
+pub use super::message::Takeover;
+pub use error::{ConnectError, OpenError, ResumeError};
 
 /// Settings of a [`MuxClient`].
 #[derive(Clone, Debug)]
@@ -60,81 +69,6 @@ impl Default for ClientConfig {
             keepalive: Some(Duration::from_secs(15)),
         }
     }
-}
-
-/// Why [`MuxClient::connect`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The WebSocket handshake failed (transport, HTTP status, headers).
-    #[error("mux WebSocket handshake failed: {0}")]
-    Handshake(#[from] fastwebsockets::WebSocketError),
-    /// The upstream did not select `agentmux.v1`.
-    #[error("upstream selected subprotocol {selected:?}, not {PROTOCOL}")]
-    Version {
-        /// What it selected, if anything.
-        selected: Option<String>,
-    },
-    /// The request could not be built (bad host or path).
-    #[error("bad upgrade request: {0}")]
-    Request(#[from] http::Error),
-}
-
-/// Why [`MuxClientConnection::open`] gave no session.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Session id 0 is reserved for the connection.
-    #[error("session id 0 is reserved")]
-    ZeroId,
-    /// The OPEN cannot be encoded (too many or too large headers, too
-    /// many subprotocols): nothing was sent. See [`check_open`](super::check_open).
-    #[error("OPEN cannot be sent: {0}")]
-    Invalid(#[from] super::FrameError),
-    /// The id is already open on a connection of this client.
-    #[error("session id {0} is already in use")]
-    InUse(u64),
-    /// The upstream refused with a CLOSE.
-    #[error("upstream refused the session: {code} {reason}")]
-    Refused {
-        /// Its close code.
-        code: u16,
-        /// Its reason.
-        reason: String,
-    },
-    /// The upstream answered ERROR (e.g. `TOO_MANY_SESSIONS`: try another
-    /// connection).
-    #[error(transparent)]
-    Failed(SessionError),
-    /// The connection ended before OPEN_OK: send OPEN again, with the same
-    /// id, on another connection.
-    #[error("connection lost before the session was accepted")]
-    ConnectionLost,
-}
-
-/// Where the agent's stream stands after [`MuxClientConnection::take_over`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Takeover {
-    /// Complete agent messages the upstream has received: the agent
-    /// resends from this one on (counting from 0).
-    pub messages: u64,
-    /// The next message, if the upstream has part of it: its TEXT bit and
-    /// how many of its first bytes it has (skip them in the resent copy).
-    pub partial: Option<(bool, u64)>,
-}
-
-/// Why [`MuxClientConnection::resume`] did not re-attach the session.
-#[derive(Debug, thiserror::Error)]
-pub enum ResumeError {
-    /// The session has ended, or is already on (or resuming to) this
-    /// connection.
-    #[error("session cannot be resumed: {0}")]
-    NotResumable(SessionError),
-    /// The upstream could not resume it; the session has failed with this
-    /// error (close the agent with its close code, 1011).
-    #[error("upstream could not resume the session: {0}")]
-    Failed(SessionError),
-    /// This connection ended too before the answer: try another.
-    #[error("connection lost before the resume was answered")]
-    ConnectionLost,
 }
 
 /// Connects to mux upstreams. Its connections share one session
@@ -180,7 +114,7 @@ impl MuxClient {
                 selected: selected.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             });
         }
-        let role = ClientRole {
+        let role = role::ClientRole {
             registry: self.registry.clone(),
         };
         let conn = super::conn::spawn(ws, role, self.config.keepalive);
@@ -213,16 +147,13 @@ impl MuxClientConnection {
     /// the session is forgotten here, so an OPEN_OK arriving later finds
     /// nothing and is answered `UNKNOWN_SESSION`.
     pub async fn open(&self, id: u64, open: Open) -> Result<MuxSession, OpenError> {
-        let frame = Frame::Open {
-            session: id,
-            open: Box::new(open.clone()),
-        };
-        let (session, shared, answer) = self.start(id, open, frame, false)?;
+        let (waiter, answer) = oneshot::channel();
+        let Started { session, shared } = self.start(id, open, Ask::Open(waiter))?;
         // Declared after `session`, so it runs first when the call is
         // cancelled: the session fails before its drop would send CLOSE.
         let _abandon = Abandon {
             shared: &shared,
-            takeover: false,
+            give_up: Shared::abandon_open,
         };
         match answer.await {
             Ok(Ok(())) => Ok(session),
@@ -252,21 +183,14 @@ impl MuxClientConnection {
     /// when its connection ends. A new takeover of it on this client is
     /// refused ([`OpenError::InUse`]) until the late answer came.
     pub async fn take_over(&self, id: u64, open: Open, messages: u64) -> Result<(MuxSession, Takeover), OpenError> {
-        let frame = Frame::Takeover {
-            session: id,
-            messages,
-            window: open.window.max(1),
-        };
-        let (session, shared, answer) = self.start(id, open, frame, true)?;
+        let (waiter, answer) = oneshot::channel();
+        let Started { session, shared } = self.start(id, open, Ask::Takeover { messages, waiter })?;
         let _abandon = Abandon {
             shared: &shared,
-            takeover: true,
+            give_up: Shared::abandon_takeover,
         };
         match answer.await {
-            Ok(Ok(())) => match shared.lock().adopted.take() {
-                Some((messages, partial)) => Ok((session, Takeover { messages, partial })),
-                None => Err(OpenError::Failed(SessionError::Protocol(ErrorCode::InvalidState))),
-            },
+            Ok(Ok(at)) => Ok((session, at)),
             Ok(Err(SessionEnd::Closed { code, reason })) => Err(OpenError::Refused { code, reason }),
             Ok(Err(SessionEnd::Failed(e))) => Err(OpenError::Failed(e)),
             Err(_) => {
@@ -306,35 +230,28 @@ impl MuxClientConnection {
         }
     }
 
-    /// Registers session `id` and sends `frame` (its OPEN or TAKEOVER);
-    /// returns the session and the receiver of the upstream's answer. A
-    /// takeover may replace a session this client parked (its agent left
-    /// on a subprotocol mismatch, or its taker gave up).
-    #[allow(clippy::type_complexity)]
-    fn start(
-        &self,
-        id: u64,
-        open: Open,
-        frame: Frame,
-        takeover: bool,
-    ) -> Result<(MuxSession, Arc<Shared>, oneshot::Receiver<Result<(), SessionEnd>>), OpenError> {
+    /// Registers session `id` and sends its OPEN or TAKEOVER (`ask`, whose
+    /// waiter gets the upstream's answer). A takeover may replace a
+    /// session this client parked (its agent left on a subprotocol
+    /// mismatch, or its taker gave up).
+    fn start(&self, id: u64, open: Open, ask: Ask) -> Result<Started, OpenError> {
         if id == 0 {
             return Err(OpenError::ZeroId);
         }
+        let frame = ask.frame(id, &open);
         // The writer would drop a frame it cannot encode, and the caller
         // would wait for an answer that never comes.
         if let Frame::Open { open, .. } = &frame {
-            super::check_open(open)?;
+            crate::check_open(open)?;
         }
-        let params = self.session_params(open.window);
-        let registry = Some(Arc::downgrade(&self.registry));
-        let shared = Shared::new(open, id, params, self.conn.clone(), registry);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = shared.lock();
-            st.waiter = Some(tx);
-            st.takeover_pending = takeover;
-        }
+        let takeover = matches!(ask, Ask::Takeover { .. });
+        let start = Start {
+            id,
+            params: self.session_params(open.window),
+            open,
+            registry: Some(Arc::downgrade(&self.registry)),
+        };
+        let shared = Shared::new(start, ask.into_phase(self.conn.clone()));
         let registered = if takeover {
             self.registry.insert_over_parked(shared.clone()).map(|parked| {
                 if let Some(p) = parked {
@@ -353,7 +270,7 @@ impl MuxClientConnection {
             return Err(OpenError::ConnectionLost);
         }
         self.conn.send(frame);
-        Ok((session, shared, rx))
+        Ok(Started { session, shared })
     }
 
     /// The settings of a session opened or taken over here. The gateway
@@ -413,16 +330,57 @@ impl std::fmt::Debug for MuxClientConnection {
     }
 }
 
+/// The first frame of a session this client starts, and who waits for
+/// the upstream's answer to it.
+enum Ask {
+    /// OPEN: answered by OPEN_OK.
+    Open(Waiter),
+    /// TAKEOVER, for an agent that received `messages` complete messages:
+    /// answered by TAKEOVER_OK.
+    Takeover { messages: u64, waiter: TakeoverWaiter },
+}
+
+impl Ask {
+    fn frame(&self, id: u64, open: &Open) -> Frame {
+        match self {
+            Self::Open(_) => Frame::Open {
+                session: id,
+                open: Box::new(open.clone()),
+            },
+            Self::Takeover { messages, .. } => Frame::Takeover {
+                session: id,
+                messages: *messages,
+                window: open.window.max(1),
+            },
+        }
+    }
+
+    /// The phase of a session that sent this on `link`.
+    fn into_phase(self, link: Arc<ConnShared>) -> Phase {
+        match self {
+            Self::Open(waiter) => Phase::opening(link, waiter),
+            Self::Takeover { waiter, .. } => Phase::taking_over(link, waiter),
+        }
+    }
+}
+
+/// A session just started, and its state (to wait on and give up).
+struct Started {
+    session: MuxSession,
+    shared: Arc<Shared>,
+}
+
 /// Gives up an OPEN or TAKEOVER whose caller stopped waiting for the
-/// answer (its deadline passed): see [`Shared::abandon`].
+/// answer (its deadline passed): see [`Shared::abandon_open`] and
+/// [`Shared::abandon_takeover`].
 struct Abandon<'a> {
     shared: &'a Shared,
-    takeover: bool,
+    give_up: fn(&Shared),
 }
 
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
-        self.shared.abandon(self.takeover);
+        (self.give_up)(self.shared);
     }
 }
 
@@ -435,65 +393,5 @@ struct CancelResume<'a> {
 impl Drop for CancelResume<'_> {
     fn drop(&mut self) {
         self.shared.cancel_resume(self.conn_id);
-    }
-}
-
-/// The gateway's role: OPEN_OK and RESUME answers.
-struct ClientRole {
-    registry: Arc<Registry>,
-}
-
-impl Role for ClientRole {
-    fn on_frame(&self, conn: &Arc<ConnShared>, frame: Frame) -> Result<(), ErrorCode> {
-        let (id, result) = match frame {
-            Frame::OpenOk {
-                session,
-                window,
-                subprotocol,
-            } => match conn.session(session) {
-                Some(s) => (session, s.on_open_ok(window, subprotocol)),
-                None => (session, Err(ErrorCode::UnknownSession)),
-            },
-            Frame::Resume {
-                session,
-                last_seq,
-                limit,
-            } => match conn.session(session) {
-                Some(s) if s.is_resuming_on(conn.id) => (session, s.attach(conn, last_seq, limit, Answer::None)),
-                Some(_) => (session, Err(ErrorCode::InvalidState)),
-                None => (session, Err(ErrorCode::UnknownSession)),
-            },
-            Frame::TakeoverOk(t) => match conn.session(t.session) {
-                Some(s) => (t.session, s.on_takeover_ok(conn, &t)),
-                None => (t.session, Err(ErrorCode::UnknownSession)),
-            },
-            // OPEN and TAKEOVER travel only towards the upstream.
-            _ => return Err(ErrorCode::Protocol),
-        };
-        if let Err(code) = result {
-            conn.send(error_frame(id, code));
-            if let Some(s) = conn.session(id) {
-                s.fail(SessionError::Protocol(code));
-            }
-        }
-        Ok(())
-    }
-
-    fn is_known(&self, id: u64) -> bool {
-        self.registry.contains(id)
-    }
-
-    fn on_detached(&self, sessions: Vec<(Arc<Shared>, u64)>) {
-        // The gateway decides where (and whether) to resume: see closed().
-        // A parked session is never resumed from here: it is forgotten,
-        // so a takeover of it on this instance later starts afresh.
-        for (s, _) in sessions {
-            s.forget_if_parked();
-        }
-    }
-
-    fn on_violation(&self, _code: ErrorCode) {
-        // The session's end says it (`SessionError::Protocol`): the
-        // gateway counts it where it closes the agent.
     }
 }
