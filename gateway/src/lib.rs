@@ -26,6 +26,8 @@ pub use agentmux_config as config;
 mod echo;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod listener;
 pub mod metrics;
