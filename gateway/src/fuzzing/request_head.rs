@@ -462,3 +462,33 @@ fn check_rewrite(parts: &mut Parts, agent_connection: &[HeaderValue]) {
         assert!(via.ends_with(hop), "Via {via:?} does not end with this hop");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_normalizer_agrees_with_the_edge_s_documented_cases() {
+        let default = PathPolicy::default();
+        let norm = |p: &str| reference(p, &default);
+        assert_eq!(norm("/x/../admin").as_deref(), Some("/admin"));
+        assert_eq!(norm("/%2e%2e/%61dmin/").as_deref(), Some("/admin/"));
+        assert_eq!(norm("//a//b/..").as_deref(), Some("/a/"));
+        assert_eq!(norm("/a%3fb%7e").as_deref(), Some("/a%3Fb~"));
+        assert_eq!(norm("/r%C3%A9/./é").as_deref(), Some("/r%C3%A9/é"));
+        assert_eq!(norm("/a%2fb"), None);
+        assert_eq!(norm("/a\\b"), None);
+        assert_eq!(norm("/%4"), None);
+        let keep = PathPolicy {
+            escaped_slashes: EscapedSlashes::Keep,
+            merge_slashes: false,
+            ..default
+        };
+        assert_eq!(reference("/a\\b//%2f", &keep).as_deref(), Some("/a%5Cb//%2F"));
+    }
+
+    #[test]
+    fn the_route_table_parses() {
+        assert_eq!(router().routes().count(), 7);
+    }
+}

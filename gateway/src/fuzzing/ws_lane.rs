@@ -403,3 +403,54 @@ impl AsyncWrite for Sink {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![u8::from(fin) << 7 | opcode];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let key = [9, 8, 7, 6];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    #[test]
+    fn the_model_gives_each_violation_its_code() {
+        let end = |stream: &[u8]| model(stream, 64).end;
+        assert_eq!(end(&masked(true, 1, &[0xC3, 0x28])), End::Violation(1007));
+        assert_eq!(end(&masked(true, 1, &[b'a', 0xE2, 0x82])), End::Violation(1007));
+        assert_eq!(end(&masked(true, 2, &[0; 65])), End::Violation(1009));
+        assert_eq!(end(&masked(true, 8, &1005u16.to_be_bytes())), End::Violation(1002));
+        assert_eq!(end(&masked(true, 8, &[0x03, 0xE8, 0xFF])), End::Violation(1007));
+        assert_eq!(end(&masked(true, 0, b"x")), End::Violation(1002));
+        assert_eq!(end(&[0x81, 0x01, b'x']), End::Violation(1002));
+        assert_eq!(end(&[0xC1, 0x80]), End::Violation(1002));
+        // A header that cannot be judged yet is not a violation.
+        assert_eq!(end(&[0x89, 0xFF, 0x00]), End::Gone);
+    }
+
+    #[test]
+    fn the_model_passes_fragments_and_stops_at_a_close() {
+        let mut stream = masked(false, 1, b"a\xC3");
+        stream.extend(masked(true, 9, b"ping"));
+        stream.extend(masked(true, 0, b"\xA9"));
+        stream.extend(masked(true, 8, &1000u16.to_be_bytes()));
+        stream.extend(masked(true, 1, b"ignored"));
+        let want = model(&stream, 64);
+        assert_eq!(want.end, End::Closed);
+        assert_eq!(want.messages, 1);
+        let ops: Vec<u8> = want.frames.iter().map(|f| f.opcode).collect();
+        assert_eq!(ops, [1, 9, 0, 8]);
+        let cut = model(&masked(true, 2, &[5; 40])[..20], 64);
+        assert_eq!((cut.end, cut.tail.map(|t| t.payload)), (End::Gone, Some(vec![5; 14])));
+    }
+}
