@@ -27,6 +27,8 @@ mod echo;
 pub mod edge;
 mod endpoint;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod listener;
 pub mod metrics;

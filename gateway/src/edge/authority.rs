@@ -10,7 +10,8 @@
 //! - more than one `Host` → 400; a `Host` that is not a valid
 //!   `host[:port]` (or carries userinfo) → 400;
 //! - an absolute-form target (`GET http://a/x`) wins over `Host`, which
-//!   is replaced;
+//!   is replaced; an authority-form target (`GET a:80`) is CONNECT's alone
+//!   (RFC 9112 §3.2.3) → 400 on any other method;
 //! - HTTP/2 `:authority` and a `host` that names another host → 400;
 //! - HTTP/1.1 without `Host` → 400 (HTTP/1.0 and HTTP/2 may omit it).
 //!
@@ -37,6 +38,10 @@ pub enum AuthorityError {
     /// HTTP/2 `:authority` and `host` name different hosts.
     #[error(":authority and host name different hosts")]
     Mismatch,
+    /// An authority-form target (`host:port`) on a method other than
+    /// CONNECT.
+    #[error("authority-form request target on a method other than CONNECT")]
+    AuthorityForm,
 }
 
 /// Settles the request on one authority (see the module docs) and
@@ -48,6 +53,12 @@ pub fn settle(parts: &mut Parts) -> Result<Option<Authority>, AuthorityError> {
         return Err(AuthorityError::TwoHosts);
     }
     let host = host.map(parse_host).transpose()?;
+    // hyper takes `GET a:80` as a URI with an authority and no scheme;
+    // settled like an absolute form it would replace `Host` with no path
+    // of its own.
+    if parts.uri.authority().is_some() && parts.uri.scheme().is_none() && parts.method != Method::CONNECT {
+        return Err(AuthorityError::AuthorityForm);
+    }
     let target = parts.uri.authority().cloned().map(checked).transpose()?;
     let chosen = match (target, host) {
         (Some(t), Some(h)) if parts.version == Version::HTTP_2 => {
@@ -77,6 +88,12 @@ pub fn settle(parts: &mut Parts) -> Result<Option<Authority>, AuthorityError> {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path);
+        // `http://a` has an empty path, which origin form writes `/`
+        // (RFC 9112 §3.2.1); kept empty, it would be routed and forwarded
+        // as no path at all.
+        if parts.uri.path().is_empty() {
+            parts.uri = Uri::from(PathAndQuery::from_static("/"));
+        }
     }
     Ok(chosen)
 }
@@ -130,6 +147,23 @@ mod tests {
         assert_eq!(p.uri.to_string(), "/x?q=1");
     }
 
+    /// Found by the `request_head` fuzz target: `GET http://a.example#x`
+    /// left the edge with an empty path.
+    #[test]
+    fn an_absolute_form_without_a_path_gets_slash() {
+        for (target, want) in [
+            ("http://open.example#x/y", "/"),
+            ("http://open.example", "/"),
+            ("http://open.example:8080", "/"),
+            ("http://open.example?q=1", "/?q=1"),
+        ] {
+            let mut p = parts(Version::HTTP_11, target, &[]);
+            settle(&mut p).unwrap();
+            assert_eq!(p.uri.path(), "/", "{target}");
+            assert_eq!(p.uri.to_string(), want, "{target}");
+        }
+    }
+
     #[test]
     fn two_hosts_or_none_on_http11_are_refused() {
         let mut p = parts(Version::HTTP_11, "/x", &["a.example", "b.example"]);
@@ -153,6 +187,20 @@ mod tests {
         let mut p = parts(Version::HTTP_2, "https://a.example/x", &[]);
         assert_eq!(settle(&mut p).unwrap().unwrap().as_str(), "a.example");
         assert_eq!(p.headers[header::HOST], "a.example");
+    }
+
+    /// Found by the `request_head` fuzz target: `OSNITP O* HTTP/1.1` was
+    /// settled on the authority `O*`, replacing `Host`, with an empty path.
+    #[test]
+    fn authority_form_is_only_for_connect() {
+        for target in ["evil.example:80", "O*"] {
+            let mut p = parts(Version::HTTP_11, target, &["api.example"]);
+            assert_eq!(settle(&mut p), Err(AuthorityError::AuthorityForm), "{target}");
+        }
+        let mut b = Request::builder().method(Method::CONNECT).uri("a.example:443");
+        b = b.header(header::HOST, "a.example:443");
+        let mut p = b.body(()).unwrap().into_parts().0;
+        assert_eq!(settle(&mut p).unwrap().unwrap().as_str(), "a.example:443");
     }
 
     #[test]

@@ -16,10 +16,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Headers the edge sets on every request (`crate::edge`): the one
+/// authority and the forwarding chain.
+const EDGE_SET: [HeaderName; 5] = [
+    header::HOST,
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
 /// Removes hop-by-hop headers, including every header named in
 /// `Connection`, and `Upgrade` (upgrades go through WebSocket routes).
 /// `TE: trailers` survives: it is the one TE value HTTP/2 allows and gRPC
-/// needs.
+/// needs. What the edge set survives too: `Connection: x-forwarded-for`
+/// must not let an agent hide its address from the upstream (or drop
+/// `Host`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -27,6 +39,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !EDGE_SET.contains(name))
         .collect();
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
         v.to_str()
@@ -48,11 +61,18 @@ pub(crate) fn add_via(headers: &mut HeaderMap, version: http::Version) {
         http::Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    let hop = format!("{proto} agentmux");
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {hop}"),
-        None => hop,
-    };
+    // Every earlier entry, from every line: a proxy before us may have
+    // added a line of its own instead of appending to the first.
+    let mut value = String::new();
+    for prev in headers.get_all(header::VIA).iter().filter_map(|v| v.to_str().ok()) {
+        let prev = prev.trim();
+        if !prev.is_empty() {
+            value.push_str(prev);
+            value.push_str(", ");
+        }
+    }
+    value.push_str(proto);
+    value.push_str(" agentmux");
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(header::VIA, v);
     }
@@ -78,11 +98,43 @@ mod tests {
         assert_eq!(h["x-keep"], "1");
     }
 
+    /// Found by the `request_head` fuzz target: `Connection: k,
+    /// x-forwarded-for` removed the address the edge had just set.
+    #[test]
+    fn connection_cannot_drop_what_the_edge_set() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("host, X-Forwarded-For, x-forwarded-proto, x-forwarded-host, forwarded, x-other"),
+        );
+        for name in ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-other"] {
+            h.insert(name, HeaderValue::from_static("set"));
+        }
+        strip_hop_by_hop(&mut h);
+        for name in ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+            assert_eq!(h[name], "set", "{name}");
+        }
+        assert!(h.get("x-other").is_none() && h.get(header::CONNECTION).is_none());
+    }
+
     #[test]
     fn via_appends_this_hop() {
         let mut h = HeaderMap::new();
         add_via(&mut h, http::Version::HTTP_2);
         add_via(&mut h, http::Version::HTTP_11);
         assert_eq!(h[header::VIA], "2 agentmux, 1.1 agentmux");
+    }
+
+    /// Found by the `request_head` fuzz target: with two `Via` lines only
+    /// the first was kept.
+    #[test]
+    fn via_keeps_every_earlier_line() {
+        let mut h = HeaderMap::new();
+        h.append(header::VIA, HeaderValue::from_static("1.0 edge, 1.1 lb"));
+        h.append(header::VIA, HeaderValue::from_static(" "));
+        h.append(header::VIA, HeaderValue::from_static("1.1 cdn"));
+        add_via(&mut h, http::Version::HTTP_11);
+        assert_eq!(h.get_all(header::VIA).iter().count(), 1);
+        assert_eq!(h[header::VIA], "1.0 edge, 1.1 lb, 1.1 cdn, 1.1 agentmux");
     }
 }

@@ -70,6 +70,14 @@ pub fn admit(parts: &mut Parts, peer: Peer, policy: &EdgePolicy) -> Result<Admit
             "CONNECT tunnels are not served by this gateway",
         ));
     }
+    // The asterisk form asks about the server itself, and only OPTIONS
+    // may (RFC 9112 §3.2.4); routed, `GET *` would reach a catch-all.
+    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+        return Err(ProxyError::new(
+            Cause::BadRequest,
+            "asterisk-form request target on a method other than OPTIONS",
+        ));
+    }
     let host = authority::settle(parts).map_err(|e| ProxyError::new(Cause::BadRequest, e.to_string()))?;
     normalize_path(parts, &policy.path)?;
     let hop = forwarded::Hop {

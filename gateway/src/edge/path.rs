@@ -107,7 +107,18 @@ fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
                 }
                 i += 2;
             }
-            b => out.push(char::from(b)),
+            _ => {
+                // A run of ordinary characters, copied as text: pushed a
+                // byte at a time as `char`s, UTF-8 (`é`) became Latin-1
+                // mojibake (`Ã©`).
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| matches!(b, b'%' | b'\\'))
+                    .map_or(bytes.len(), |n| i + n);
+                out.push_str(&path[i..end]);
+                i = end;
+                continue;
+            }
         }
         i += 1;
     }
@@ -234,6 +245,16 @@ mod tests {
             ..PathPolicy::default()
         };
         assert_eq!(normalize("/x/../admin", &raw).unwrap(), "/x/../admin");
+    }
+
+    /// Found by the `request_head` fuzz target: a path with UTF-8 in it
+    /// (hyper passes it through) came out as mojibake once anything in it
+    /// needed normalizing.
+    #[test]
+    fn utf8_in_a_path_is_kept_as_is() {
+        assert_eq!(norm("/files/r%C3%A9sum%c3%a9/./é.pdf").unwrap(), "/files/r%C3%A9sum%C3%A9/é.pdf");
+        assert_eq!(norm("/a/×\u{9c}/../ü%7e").unwrap(), "/a/ü~");
+        assert_eq!(norm("/日本/%2e/語").unwrap(), "/日本/語");
     }
 
     #[test]

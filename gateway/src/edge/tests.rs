@@ -58,3 +58,16 @@ fn trusted_proxies_keep_the_chain() {
     admit(&mut p, peer(), &policy).unwrap();
     assert_eq!(p.headers["x-forwarded-for"], "6.6.6.6, 192.0.2.7");
 }
+
+/// Found by the `request_head` fuzz target: `0PTIONS * HTTP/1.1` was
+/// admitted and routed to the catch-all.
+#[test]
+fn the_asterisk_form_is_only_for_options() {
+    let mut p = parts(Method::from_bytes(b"0PTIONS").unwrap(), "*", &["a.example"]);
+    assert_eq!(admit(&mut p, peer(), &EdgePolicy::default()).unwrap_err().status(), 400);
+    let mut p = parts(Method::GET, "*", &["a.example"]);
+    assert_eq!(admit(&mut p, peer(), &EdgePolicy::default()).unwrap_err().status(), 400);
+    let mut p = parts(Method::OPTIONS, "*", &["a.example"]);
+    admit(&mut p, peer(), &EdgePolicy::default()).unwrap();
+    assert_eq!(p.uri.path(), "*");
+}

@@ -180,6 +180,12 @@ impl Lane {
         self.carry_ready = !self.carry.is_empty();
     }
 
+    /// Bytes the lane holds between pumps: output the sink has not taken
+    /// and input carried to the next read.
+    pub(crate) fn held(&self) -> usize {
+        self.out.len() + self.carry.len()
+    }
+
     /// Whether the sink is between frames, so the gateway may add its own.
     pub(crate) fn at_boundary(&self) -> bool {
         self.frame.is_none()

@@ -23,7 +23,7 @@
 
 pub(crate) mod frame;
 pub(crate) mod handshake;
-mod lane;
+pub(crate) mod lane;
 pub mod relay;
 #[cfg(test)]
 mod tests;
