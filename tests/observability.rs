@@ -218,7 +218,14 @@ async fn sessions_are_listed_and_endpoints_can_be_drained() {
         "a drained endpoint got new sessions"
     );
     assert_eq!(log_a.lock().unwrap().heads.len(), 4);
-    let page: serde_json::Value = serde_json::from_str(&gw.admin_get("/api/sessions?route=s&limit=3").await.1).unwrap();
+    // A session is listed once its upgrade completes on the gateway's side,
+    // which may be a moment after the agent read its 101.
+    let page = eventually(Duration::from_secs(10), || async {
+        let page: serde_json::Value =
+            serde_json::from_str(&gw.admin_get("/api/sessions?route=s&limit=3").await.1).unwrap();
+        (page["total"] == 4).then_some(page)
+    })
+    .await;
     assert_eq!(page["total"], 4);
     assert_eq!(page["sessions"].as_array().unwrap().len(), 3);
     assert_eq!(page["sessions"][0]["agent"], "127.0.0.1");

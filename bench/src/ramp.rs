@@ -462,12 +462,15 @@ fn summarise(
     }
 }
 
-/// GET /metrics from the admin listener (HTTP/1.0, read to the end).
+/// GET /metrics from the admin listener (HTTP/1.0, read to the end), with
+/// the listener's own address as `Host` (the admin API answers any other
+/// 421: its DNS-rebinding guard).
 async fn scrape(admin: SocketAddr, start: Instant) -> Result<Scrape, Error> {
     let mut s = tokio::net::TcpStream::connect(admin)
         .await
         .map_err(|e| Error::io("connecting to the admin listener", e))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+    let head = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+    s.write_all(head.as_bytes())
         .await
         .map_err(|e| Error::io("asking for /metrics", e))?;
     let mut body = String::new();

@@ -243,6 +243,13 @@ impl Cause {
         Self::KeepaliveTimeout,
     ];
 
+    /// Whether a request that failed with this cause surely never reached
+    /// the upstream (no connection was made, or none was free), so it is
+    /// safe to retry whatever the method.
+    pub fn never_sent(self) -> bool {
+        matches!(self, Self::UpstreamConnect | Self::PoolExhausted)
+    }
+
     /// The answer for each cause: HTTP status, WebSocket close code, origin.
     pub fn mapping(self) -> (StatusCode, u16, Origin) {
         use Origin::*;
@@ -398,21 +405,43 @@ impl ProxyError {
         None
     }
 
-    /// Recovers a typed error from a boxed one (tower stacks box errors):
-    /// the gateway's own, each filter's, and an agent body failure
-    /// anywhere in the source chain, falling back to `Internal`.
+    /// Recovers a typed error from a boxed one (tower stacks box errors).
+    /// Walks `e`'s whole source chain, outermost first, and takes the
+    /// first error it knows — the gateway's own, each filter's (an agent
+    /// body failure anywhere wins) — so a wrapper (hyper, a timeout, a service adapter)
+    /// around a typed error does not hide it; `Internal` when none is.
     pub fn from_box(e: BoxError) -> Self {
-        use agentmux_filters::{auth, circuit_breaker, load_shed, rate_limit, timeout};
         let e = match e.downcast::<ProxyError>() {
             Ok(p) => return *p,
             Err(e) => e,
         };
+        // The agent's own body failure wins wherever it is: an exchange
+        // that failed because the agent's body was cut is the agent's doing.
         if let Some(body) = Self::from_agent_body(&*e) {
             return body.with_source(e);
         }
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+        while let Some(link) = next {
+            if let Some(known) = Self::classify(link) {
+                return known.with_source(e);
+            }
+            next = link.source();
+        }
+        Self::new(Cause::Internal, "internal error").with_source(e)
+    }
+
+    /// The typed error `e` itself is, if the gateway knows it (not its
+    /// sources: [`ProxyError::from_box`] walks those).
+    fn classify(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        use agentmux_filters::{auth, circuit_breaker, load_shed, rate_limit, timeout};
+        if let Some(p) = e.downcast_ref::<ProxyError>() {
+            let mut copy = Self::new(p.cause, p.message.clone());
+            copy.retry_after = p.retry_after;
+            return Some(copy);
+        }
         if let Some(r) = e.downcast_ref::<rate_limit::RateLimited>() {
             let after = r.retry_after();
-            return Self::new(Cause::RateLimited, "rate limit exceeded").with_retry_after(after);
+            return Some(Self::new(Cause::RateLimited, "rate limit exceeded").with_retry_after(after));
         }
         let (cause, message) = if e.is::<rate_limit::TooManySessions>() {
             (Cause::RateLimited, "too many concurrent sessions")
@@ -432,9 +461,24 @@ impl ProxyError {
         } else if e.is::<timeout::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
             (Cause::UpstreamTimeout, "upstream timed out")
         } else {
-            (Cause::Internal, "internal error")
+            return None;
         };
-        Self::new(cause, message).with_source(e)
+        Some(Self::new(cause, message))
+    }
+
+    /// Whether a request that failed with `e` never left the gateway, so
+    /// the retry filter may resend it whatever its method: the cause
+    /// decides ([`Cause::never_sent`]), found anywhere in `e`'s source
+    /// chain. Anything else may have reached the upstream.
+    pub fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(e);
+        while let Some(link) = next {
+            if let Some(p) = link.downcast_ref::<ProxyError>() {
+                return p.cause.never_sent();
+            }
+            next = link.source();
+        }
+        false
     }
 }
 
@@ -497,5 +541,53 @@ mod tests {
         assert_eq!(ProxyError::from_box(e).cause(), Cause::TooLarge);
         let e: BoxError = "weird".into();
         assert_eq!(ProxyError::from_box(e).cause(), Cause::Internal);
+    }
+
+    /// An error that wraps another (as hyper, a timeout or a service
+    /// adapter does): only its `source()` says what happened.
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn from_box_walks_the_source_chain() {
+        let elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending::<()>()).await;
+        let inner: BoxError = Box::new(elapsed.unwrap_err());
+        let e: BoxError = Box::new(Wrapper(Box::new(Wrapper(inner))));
+        assert_eq!(ProxyError::from_box(e).cause(), Cause::UpstreamTimeout);
+
+        let inner: BoxError = Box::new(ProxyError::new(Cause::UpstreamConnect, "refused"));
+        let e: BoxError = Box::new(Wrapper(inner));
+        let p = ProxyError::from_box(e);
+        assert_eq!((p.cause(), p.message()), (Cause::UpstreamConnect, "refused"));
+
+        // The agent's body failure wins over what wraps it.
+        let body: BoxError = Box::new(BodyError::TooLarge { limit: 10 });
+        let e: BoxError = Box::new(Wrapper(Box::new(
+            ProxyError::new(Cause::UpstreamProtocol, "reset").with_source(body),
+        )));
+        assert_eq!(ProxyError::from_box(e).cause(), Cause::TooLarge);
+    }
+
+    #[test]
+    fn only_errors_that_never_left_the_gateway_are_retryable_for_any_method() {
+        for cause in Cause::ALL {
+            let e = Wrapper(Box::new(ProxyError::new(cause, "x")));
+            assert_eq!(ProxyError::never_sent(&e), cause.never_sent(), "{cause:?}");
+        }
+        assert!(Cause::UpstreamConnect.never_sent() && Cause::PoolExhausted.never_sent());
+        assert!(!Cause::UpstreamTimeout.never_sent() && !Cause::UpstreamProtocol.never_sent());
+        assert!(!ProxyError::never_sent(&Wrapper("io".into())));
     }
 }

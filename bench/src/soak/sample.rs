@@ -173,13 +173,14 @@ pub(crate) fn parse_counters(text: &str) -> BTreeMap<String, BTreeMap<String, u6
     out
 }
 
-/// GET /metrics from the admin listener (HTTP/1.0: read to the end).
+/// GET /metrics from the admin listener (HTTP/1.0: read to the end). The
+/// `Host` is the listener's own address: the admin API answers any other
+/// 421 (its DNS-rebinding guard).
 pub(crate) async fn scrape(admin: SocketAddr) -> Option<String> {
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
-            .await
-            .ok()?;
+        let head = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).await.ok()?;
         text.contains(" 200 ").then_some(text)

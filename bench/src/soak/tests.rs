@@ -1,5 +1,5 @@
 //! A smoke soak, in process: the generated config run by the gateway
-//! library (`agentmux::gateway::start`) in front of the simulator, a few
+//! library (`agentmux::server::start`) in front of the simulator, a few
 //! seconds of churn with every kind, and the outputs written. /proc is
 //! this test process's (the gateway lives in it). The point is the whole
 //! path: every kind gets the answer it should, samples carry the gateway's
@@ -60,7 +60,7 @@ async fn smoke_soak_answers_every_kind_and_writes_the_outputs() {
     tokio::spawn(http_sim.run());
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let text = config::config(any, any, ws_upstream, http_upstream, &settings(&args));
-    let gateway = ::agentmux::gateway::start(::agentmux::Config::parse(&text, "soak").unwrap())
+    let gateway = ::agentmux::server::start(::agentmux::Config::parse(&text, "soak").unwrap())
         .await
         .unwrap();
     let target = Target {

@@ -107,11 +107,24 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("host, X-Forwarded-For, x-forwarded-proto, x-forwarded-host, forwarded, x-other"),
         );
-        for name in ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-other"] {
+        for name in [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "x-other",
+        ] {
             h.insert(name, HeaderValue::from_static("set"));
         }
         strip_hop_by_hop(&mut h);
-        for name in ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+        for name in [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+        ] {
             assert_eq!(h[name], "set", "{name}");
         }
         assert!(h.get("x-other").is_none() && h.get(header::CONNECTION).is_none());

@@ -252,7 +252,10 @@ mod tests {
     /// needed normalizing.
     #[test]
     fn utf8_in_a_path_is_kept_as_is() {
-        assert_eq!(norm("/files/r%C3%A9sum%c3%a9/./é.pdf").unwrap(), "/files/r%C3%A9sum%C3%A9/é.pdf");
+        assert_eq!(
+            norm("/files/r%C3%A9sum%c3%a9/./é.pdf").unwrap(),
+            "/files/r%C3%A9sum%C3%A9/é.pdf"
+        );
         assert_eq!(norm("/a/×\u{9c}/../ü%7e").unwrap(), "/a/ü~");
         assert_eq!(norm("/日本/%2e/語").unwrap(), "/日本/語");
     }

@@ -34,8 +34,8 @@ use http::request::Parts;
 use http::{Method, Request, Uri, Version};
 
 use crate::config::{Config, EdgePolicy, EscapedSlashes, PathPolicy};
+use crate::edge::headers::{add_via, strip_hop_by_hop};
 use crate::edge::{self, Peer};
-use crate::proxy::headers::{add_via, strip_hop_by_hop};
 use crate::router::Router;
 
 /// hyper's limits for a request head.

@@ -20,7 +20,7 @@ use http::StatusCode;
 
 use crate::cluster_state::ClusterState;
 use crate::config::{BreakerConfig, FilterConfig, RateLimitConfig, RetryConfig};
-use crate::error::{Cause, ProxyError};
+use crate::error::ProxyError;
 use crate::metrics::{FilterCounters, Metrics, OpenHook};
 
 /// Why a route's stack could not be built (validation refuses these
@@ -292,10 +292,7 @@ fn retry(c: &RetryConfig, metrics: Arc<dyn FilterMetrics>) -> Result<Built, agen
     // failed connect. Anything later may have reached the upstream.
     let classifier = DefaultClassifier::new()
         .with_statuses(status_set(&c.statuses))
-        .with_never_sent(|e| {
-            e.downcast_ref::<ProxyError>()
-                .is_some_and(|p| matches!(p.cause(), Cause::UpstreamConnect | Cause::PoolExhausted))
-        });
+        .with_never_sent(|e| ProxyError::never_sent(e));
     Ok(Built::Retry {
         layer: RetryLayer::new(params, budget, classifier, metrics),
         max_body: c.max_body_bytes,
