@@ -140,16 +140,12 @@ impl MuxEndpoint {
     }
 
     /// Opens one mux connection on a pooled transport.
-    async fn connect(&self) -> Result<Arc<MuxClientConnection>, String> {
-        let pool = self.endpoint.raw.as_ref().ok_or("cluster has no WebSocket pool")?;
-        let lease = pool.acquire_raw(false).await.map_err(|e| e.to_string())?;
+    async fn connect(&self) -> Result<Arc<MuxClientConnection>, MuxConnectError> {
+        let pool = self.endpoint.raw.as_ref().ok_or(MuxConnectError::NoPool)?;
+        let lease = pool.acquire_raw(false).await?;
         // The transport belongs to the mux connection for its whole life.
         let (io, slot) = lease.into_parts();
-        let conn = self
-            .client
-            .connect(io, &self.authority, &self.params.path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let conn = self.client.connect(io, &self.authority, &self.params.path).await?;
         let conn = Arc::new(conn);
         self.lock().push(conn.clone());
         self.counters.connections.inc();
@@ -204,6 +200,22 @@ impl MuxEndpoint {
             }
         }
     }
+}
+
+/// Why a mux connection could not be opened (logged, then retried with
+/// backoff).
+#[derive(Debug, thiserror::Error)]
+enum MuxConnectError {
+    /// The cluster was built without a WebSocket pool (a bug: mux routes
+    /// always get one).
+    #[error("cluster has no WebSocket pool")]
+    NoPool,
+    /// No upstream transport could be had.
+    #[error(transparent)]
+    Acquire(#[from] crate::pool::AcquireError),
+    /// The transport came, the mux upgrade on it failed.
+    #[error(transparent)]
+    Handshake(#[from] crate::mux::ConnectError),
 }
 
 /// Keeps one mux connection slot filled: connects (with backoff while the
