@@ -7,6 +7,13 @@ use agentmux::config::{Config, DEFAULT_CONFIG_PATH};
 use agentmux::server::Drained;
 use clap::{Parser, Subcommand};
 
+// mimalloc instead of glibc malloc: the request path allocates (hyper's
+// heads, header maps, futures), and glibc's malloc/free/consolidate were
+// ~9 % of the gateway's CPU per HTTP request in `perf` profiles
+// (bench/results/profiles/).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A TLS-terminating gateway that pools and multiplexes AI agent sessions.
 #[derive(Parser)]
 #[command(version, about)]

@@ -63,14 +63,14 @@ pub(crate) async fn handle(
     {
         parts.uri = Uri::from(raw);
     }
-    let host = admitted.host.map(|a| a.as_str().to_owned());
+    let host = admitted.host;
     let method = parts.method.clone();
     let span = tracing.map(|t| {
         let span = t.start("agentmux.request", route.name(), &mut parts.headers);
         span.set("http.request.method", method.to_string());
         span.set("agentmux.mode", route.mode().as_str());
         if let Some(h) = &host {
-            span.set("server.address", h.clone());
+            span.set("server.address", h.as_str().to_owned());
         }
         span
     });

@@ -9,6 +9,7 @@
 //! `Forwarded` is only rewritten when the request carries one (most
 //! upstreams read the `X-Forwarded-*` family).
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -32,19 +33,30 @@ pub struct Hop<'a> {
 
 /// Rewrites the forwarding headers for `hop` (see the module docs).
 pub fn set(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let client = hop.client.to_string();
     let proto = if hop.tls { "https" } else { "http" };
     let earlier = hop.trusted.then(|| joined(headers, &XFF)).flatten();
     let xff = match earlier {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.clone(),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", hop.client)).ok(),
+        // The usual case: the address alone, written without a String.
+        None => {
+            let mut buf = [0u8; 48];
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(w, "{}", hop.client);
+            let n = usize::try_from(w.position()).unwrap_or(0);
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
     };
-    replace(headers, XFF, HeaderValue::from_str(&xff).ok());
+    replace(headers, XFF, xff);
     if !(hop.trusted && headers.contains_key(&XFP)) {
         replace(headers, XFP, Some(HeaderValue::from_static(proto)));
     }
     if !(hop.trusted && headers.contains_key(&XFH)) {
-        replace(headers, XFH, hop.host.and_then(|h| HeaderValue::from_str(h).ok()));
+        // The edge left one `Host`, equal to the authority: share its bytes.
+        let value = match (hop.host, headers.get(header::HOST)) {
+            (Some(h), Some(v)) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
+            (h, _) => h.and_then(|h| HeaderValue::from_str(h).ok()),
+        };
+        replace(headers, XFH, value);
     }
     if headers.contains_key(header::FORWARDED) {
         let element = element(hop.client, proto, hop.host);

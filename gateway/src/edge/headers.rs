@@ -61,6 +61,16 @@ pub(crate) fn add_via(headers: &mut HeaderMap, version: http::Version) {
         http::Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
+    // The usual case, no proxy before us: a static value, no allocation.
+    if !headers.contains_key(header::VIA) {
+        let ours = match version {
+            http::Version::HTTP_2 => "2 agentmux",
+            http::Version::HTTP_10 => "1.0 agentmux",
+            _ => "1.1 agentmux",
+        };
+        headers.insert(header::VIA, HeaderValue::from_static(ours));
+        return;
+    }
     // Every earlier entry, from every line: a proxy before us may have
     // added a line of its own instead of appending to the first.
     let mut value = String::new();

@@ -36,7 +36,7 @@ pub use body::{BodyError, EdgeBody};
 /// The request's one authority as the edge settled it, carried to the
 /// session kinds in the request's extensions.
 #[derive(Clone, Debug)]
-pub struct RequestHost(pub Option<String>);
+pub struct RequestHost(pub Option<Authority>);
 
 /// The path as the agent sent it, kept (only when normalization changed
 /// it) for routes with `forward_path = "raw"`.

@@ -241,10 +241,12 @@ async fn serve_http<T>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // hyper's timer starts when a connection goes idle, so it cannot
-        // tell a slow head from an idle keep-alive connection; `io` and
-        // the idle watchdog bound both. This is a backstop.
-        .header_read_timeout(config.idle_timeout + config.request_header_timeout + Duration::from_secs(1))
+        // hyper's own head timer is off: it starts when a connection goes
+        // idle, so it cannot tell a slow head from an idle keep-alive
+        // connection, and it cost a timer armed and cancelled per request.
+        // `DeadlineIo` bounds every head and the idle watchdog every idle
+        // connection (tests/edge.rs, tests/http_proxy.rs slowloris).
+        .header_read_timeout(None)
         .max_buf_size(config.max_request_header_bytes);
     builder
         .http2()

@@ -54,7 +54,7 @@ pub(crate) async fn forward(route: &HttpRoute, req: Request<ProxyBody>) -> Resul
     let mut req = Request::from_parts(parts, body.into_body());
     let mut lease = guard.acquire_http(false).await?;
     let result = loop {
-        set_upstream_target(&mut req, lease.is_h2(), tls_upstream, host.as_deref())?;
+        set_upstream_target(&mut req, lease.is_h2(), tls_upstream, host.as_ref())?;
         match tokio::time::timeout_at(deadline, lease.send(req)).await {
             Err(_) => {
                 lease.mark_broken();
@@ -110,15 +110,19 @@ fn send_failed(guard: &mut EndpointGuard, e: SendError) -> ProxyError {
 /// Points the request at the upstream: origin-form for HTTP/1.1 (with a
 /// `Host` header, which an HTTP/2 agent does not send), absolute form for
 /// HTTP/2 (which needs `:scheme` and `:authority`).
-fn set_upstream_target(req: &mut Request<Body>, h2: bool, tls: bool, host: Option<&str>) -> Result<(), ProxyError> {
+fn set_upstream_target(
+    req: &mut Request<Body>,
+    h2: bool,
+    tls: bool,
+    host: Option<&Authority>,
+) -> Result<(), ProxyError> {
     let path = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let bad = |_| ProxyError::new(Cause::BadRequest, "invalid request target");
     if h2 {
-        let authority: Authority = host.unwrap_or("localhost").parse().map_err(bad)?;
+        let authority = host.cloned().unwrap_or_else(|| Authority::from_static("localhost"));
         let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
         *req.uri_mut() = Uri::builder()
             .scheme(scheme)
@@ -132,7 +136,7 @@ fn set_upstream_target(req: &mut Request<Body>, h2: bool, tls: bool, host: Optio
         // The edge left exactly one `Host` (the request's authority);
         // an HTTP/2 agent's request has one too.
         if !req.headers().contains_key(header::HOST)
-            && let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok())
+            && let Some(h) = host.and_then(|h| HeaderValue::from_str(h.as_str()).ok())
         {
             req.headers_mut().insert(header::HOST, h);
         }

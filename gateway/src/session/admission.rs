@@ -54,7 +54,10 @@ impl Admission {
             .get::<Arc<ConnInfo>>()
             .cloned()
             .ok_or_else(|| ProxyError::new(Cause::Internal, "request without connection info"))?;
-        let host = req.extensions().get::<RequestHost>().and_then(|h| h.0.clone());
+        let host = req
+            .extensions()
+            .get::<RequestHost>()
+            .and_then(|h| h.0.as_ref().map(|a| a.as_str().to_owned()));
         // Concurrent sessions per key: refused before any upstream work.
         let session_permit = match &limits.sessions {
             Some((source, limiter)) => {
