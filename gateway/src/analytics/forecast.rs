@@ -25,6 +25,16 @@
 //! `shrink_after_steps` steps, and then by at most `shrink_fraction` (at
 //! least one connection) per such period, so a dip between bursts does not
 //! close warm connections and noise does not make the target wander.
+//!
+//! The forecast pays only for what was seen: the target never exceeds
+//! `(peak + horizon · max(trend, 0)) · (1 + peak_margin)`, where `peak`
+//! is the highest per-second demand seen, decaying by half every
+//! `peak_half_life_secs` (15 s), and `trend` the demand's Holt trend. A
+//! ramp keeps its lead (the trend term), but once a burst is over the
+//! target follows the decaying peak down to `min_connections` within a
+//! few half-lives instead of holding the burst's connections: Holt's
+//! overshoot on a steep rise and the slow shrink above used to keep
+//! hundreds of idle upstream connections after a burst of sessions.
 
 use std::sync::Arc;
 
@@ -49,6 +59,11 @@ pub struct SizingParams {
     pub shrink_after_steps: u32,
     /// Largest share of the target closed per shrink (default 0.1).
     pub shrink_fraction: f64,
+    /// Spare capacity allowed over the decaying peak demand (default 0.5).
+    pub peak_margin: f64,
+    /// Half-life of the peak demand the target is bounded by, seconds
+    /// (default 15).
+    pub peak_half_life_secs: f64,
 }
 
 impl Default for SizingParams {
@@ -61,6 +76,8 @@ impl Default for SizingParams {
             headroom: 0.25,
             shrink_after_steps: 6,
             shrink_fraction: 0.1,
+            peak_margin: 0.5,
+            peak_half_life_secs: 15.0,
         }
     }
 }
@@ -107,6 +124,11 @@ impl Holt {
         self.seen = self.seen.saturating_add(1);
     }
 
+    /// The trend: change per step.
+    pub fn trend(&self) -> f64 {
+        self.trend
+    }
+
     /// The value expected `h` steps ahead (never below zero).
     pub fn forecast(&self, h: f64) -> f64 {
         (self.level + h * self.trend).max(0.0)
@@ -144,6 +166,8 @@ pub(crate) struct PoolSizer {
     hold_s: Option<f64>,
     current: Option<usize>,
     lower_steps: u32,
+    /// The highest per-second demand seen, decaying (see the module docs).
+    peak: f64,
 }
 
 impl PoolSizer {
@@ -159,6 +183,7 @@ impl PoolSizer {
             hold_s: None,
             current: None,
             lower_steps: 0,
+            peak: 0.0,
         }
     }
 
@@ -175,7 +200,10 @@ impl PoolSizer {
         self.acquires += acquires;
         let active = pool.states.active as f64;
         self.active_sum += active;
-        self.demand_sum += active + pool.states.waiters as f64;
+        let demand = active + pool.states.waiters as f64;
+        self.demand_sum += demand;
+        let decay = 0.5f64.powf(1.0 / p.peak_half_life_secs.max(1.0));
+        self.peak = (self.peak * decay).max(demand);
         self.secs += 1;
         if t.saturating_sub(start) + 1 < p.step_secs.max(1) {
             return None;
@@ -203,8 +231,12 @@ impl PoolSizer {
         let n = pool.endpoints.max(1) as usize;
         let lo = pool.min_connections as usize * n;
         let hi = (pool.max_connections as usize * n).max(lo);
-        let wanted = ((demand * (1.0 + p.headroom)).ceil() as usize).clamp(lo, hi);
-        let total = self.settle(wanted, p).clamp(lo, hi);
+        // Never more than the decaying peak (plus the trend's lead) allows.
+        let seen = self.peak + p.horizon_steps * self.demand.trend().max(0.0);
+        let cap = ((seen * (1.0 + p.peak_margin)).ceil() as usize).max(lo);
+        let wanted = ((demand * (1.0 + p.headroom)).ceil() as usize).clamp(lo, hi).min(cap);
+        let total = self.settle(wanted, p).min(cap).clamp(lo, hi);
+        self.current = Some(total);
         PoolTarget {
             cluster: cluster.to_string(),
             total,

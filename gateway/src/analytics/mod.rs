@@ -46,11 +46,12 @@
 //! A coarser point is the rollup of the finer ones: counters add, gauges
 //! average over time, peaks take the max, and percentiles come from the
 //! *merged bucket counts*, never from averaged percentiles (details in
-//! [`Point`]). Rings grow on demand up to their length and never beyond.
+//! [`Point`]). Rings take their whole length when a scope is made (memory
+//! flat from its first second) and never grow beyond it.
 //!
 //! One scope's windows take at most **1,173,728 bytes (1.12 MiB)**; with its
 //! detectors, sizer, rate-limit key tally, recommendations and open alerts
-//! a scope costs at most **1,200,944 bytes (1.15 MiB)**. Scopes are capped
+//! a scope costs at most **1,200,952 bytes (1.15 MiB)**. Scopes are capped
 //! at `scope_cap` (default 32, the global one included; a new scope
 //! replaces the one absent longest, and scopes absent for `evict_after`,
 //! default 10 min, are dropped), and 100 cleared alerts are kept, so the
