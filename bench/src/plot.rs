@@ -13,7 +13,8 @@ pub(crate) struct Series {
     pub(crate) points: Vec<(f64, f64, f64)>,
 }
 
-const COLORS: [RGBColor; 6] = [
+/// Line colours of every bench plot (matplotlib's first six).
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::plot::COLORS;
+
 /// One line: name and (seconds, value) points.
 pub(crate) struct Line {
     pub(crate) name: String,
@@ -24,14 +26,6 @@ pub(crate) struct Timeline<'a> {
     pub(crate) levels: Vec<(f64, String)>,
 }
 
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 const GREY: RGBColor = RGBColor(150, 150, 150);
 
 /// Draws `t` into `path` (SVG).

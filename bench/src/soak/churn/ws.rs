@@ -36,18 +36,27 @@ async fn open_and_echo(churn: &Churn, messages: usize) -> Result<Ws, String> {
 
 /// Waits for the close frame that answers ours or the gateway's own, then
 /// for the end of the stream: `close CODE`, or what went wrong instead.
-async fn await_close(ws: &mut Ws) -> String {
+/// After a protocol violation (`answer`) every frame counts (a ping, or
+/// the big ping's pong, is not an answer to it) and the gateway's close
+/// is echoed, as RFC 6455 §5.5.1 asks.
+async fn await_close(ws: &mut Ws, answer: bool) -> String {
     for _ in 0..16 {
-        match ws.next_data().await {
+        let next = if answer { ws.next().await } else { ws.next_data().await };
+        match next {
             Ok(Some(f)) if f.opcode == op::CLOSE => {
                 let code = f.close_code();
+                if answer {
+                    // The gateway may already have let go, so a failure
+                    // here is not counted.
+                    let _ = ws.send_close(code).await;
+                }
                 return match tokio::time::timeout(EOF_WAIT, ws.next()).await {
                     Ok(Ok(None) | Err(_)) => format!("close {code}"),
                     Ok(Ok(Some(_))) => format!("close {code}, then data"),
                     Err(_) => format!("close {code}, no eof"),
                 };
             }
-            // Data still in flight before the close: skip it.
+            // Data still in flight before the close, or a ping: skip it.
             Ok(Some(_)) => {}
             Ok(None) => return "eof, no close".into(),
             Err(e) => return io_outcome(&e),
@@ -65,7 +74,7 @@ pub(super) async fn clean(churn: &Churn) -> String {
     if let Err(e) = ws.send_close(1000).await {
         return io_outcome(&e);
     }
-    await_close(&mut ws).await
+    await_close(&mut ws, false).await
 }
 
 /// Open, echo one message, then neither read nor write for the hold time:
@@ -111,24 +120,5 @@ pub(super) async fn violation(churn: &Churn, variant: &str) -> String {
     if let Err(e) = ws.send_raw(&frame).await {
         return io_outcome(&e);
     }
-    for _ in 0..16 {
-        match ws.next().await {
-            Ok(Some(f)) if f.opcode == op::CLOSE => {
-                let code = f.close_code();
-                // Echo the code, as RFC 6455 §5.5.1 asks; the gateway may
-                // already have let go, so a failure here is not counted.
-                let _ = ws.send_close(code).await;
-                return match tokio::time::timeout(EOF_WAIT, ws.next()).await {
-                    Ok(Ok(None) | Err(_)) => format!("close {code}"),
-                    Ok(Ok(Some(_))) => format!("close {code}, then data"),
-                    Err(_) => format!("close {code}, no eof"),
-                };
-            }
-            // A ping, or the big ping's pong: not an answer to the violation.
-            Ok(Some(_)) => {}
-            Ok(None) => return "eof, no close".into(),
-            Err(e) => return io_outcome(&e),
-        }
-    }
-    "no close".into()
+    await_close(&mut ws, true).await
 }
