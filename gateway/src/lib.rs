@@ -15,6 +15,72 @@
 //! Run it with [`server::start`]; the `agentmux` binary wraps that with
 //! signals and a drain on shutdown.
 
+/// `AsyncRead` and `AsyncWrite` for an enum whose every variant holds one
+/// transport, by delegating to the variant in use (the agent side's
+/// `conn::AgentIo` and the upstream side's `connect::UpstreamIo`). Boxed
+/// transports delegate through tokio's impls for `Box`.
+macro_rules! delegate_io {
+    ($ty:ident { $($variant:ident),+ $(,)? }) => {
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(io) => std::pin::Pin::new(io).poll_read(cx, buf),)+
+                }
+            }
+        }
+
+        impl tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(io) => std::pin::Pin::new(io).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($ty::$variant(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),)+
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $($ty::$variant(io) => io.is_write_vectored(),)+
+                }
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(io) => std::pin::Pin::new(io).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($ty::$variant(io) => std::pin::Pin::new(io).poll_shutdown(cx),)+
+                }
+            }
+        }
+    };
+}
+
 mod admin;
 pub mod analytics;
 pub mod body;

@@ -11,15 +11,10 @@
 //! first request. Bytes hyper read past the upgrade request come back with
 //! the transport and must be relayed first.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::downcast;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -60,57 +55,4 @@ pub(crate) fn take_agent_io(upgraded: Upgraded) -> (AgentIo, Bytes) {
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $inner:ident => $e:expr) => {
-        match $self.get_mut() {
-            AgentIo::Tcp($inner) => {
-                let $inner = Pin::new($inner);
-                $e
-            }
-            AgentIo::Tls($inner) => {
-                let $inner = Pin::new(&mut **$inner);
-                $e
-            }
-            AgentIo::Upgraded($inner) => {
-                let $inner = Pin::new($inner);
-                $e
-            }
-        }
-    };
-}
-
-impl AsyncRead for AgentIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for AgentIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(io) => io.is_write_vectored(),
-            Self::Tls(io) => io.is_write_vectored(),
-            Self::Upgraded(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_shutdown(cx))
-    }
-}
+delegate_io!(AgentIo { Tcp, Tls, Upgraded });

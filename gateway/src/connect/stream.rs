@@ -1,10 +1,9 @@
 //! The byte stream to one upstream connection, whatever carries it.
 
-use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Context;
 
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -43,57 +42,4 @@ impl UpstreamIo {
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $inner:ident => $e:expr) => {
-        match $self.get_mut() {
-            UpstreamIo::Tcp($inner) => {
-                let $inner = Pin::new($inner);
-                $e
-            }
-            UpstreamIo::Tls($inner) => {
-                let $inner = Pin::new(&mut **$inner);
-                $e
-            }
-            UpstreamIo::Duplex($inner) => {
-                let $inner = Pin::new($inner);
-                $e
-            }
-        }
-    };
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(io) => io.is_write_vectored(),
-            Self::Tls(io) => io.is_write_vectored(),
-            Self::Duplex(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_shutdown(cx))
-    }
-}
+delegate_io!(UpstreamIo { Tcp, Tls, Duplex });
