@@ -372,7 +372,7 @@ impl Metrics {
                 direction,
             })
         };
-        RouteMetrics {
+        RouteMetrics(Arc::new(RouteHandles {
             name: route.into(),
             status: [
                 status("1xx"),
@@ -391,7 +391,7 @@ impl Metrics {
             relay_seconds: self.relay_seconds.get_or_create_owned(&labels),
             errors: self.errors.clone(),
             ended: self.sessions_ended.clone(),
-        }
+        }))
     }
 
     /// Cached mux counters of a cluster.
@@ -560,9 +560,24 @@ fn to_prometheus_text(open_metrics: &str) -> String {
     out
 }
 
-/// Cached metric handles of one route.
+/// Cached metric handles of one route, shared: every request and session
+/// of the route holds one, and a clone is one reference count (the
+/// handles themselves are a dozen `Arc`s, 152 bytes, that each session
+/// kept a copy of).
 #[derive(Clone, Debug)]
-pub struct RouteMetrics {
+pub struct RouteMetrics(Arc<RouteHandles>);
+
+impl std::ops::Deref for RouteMetrics {
+    type Target = RouteHandles;
+
+    fn deref(&self) -> &RouteHandles {
+        &self.0
+    }
+}
+
+/// The handles behind a [`RouteMetrics`].
+#[derive(Debug)]
+pub struct RouteHandles {
     name: Arc<str>,
     status: [Counter; 5],
     /// Time to response headers.

@@ -247,29 +247,58 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
     /// the rest as continuations: every header and payload in one vectored
     /// write (one system call, not two per frame), then a flush.
     /// At most [`MAX_BATCH`] chunks in all: the caller batches no more.
+    ///
+    /// The slices are rebuilt on each poll rather than kept across the
+    /// await: an array of them (and of header ends) is 640 bytes that
+    /// every session's task would reserve for its whole life.
     pub(crate) async fn chunks(&mut self, first: &Chunk, more: &[Chunk]) -> std::io::Result<()> {
         debug_assert!(more.len() < MAX_BATCH, "a batch of {} chunks", more.len() + 1);
         self.out.clear();
-        let mut ends = [0usize; MAX_BATCH];
-        for (i, c) in std::iter::once(first).chain(more).take(MAX_BATCH).enumerate() {
+        let n = (1 + more.len()).min(MAX_BATCH);
+        // Each header is 2 to 10 bytes: one byte per chunk says where it ends.
+        let mut heads = [0u8; MAX_BATCH];
+        let mut total = 0;
+        for (i, c) in std::iter::once(first).chain(more).take(n).enumerate() {
             let opcode = match (self.in_message, c.text) {
                 (true, _) => op::CONTINUATION,
                 (false, true) => op::TEXT,
                 (false, false) => op::BINARY,
             };
             self.in_message = !c.fin;
+            let before = self.out.len();
             frame::write_head(&mut self.out, c.fin, opcode, c.payload.len(), None);
-            ends[i] = self.out.len();
+            heads[i] = (self.out.len() - before) as u8;
+            total += c.payload.len();
         }
-        let n = (1 + more.len()).min(MAX_BATCH);
-        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        let mut start = 0;
-        for (i, c) in std::iter::once(first).chain(more).take(n).enumerate() {
-            slices[2 * i] = IoSlice::new(&self.out[start..ends[i]]);
-            slices[2 * i + 1] = IoSlice::new(&c.payload);
-            start = ends[i];
-        }
-        write_all_vectored(&mut self.io, &mut slices[..2 * n]).await?;
+        total += self.out.len();
+        let (io, out) = (&mut self.io, &self.out);
+        let mut written = 0;
+        std::future::poll_fn(|cx| {
+            while written < total {
+                let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+                let (mut k, mut start, mut skip) = (0, 0, written);
+                for (i, c) in std::iter::once(first).chain(more).take(n).enumerate() {
+                    let head = &out[start..start + heads[i] as usize];
+                    start += heads[i] as usize;
+                    for part in [head, &c.payload[..]] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                        } else {
+                            slices[k] = IoSlice::new(&part[skip..]);
+                            skip = 0;
+                            k += 1;
+                        }
+                    }
+                }
+                let wrote = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?;
+                if wrote == 0 {
+                    return Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::WriteZero)));
+                }
+                written += wrote;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await?;
         self.io.flush().await
     }
 
@@ -307,20 +336,6 @@ impl<W: AsyncWrite + Unpin> AgentWriter<W> {
 
 /// Most chunks [`AgentWriter::chunks`] writes at once.
 pub(crate) const MAX_BATCH: usize = 16;
-
-/// Writes every slice, in as few system calls as the stream allows (a
-/// stream without vectored writes takes one slice per call).
-async fn write_all_vectored<W: AsyncWrite + Unpin>(io: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        let n = io.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut bufs, n);
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
@@ -426,5 +441,38 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(out, [0x01, 2, b'a', b'b', 0x80, 1, b'c']);
+    }
+
+    /// A batch written through a pipe that takes a few bytes at a time
+    /// (every write partial, ending inside headers and payloads) arrives
+    /// whole and in order.
+    #[tokio::test]
+    async fn a_batch_survives_partial_writes() {
+        let (a, mut b) = tokio::io::duplex(3);
+        let chunks: Vec<Chunk> = (0..5u8)
+            .map(|i| Chunk {
+                text: false,
+                fin: i == 4,
+                payload: Bytes::from(vec![i; 200 * i as usize]),
+            })
+            .collect();
+        let mut expected = Vec::new();
+        let mut w = AgentWriter::new(&mut expected);
+        w.chunks(&chunks[0], &chunks[1..]).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got).await.unwrap();
+            got
+        });
+        let mut w = AgentWriter::new(a);
+        w.chunks(&chunks[0], &chunks[1..]).await.unwrap();
+        drop(w);
+        let got = reader.await.unwrap();
+        assert_eq!(
+            got.len(),
+            5 * 2 + 4 * 2 + 200 * 10,
+            "five heads, four with a 16-bit length"
+        );
+        assert_eq!(got, expected);
     }
 }

@@ -176,7 +176,10 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let drain = route.sessions.drain.watch();
     let endpoint = guard.endpoint().clone();
-    let placement = Placement {
+    // Boxed, as the message limiter below: the session's task keeps what
+    // it captured for its whole life (moved out or not), and an idle mux
+    // session should not hold 300 bytes of what it used once.
+    let placement = Box::new(Placement {
         route: route.name.clone(),
         cluster: route.endpoints.cluster().name().into(),
         endpoint: endpoint.label().into(),
@@ -187,7 +190,8 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
         active: guard.take_active(),
         // Mux sessions find their way back by their own token (TAKEOVER).
         affinity: None,
-    };
+    });
+    let messages = a.messages.map(Box::new);
     drop(guard);
     let route = route.clone();
     route.sessions.tracker.clone().spawn(async move {
@@ -203,7 +207,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
                 return;
             }
         };
-        let life = Lifecycle::begin(&route.sessions, &route.metrics, placement);
+        let life = Lifecycle::begin(&route.sessions, &route.metrics, *placement);
         // Registered once the agent is here: a takeover before that would
         // find nothing worth resuming.
         let held = token.map(|(registry, id)| {
@@ -219,8 +223,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
             skip,
             handover,
         };
-        let end = relay::run(agent, &early, session, params, a.messages, route.metrics.clone(), drain).await;
-        drop(early);
+        let end = relay::run(agent, early, session, params, messages, route.metrics.clone(), drain).await;
         life.end(end, None);
         drop(held);
     });

@@ -19,8 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentmux_filters::rate_limit::SessionMessages;
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+
+use tokio::sync::Notify;
 
 use futures_util::FutureExt;
 
@@ -54,6 +57,78 @@ enum Control {
     Ping,
     /// The agent did not answer: close it and end the session.
     KeepaliveTimeout,
+}
+
+/// Control frames the writing half may have waiting at once; a sender
+/// past it waits (an agent flooding pings is slowed, not buffered).
+const CONTROL_QUEUE: usize = 8;
+
+/// The writing half's list of control frames to send, filled by the
+/// reading half and the keepalive. Not a channel: a tokio `mpsc` allocates
+/// a 32-slot block and a cache-padded header up front (1.7 KiB, most of an
+/// idle mux session's memory) for frames an idle session rarely sends.
+/// This lives in the session's task and allocates only while frames wait.
+#[derive(Default)]
+struct Controls {
+    queue: Mutex<VecDeque<Control>>,
+    /// Something was queued (the writer waits on it).
+    queued: Notify,
+    /// Something was taken (a sender of a full queue waits on it).
+    taken: Notify,
+}
+
+impl Controls {
+    /// Queues `c`, or hands it back when the queue is full.
+    fn push(&self, c: Control) -> Result<(), Control> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= CONTROL_QUEUE {
+            return Err(c);
+        }
+        q.push_back(c);
+        drop(q);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Queues `c`; false when the queue is full.
+    fn try_send(&self, c: Control) -> bool {
+        self.push(c).is_ok()
+    }
+
+    /// Queues `c`, waiting for room.
+    async fn send(&self, mut c: Control) {
+        loop {
+            // Made before the check: a `taken` in between is not missed
+            // (`notify_one` leaves a permit when no one waits).
+            let room = self.taken.notified();
+            match self.push(c) {
+                Ok(()) => return,
+                Err(back) => c = back,
+            }
+            room.await;
+        }
+    }
+
+    /// The next control frame to send.
+    async fn recv(&self) -> Control {
+        loop {
+            let next = self.queued.notified();
+            let popped = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let c = q.pop_front();
+                if q.is_empty() {
+                    // Give the slots back: an idle session keeps none.
+                    *q = VecDeque::new();
+                }
+                c
+            };
+            if let Some(c) = popped {
+                self.taken.notify_one();
+                return c;
+            }
+            next.await;
+        }
+    }
 }
 
 /// What one session's relay is told besides its two ends.
@@ -134,10 +209,10 @@ fn resent((text, left): (bool, u64), mut chunk: Chunk) -> Resent {
 /// Runs the session until either side ends it; returns how it ended.
 pub(crate) async fn run<A>(
     agent: A,
-    early: &[u8],
+    early: bytes::Bytes,
     session: MuxSession,
     params: RelayParams,
-    mut gate: Option<SessionMessages>,
+    mut gate: Option<Box<SessionMessages>>,
     metrics: RouteMetrics,
     drain: crate::session::drain::DrainWatch,
 ) -> SessionOutcome
@@ -152,13 +227,16 @@ where
     } = params;
     let live = Liveness::default();
     let (rd, wr) = tokio::io::split(agent);
-    let mut reader = AgentReader::new(rd, early, max_message).with_heard(live.heard.clone());
+    let mut reader = AgentReader::new(rd, &early, max_message).with_heard(live.heard.clone());
+    // The reader copied them; `early` may share hyper's whole read buffer
+    // (16 KiB after an upgrade), which an idle session must not keep.
+    drop(early);
     let mut writer = AgentWriter::new(wr);
     let handle = session.handle();
     let parked = handle.clone();
     let (mut tx, mut rx) = session.split();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
-    let drain_tx = ctl_tx.clone();
+    let controls = Controls::default();
+    let (ctl_tx, ctl_rx, drain_tx) = (&controls, &controls, &controls);
     let m_up = metrics.clone();
 
     let live = &live;
@@ -179,7 +257,7 @@ where
                     return SessionOutcome::AgentGone;
                 }
                 Err(v) => {
-                    let _ = ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
+                    ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
                     let outcome = SessionOutcome::AgentViolation(v.close_code());
                     let (code, reason) = upstream_close(outcome);
                     let _ = tx.close(code, reason);
@@ -197,7 +275,7 @@ where
                             }
                             Resent::Chunk(rest) => rest,
                             Resent::Mismatch(why) => {
-                                let _ = ctl_tx.send(Control::Close(close::POLICY, why.into())).await;
+                                ctl_tx.send(Control::Close(close::POLICY, why.into())).await;
                                 let _ = tx.close(close::POLICY, why);
                                 return SessionOutcome::AgentViolation(close::POLICY);
                             }
@@ -209,7 +287,7 @@ where
                     {
                         let closes = SessionOutcome::RateLimited.closes();
                         if let Some((code, reason)) = closes.agent {
-                            let _ = ctl_tx.send(Control::Close(code, reason.into())).await;
+                            ctl_tx.send(Control::Close(code, reason.into())).await;
                         }
                         let (code, reason) = upstream_close(SessionOutcome::RateLimited);
                         let _ = tx.close(code, reason);
@@ -225,7 +303,7 @@ where
                     }
                 }
                 AgentEvent::Ping(p) => {
-                    let _ = ctl_tx.send(Control::Pong(p)).await;
+                    ctl_tx.send(Control::Pong(p)).await;
                 }
                 AgentEvent::Close(c) => {
                     // 1005 means "no code": the mux carries 1000 instead.
@@ -284,25 +362,22 @@ where
                     }
                 },
                 ctl = ctl_rx.recv() => match ctl {
-                    Some(Control::Pong(p)) => {
+                    Control::Pong(p) => {
                         let _ = writer.control(op::PONG, &p).await;
                     }
-                    Some(Control::Close(code, reason)) => {
+                    Control::Close(code, reason) => {
                         writer.close(code, &reason).await;
                         return (SessionOutcome::AgentViolation(code), writer);
                     }
-                    Some(Control::Ping) => {
+                    Control::Ping => {
                         if writer.control(op::PING, PING_PAYLOAD).await.is_ok() {
                             live.missed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Some(Control::KeepaliveTimeout) => {
+                    Control::KeepaliveTimeout => {
                         writer.close(Cause::KeepaliveTimeout.mapping().1, "keepalive timeout").await;
                         return (SessionOutcome::KeepaliveTimeout, writer);
                     }
-                    // The reading half is done; keep delivering until the
-                    // upstream closes its side.
-                    None => std::future::pending::<()>().await,
                 },
             }
         }
@@ -359,7 +434,7 @@ where
                     // Full only while the writing half is stuck on the
                     // agent: a ping could not go out anyway, and a timeout
                     // ends the session at `close_by` regardless.
-                    let _ = drain_tx.try_send(ask);
+                    drain_tx.try_send(ask);
                 }
             }
             _ = &mut draining, if !drained => {
@@ -373,7 +448,7 @@ where
                     // Tell the agent; dropping the reading half (below,
                     // when this function returns) closes the mux session.
                     let (code, reason) = SessionOutcome::Draining.closes().agent.unwrap_or((close::GOING_AWAY, ""));
-                    let _ = drain_tx.send(Control::Close(code, reason.into())).await;
+                    drain_tx.send(Control::Close(code, reason.into())).await;
                 }
             }
         }
