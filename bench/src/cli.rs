@@ -218,13 +218,28 @@ pub(crate) struct CompareArgs {
     /// own on the proxy's core, its CPU measured like a proxy's.
     #[arg(long, value_delimiter = ',', default_value = "direct,agentmux,nginx,haproxy")]
     pub(crate) targets: Vec<String>,
-    /// Session mode: websocket echo or http echo.
+    /// Session mode: websocket echo, http echo, or sse token streams.
     #[arg(long, value_enum, default_value = "ws")]
     pub(crate) protocol: Protocol,
     /// Concurrent sessions in the load phase.
     #[arg(long, default_value_t = 50)]
     pub(crate) sessions: u64,
-    /// Offered loads in messages/s (all sessions together), one load run each (0 skips).
+    /// HTTP/2: the load points are run by `h2load` (`--sessions`
+    /// connections, `--h2-streams` streams each; needs `--tls` and
+    /// `--protocol http`), and the proxies offer `h2` by ALPN.
+    #[arg(long, requires = "tls")]
+    pub(crate) h2: bool,
+    /// HTTP/2: concurrent streams per connection.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) h2_streams: u64,
+    /// SSE: tokens (events) per stream.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) sse_tokens: u64,
+    /// SSE: the simulator's delay between tokens, in whole milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) sse_token_delay_ms: u64,
+    /// Offered loads in messages/s (all sessions together; SSE: events/s),
+    /// one load run each (0 skips).
     #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000")]
     pub(crate) rates: Vec<f64>,
     /// Length of each load run.

@@ -9,6 +9,7 @@
 
 pub(crate) mod agentmux;
 mod certs;
+mod h2load;
 mod haproxy;
 pub(crate) mod hold;
 mod idle;
@@ -39,10 +40,16 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
     let wire = match args.protocol {
         Protocol::Ws | Protocol::Auto => Wire::Ws,
         Protocol::Http => Wire::Http,
-        Protocol::Sse => {
-            return Err(Error::Usage("compare runs ws or http echo (--protocol ws|http)".into()));
-        }
+        Protocol::Sse => Wire::Sse,
     };
+    if args.h2 && wire != Wire::Http {
+        return Err(Error::Usage("--h2 runs HTTP requests: use --protocol http".into()));
+    }
+    if args.h2 && !h2load::available().await {
+        return Err(Error::Usage(
+            "--h2 needs h2load (apt-get install nghttp2-client)".into(),
+        ));
+    }
     let dir = std::path::absolute(&args.out).map_err(|e| Error::io("resolving --out", e))?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let tls = match args.tls {
@@ -284,14 +291,17 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
             let program = process::find_program(&args.nginx).ok_or("nginx not installed (bench/install-peers.sh)")?;
             let conf = write(
                 "nginx.conf",
-                nginx::config(dir, site.listen, site.backend, running_as_root(), site.tls),
+                nginx::config(dir, site.listen, site.backend, running_as_root(), site.tls, args.h2),
             )?;
             Ok(Some(nginx::launch(program, dir, &conf, site.listen)))
         }
         "haproxy" => {
             let program =
                 process::find_program(&args.haproxy).ok_or("haproxy not installed (bench/install-peers.sh)")?;
-            let conf = write("haproxy.cfg", haproxy::config(site.listen, site.backend, site.tls))?;
+            let conf = write(
+                "haproxy.cfg",
+                haproxy::config(site.listen, site.backend, site.tls, site.wire == Wire::Sse, args.h2),
+            )?;
             Ok(Some(haproxy::launch(program, dir, &conf, site.listen)))
         }
         "agentmux" => {

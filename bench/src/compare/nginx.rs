@@ -16,14 +16,16 @@ pub(crate) fn config(
     upstream: SocketAddr,
     as_root: bool,
     tls: Option<&SelfSigned>,
+    h2: bool,
 ) -> String {
     let d = dir.display();
     // As root, nginx would switch its worker to `nobody`, which cannot use
     // the temp paths in the run directory.
     let user = if as_root { "user root;\n" } else { "" };
     let (ssl, certs) = match tls {
+        // nginx 1.22 (Debian 12) turns HTTP/2 on in `listen`.
         Some(t) => (
-            " ssl",
+            if h2 { " ssl http2" } else { " ssl" },
             format!(
                 "\n        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;",
                 t.cert.display(),

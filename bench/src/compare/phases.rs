@@ -47,7 +47,13 @@ pub(super) async fn measure(
         (_, false) => "http",
         (_, true) => "https",
     };
-    let url = format!("{scheme}://{addr}/bench");
+    let url = match wire {
+        Wire::Sse => format!(
+            "{scheme}://{addr}/sse?tokens={}&delay_ms={}",
+            args.sse_tokens, args.sse_token_delay_ms
+        ),
+        _ => format!("{scheme}://{addr}/bench"),
+    };
     let trust = || match ca {
         Some(path) => tls::client_config(Trust::CaFile(path)),
         None => Err(Error::Usage("plaintext target needs no TLS".into())),
@@ -67,11 +73,17 @@ pub(super) async fn measure(
     if args.idle_sessions > 0 && wire == Wire::Ws {
         result.idle = Some(idle_phase(&target, args.idle_sessions, proxy).await);
     }
-    if args.setup_sessions > 0 {
+    // An SSE "session" is a stream of `--sse-tokens` events: its setup is
+    // the HTTP one, measured by `--protocol http`.
+    if args.setup_sessions > 0 && wire != Wire::Sse {
         result.setup_us = setup_phase(args, wire, &target).await;
     }
     for rate in args.rates.iter().filter(|r| **r > 0.0) {
-        if let Some(point) = load_point(args, wire, &target, *rate, proxy).await {
+        let point = match args.h2 {
+            true => super::h2load::point(args, &url, *rate, &args.out, proxy).await,
+            false => load_point(args, wire, &target, *rate, proxy).await,
+        };
+        if let Some(point) = point {
             result.points.push(point);
         }
     }
@@ -135,7 +147,12 @@ async fn load_point(
     rate: f64,
     proxy: Option<&Running>,
 ) -> Option<LoadPoint> {
-    let per_session = rate / args.sessions.max(1) as f64;
+    // SSE: `rate` counts events, each stream carries `sse_tokens` of them.
+    let per_stream = match wire {
+        Wire::Sse => args.sse_tokens.max(1) as f64,
+        _ => 1.0,
+    };
+    let per_session = rate / per_stream / args.sessions.max(1) as f64;
     let pacing = Pacing::FixedRate {
         interval: Duration::from_secs_f64(1.0 / per_session.max(1e-3)),
     };
@@ -153,8 +170,12 @@ async fn load_point(
     let before = procstat::cpu(&pids);
     let report = load::run(plan, !args.quiet).await.ok()?;
     let after = procstat::cpu(&pids);
-    // Each echo crosses the proxy twice: once up, once down.
-    let relayed = (report.messages.sent + report.messages.received) as f64;
+    // Each echo crosses the proxy twice: once up, once down. An SSE
+    // request is not counted: the figure is CPU per relayed event.
+    let relayed = match wire {
+        Wire::Sse => report.messages.received as f64,
+        _ => (report.messages.sent + report.messages.received) as f64,
+    };
     let (cpu_us, user_share) = procstat::delta(before, after);
     let point = LoadPoint {
         offered_per_s: rate,

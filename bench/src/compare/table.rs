@@ -124,9 +124,14 @@ impl Comparison {
     pub(crate) fn to_markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "`{}`\n", self.command);
+        let what = match self.protocol.as_str() {
+            // SSE: a "msg" is one relayed event, the payload the simulator's token.
+            "sse" => "token streams (msg = one relayed event)",
+            _ => "echo",
+        };
         let _ = writeln!(
             out,
-            "{}{} echo, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
+            "{}{} {what}, {} sessions, {} B payload, upstream latency {} ms per direction; each proxy pinned to core {}, load generator and upstream on {}.\n",
             self.protocol,
             if self.tls { " over TLS" } else { "" },
             self.sessions,
