@@ -6,6 +6,9 @@
 # breakdown.py. Made bench/results/profiles/http-*.svg and the table in
 # bench/results/http-path/README.md.
 #
+# With LOAD=sse the load is 200 concurrent SSE token streams instead (the
+# bench's own client, 20 events of 5 ms each per stream): the SSE relay.
+#
 #   cargo build --release -p agentmux -p agentmux-bench
 #   bench/profile/http.sh [OUT_DIR]        # BIN=path/to/agentmux to profile another build
 set -euo pipefail
@@ -37,13 +40,21 @@ UP=$!
 taskset -c 1 $BIN run --config am.toml > am.log 2>&1 &
 AM=$!
 sleep 1.5
-taskset -c 0 wrk -t1 -c64 -d3s http://127.0.0.1:19010/ > /dev/null
+load() {
+  case ${LOAD:-http} in
+    sse) taskset -c 0 $B load --protocol sse 'http://127.0.0.1:19010/sse?tokens=20&delay_ms=5' -s 200 -d "$1" -q ;;
+    *) taskset -c 0 wrk -t1 -c64 -d"$1" http://127.0.0.1:19010/ ;;
+  esac
+}
+title="agentmux HTTP/1.1 keep-alive (wrk -c64)"
+[ "${LOAD:-http}" = sse ] && title="agentmux SSE relay (200 streams, 20 × 5 ms tokens)"
+load 3s > /dev/null
 perf record -F 1999 --call-graph dwarf,16384 -p $AM -o perf.data -- sleep 6 > perf.log 2>&1 &
 PR=$!
-taskset -c 0 wrk -t1 -c64 -d8s http://127.0.0.1:19010/ | tee wrk.txt
+load 8s | tee wrk.txt
 wait $PR
 kill $AM $UP; wait || true
 perf script -i perf.data > perf.txt 2>/dev/null
 inferno-collapse-perf perf.txt > perf.folded
-inferno-flamegraph --title "agentmux HTTP/1.1 keep-alive (wrk -c64)" perf.folded > http.svg
+inferno-flamegraph --title "$title" perf.folded > "${LOAD:-http}.svg"
 python3 "$root/bench/profile/breakdown.py" perf.txt

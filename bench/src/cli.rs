@@ -225,9 +225,9 @@ pub(crate) struct CompareArgs {
     #[arg(long, default_value_t = 50)]
     pub(crate) sessions: u64,
     /// HTTP/2: the load points are run by `h2load` (`--sessions`
-    /// connections, `--h2-streams` streams each; needs `--tls` and
-    /// `--protocol http`), and the proxies offer `h2` by ALPN.
-    #[arg(long, requires = "tls")]
+    /// connections, `--h2-streams` streams each; `--protocol http`). Over
+    /// TLS the proxies offer `h2` by ALPN; plaintext is prior knowledge (h2c).
+    #[arg(long)]
     pub(crate) h2: bool,
     /// HTTP/2: concurrent streams per connection.
     #[arg(long, default_value_t = 16)]
