@@ -61,6 +61,10 @@ pub enum Cause {
     RegistryUnavailable,
     /// A method the gateway does not serve (a plain CONNECT tunnel).
     MethodNotAllowed,
+    /// An HTTP/2 extended CONNECT for a protocol the gateway does not
+    /// serve (anything but `websocket`), or a WebSocket one to a route that
+    /// takes no sessions: 501.
+    UnsupportedProtocol,
     /// The request body did not arrive within its deadline.
     RequestTimeout,
     /// The agent stopped answering keepalive pings (a half-open
@@ -216,7 +220,7 @@ pub enum Origin {
 
 impl Cause {
     /// Every cause.
-    pub const ALL: [Cause; 24] = [
+    pub const ALL: [Cause; 25] = [
         Self::NoRoute,
         Self::BadRequest,
         Self::TooLarge,
@@ -239,6 +243,7 @@ impl Cause {
         Self::SessionLost,
         Self::RegistryUnavailable,
         Self::MethodNotAllowed,
+        Self::UnsupportedProtocol,
         Self::RequestTimeout,
         Self::KeepaliveTimeout,
     ];
@@ -277,6 +282,7 @@ impl Cause {
             Self::SessionLost => (StatusCode::GONE, INTERNAL, Upstream),
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER, Internal),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, PROTOCOL_ERROR, Downstream),
+            Self::UnsupportedProtocol => (StatusCode::NOT_IMPLEMENTED, PROTOCOL_ERROR, Downstream),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, POLICY, Downstream),
             // 408 is never sent for it (it happens after the `101`); the
             // agent hears 1001, going away, as in websocket mode.
@@ -309,6 +315,7 @@ impl Cause {
             Self::SessionLost => "session_lost",
             Self::RegistryUnavailable => "registry_unavailable",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnsupportedProtocol => "unsupported_protocol",
             Self::RequestTimeout => "request_timeout",
             Self::KeepaliveTimeout => "keepalive_timeout",
         }

@@ -182,6 +182,15 @@ impl Runtime {
         &self.clusters
     }
 
+    /// Whether a route takes WebSocket sessions (websocket or mux mode):
+    /// only then do listeners offer them over HTTP/2 (RFC 8441).
+    pub fn takes_websockets(&self) -> bool {
+        self.config
+            .routes()
+            .iter()
+            .any(|r| matches!(r.mode, Mode::WebSocket | Mode::Mux))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Arc<Config> {
         &self.config

@@ -1,5 +1,6 @@
 //! Headless Chromium driven over the DevTools protocol (a WebSocket), for
-//! end-to-end tests of the dashboard page.
+//! end-to-end tests of the dashboard page and of what a browser's own
+//! WebSocket client does through the gateway.
 //!
 //! Chromium comes from Debian (`apt-get install chromium`; `.ci/run`
 //! installs it). Where it is missing the tests that need it say so and
@@ -35,6 +36,11 @@ pub struct Browser {
 impl Browser {
     /// Opens `url`; `None` when Chromium is not installed (and not required).
     pub async fn open(url: &str) -> Option<Self> {
+        Self::open_with(url, &[]).await
+    }
+
+    /// Opens `url` with extra command-line flags.
+    pub async fn open_with(url: &str, flags: &[&str]) -> Option<Self> {
         let exe = ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|c| {
             Command::new(c)
                 .arg("--version")
@@ -61,6 +67,7 @@ impl Browser {
                 "--window-size=1400,1300",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(flags)
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -30,6 +30,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// HTTP/2 streams per agent connection.
     pub h2_max_concurrent_streams: u32,
+    /// Whether HTTP/2 agents may open WebSocket sessions as extended
+    /// CONNECT streams (RFC 8441; offered only while a route takes them).
+    pub h2_websockets: bool,
     /// Time with nothing in flight after which a connection is closed.
     pub idle_timeout: Duration,
     /// TCP keepalive idle time on agent sockets; `None`: off.
@@ -108,6 +111,7 @@ impl ListenerConfig {
             max_request_header_bytes: max_header,
             max_connections,
             h2_max_concurrent_streams: streams,
+            h2_websockets: spec.h2_websockets.unwrap_or(true),
             idle_timeout: idle?,
             tcp_keepalive: Some(keepalive?).filter(|d| !d.is_zero()),
             edge: edge?,

@@ -105,6 +105,10 @@ pub struct ListenerSpec {
     pub max_connections: Option<usize>,
     /// HTTP/2 streams per agent connection. Default 256.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Offer WebSocket sessions over HTTP/2 (RFC 8441 extended CONNECT,
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`) when a route takes them.
+    /// Default true.
+    pub h2_websockets: Option<bool>,
     /// Close a connection with nothing in flight for this long: an idle
     /// HTTP/1.1 keep-alive connection is closed, an HTTP/2 connection with
     /// no open stream gets GOAWAY. Default `"60s"`.

@@ -70,6 +70,15 @@ pub fn admit(parts: &mut Parts, peer: Peer, policy: &EdgePolicy) -> Result<Admit
             "CONNECT tunnels are not served by this gateway",
         ));
     }
+    // An extended CONNECT (RFC 8441) opens a WebSocket session, nothing else.
+    if let Some(p) = parts.extensions.get::<hyper::ext::Protocol>()
+        && !p.as_str().eq_ignore_ascii_case("websocket")
+    {
+        return Err(ProxyError::new(
+            Cause::UnsupportedProtocol,
+            format!("extended CONNECT for {:?}: only websocket is served", p.as_str()),
+        ));
+    }
     // The asterisk form asks about the server itself, and only OPTIONS
     // may (RFC 9112 §3.2.4); routed, `GET *` would reach a catch-all.
     if parts.uri.path() == "*" && parts.method != Method::OPTIONS {

@@ -222,6 +222,10 @@ async fn serve_http<T>(
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // RFC 8441: advertised only where it is served. Decided per connection,
+    // so a reload that adds or removes the last WebSocket route applies to
+    // connections accepted after it.
+    let h2_websockets = config.h2_websockets && gateway.runtime().takes_websockets();
     let activity = Activity::new();
     let io = DeadlineIo::new(io, config.request_header_timeout, activity.clone(), h2);
     let metrics = gateway.metrics().clone();
@@ -254,6 +258,9 @@ async fn serve_http<T>(
         .max_concurrent_streams(config.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(config.max_request_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
+    if h2_websockets {
+        builder.http2().enable_connect_protocol();
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {

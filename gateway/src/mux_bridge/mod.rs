@@ -120,7 +120,7 @@ struct TakeoverAsk {
 
 /// Handles an agent's upgrade on a mux route.
 pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
-    let a = match Admission::check(&route.limits, &req)? {
+    let a = match Admission::check(&route.limits, &route.metrics, &req)? {
         Ok(a) => a,
         Err(response) => return Ok(response),
     };
@@ -162,7 +162,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
             format!("the session speaks subprotocol {chosen:?}: offer it in Sec-WebSocket-Protocol"),
         ));
     }
-    let mut response = crate::session::upgrade::switching_protocols_to(&a.agent_key, session.subprotocol().as_deref());
+    let mut response = crate::session::upgrade::switching_protocols_to(&a.handshake, session.subprotocol().as_deref());
     if let Some((_, id)) = &token
         && let Ok(v) = http::HeaderValue::from_str(id)
     {
@@ -190,6 +190,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
         active: guard.take_active(),
         // Mux sessions find their way back by their own token (TAKEOVER).
         affinity: None,
+        transport: a.handshake.transport(),
     });
     let messages = a.messages.map(Box::new);
     drop(guard);

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use agentmux_filters::rate_limit::{KeySource, MessageLimiter, SessionLimiter, SessionMessages, SessionPermit};
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 
-use super::upgrade::check_agent;
+use super::upgrade::{AgentHandshake, check_agent};
 use crate::body::Body;
 use crate::conn::ConnInfo;
 use crate::edge::RequestHost;
 use crate::error::{Cause, ProxyError};
+use crate::metrics::RouteMetrics;
 use crate::telemetry::RequestSpan;
 
 /// Limits a rate-limit filter puts on a route's sessions.
@@ -25,8 +26,9 @@ pub(crate) struct SessionLimits {
 
 /// An agent admitted to open a session.
 pub(crate) struct Admission {
-    /// The agent's `Sec-WebSocket-Key`, for the `101`.
-    pub(crate) agent_key: HeaderValue,
+    /// How the agent asked (its `Sec-WebSocket-Key` for the `101`, or an
+    /// HTTP/2 extended CONNECT).
+    pub(crate) handshake: AgentHandshake,
     pub(crate) conn: Arc<ConnInfo>,
     /// The request's one authority.
     pub(crate) host: Option<String>,
@@ -39,15 +41,20 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Checks the upgrade (`Ok(Err(response))`: answer the agent with it)
-    /// and applies the concurrent-session limit.
+    /// Checks the upgrade (`Ok(Err(response))`: answer the agent with it,
+    /// counted as a bad request of the route) and applies the
+    /// concurrent-session limit.
     pub(crate) fn check<B>(
         limits: &SessionLimits,
+        metrics: &RouteMetrics,
         req: &Request<B>,
     ) -> Result<Result<Self, Response<Body>>, ProxyError> {
-        let agent_key = match check_agent(req) {
+        let handshake = match check_agent(req) {
             Ok(k) => k,
-            Err(reject) => return Ok(Err(reject.into_response())),
+            Err(reject) => {
+                metrics.error(Cause::BadRequest);
+                return Ok(Err(reject.into_response()));
+            }
         };
         let conn = req
             .extensions()
@@ -77,7 +84,7 @@ impl Admission {
             .as_ref()
             .map(|(source, limiter)| limiter.session(source.key_from(req.headers(), req.extensions())));
         Ok(Ok(Self {
-            agent_key,
+            handshake,
             conn,
             host,
             agent_name,

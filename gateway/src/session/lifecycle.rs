@@ -42,6 +42,8 @@ pub(crate) struct Placement {
     /// The agent's session id for cross-instance affinity, if it sent one
     /// (a reconnect lands on this endpoint, whichever instance it reaches).
     pub(crate) affinity: Option<String>,
+    /// `http/1.1` or `h2` (see [`SessionInfo::transport`](super::list::SessionInfo::transport)).
+    pub(crate) transport: &'static str,
 }
 
 /// A live session (see the module docs).
@@ -64,9 +66,13 @@ impl Lifecycle {
     /// The session is upgraded: counted active, listed, registered.
     pub(crate) fn begin(ctx: &SessionCtx, metrics: &RouteMetrics, p: Placement) -> Self {
         metrics.sessions_active.inc();
-        let listed = ctx
-            .list
-            .register(p.route.clone(), p.agent_name, p.conn.client, p.endpoint.to_string());
+        let listed = ctx.list.register(
+            p.route.clone(),
+            p.agent_name,
+            p.conn.client,
+            p.endpoint.to_string(),
+            p.transport,
+        );
         let affinity = match (&ctx.registry, p.affinity) {
             (Some(registry), Some(id)) => Some(registry.register_session(&id, &p.route, &p.endpoint)),
             _ => None,

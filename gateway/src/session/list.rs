@@ -24,6 +24,9 @@ pub struct SessionInfo {
     pub client: SocketAddr,
     /// The upstream endpoint serving it.
     pub endpoint: String,
+    /// How it reached the gateway: `http/1.1` (an upgraded connection) or
+    /// `h2` (an extended CONNECT stream, RFC 8441).
+    pub transport: &'static str,
     /// When it started (seconds since the Unix epoch).
     pub started_unix: u64,
 }
@@ -63,7 +66,14 @@ impl SessionList {
     }
 
     /// Adds a session; it stays listed while the guard lives.
-    pub fn register(self: &Arc<Self>, route: Arc<str>, agent: String, client: SocketAddr, endpoint: String) -> Listed {
+    pub fn register(
+        self: &Arc<Self>,
+        route: Arc<str>,
+        agent: String,
+        client: SocketAddr,
+        endpoint: String,
+        transport: &'static str,
+    ) -> Listed {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let started_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -74,6 +84,7 @@ impl SessionList {
             agent,
             client,
             endpoint,
+            transport,
             started_unix,
         };
         self.lock().insert(id, info);

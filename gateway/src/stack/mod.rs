@@ -35,6 +35,7 @@ pub(crate) use state::{BreakerSet, Built, FilterStates};
 use crate::body::{Body, BoxError, ProxyBody, boxed};
 use crate::config::{Config, Mode, RouteConfig};
 use crate::endpoint::EndpointLayer;
+use crate::error::{Cause, ProxyError};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::mux_bridge::{MuxCluster, MuxRoute};
 use crate::proxy::HttpRoute;
@@ -172,6 +173,13 @@ impl Kind {
             let kind = self.clone();
             async move {
                 let result = match &kind {
+                    // An HTTP/2 WebSocket stream has nothing to forward as a
+                    // request (an HTTP/1.1 upgrade here is a plain request:
+                    // the edge took its `Upgrade` off).
+                    Self::Http(_) if crate::session::upgrade::is_extended_connect(&req) => Err(ProxyError::new(
+                        Cause::UnsupportedProtocol,
+                        "this route takes no WebSocket sessions",
+                    )),
                     Self::Http(r) => crate::proxy::forward(r, req).await,
                     Self::WebSocket(r) => crate::ws::session(r, req).await,
                     Self::Mux(r) => crate::mux_bridge::session(r, req).await,

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::Body;
-use crate::session::upgrade::{accept_key, has_token};
+use crate::session::upgrade::{AgentHandshake, accept_key, has_token};
 
 /// Largest upstream `101` head we read.
 const MAX_HEAD: usize = 16 * 1024;
@@ -217,16 +217,20 @@ fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, Hand
     })
 }
 
-/// The `101` for the agent.
-pub(crate) fn switching_protocols(agent_key: &HeaderValue, accepted: &Accepted) -> Response<Body> {
-    let mut r = Response::new(crate::body::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+/// The agent's answer (`101`, or `200` to an extended CONNECT) with the
+/// upstream's end-to-end headers.
+pub(crate) fn switching_protocols(handshake: &AgentHandshake, accepted: &Accepted) -> Response<Body> {
+    let mut r = crate::session::upgrade::switching_protocols_to(handshake, None);
     let h = r.headers_mut();
-    h.extend(accepted.headers.clone());
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept_key(agent_key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    for (name, value) in &accepted.headers {
+        // The opening headers are the gateway's own (an HTTP/2 answer
+        // has none of them).
+        if !matches!(
+            *name,
+            header::UPGRADE | header::CONNECTION | header::SEC_WEBSOCKET_ACCEPT
+        ) {
+            h.append(name.clone(), value.clone());
+        }
     }
     if let Some(p) = &accepted.protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());

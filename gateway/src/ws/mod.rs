@@ -62,7 +62,7 @@ pub(crate) struct WsRoute {
 /// Handles an agent's upgrade on a websocket route (the bottom of the
 /// route's stack: filters have already passed the upgrade request).
 pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -> Result<Response<Body>, ProxyError> {
-    let a = match Admission::check(&route.limits, &req)? {
+    let a = match Admission::check(&route.limits, &route.metrics, &req)? {
         Ok(a) => a,
         Err(response) => return Ok(response),
     };
@@ -95,7 +95,7 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
         }
     };
     guard.answered(http::StatusCode::SWITCHING_PROTOCOLS, None);
-    let response = handshake::switching_protocols(&a.agent_key, &accepted);
+    let response = handshake::switching_protocols(&a.handshake, &accepted);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let drain = route.sessions.drain.watch();
     // Only the bytes that came with the `101` outlive the handshake; the
@@ -111,6 +111,7 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
         permit: a.session_permit,
         active: guard.take_active(),
         affinity: target.session,
+        transport: a.handshake.transport(),
     };
     drop(guard);
     let route = route.clone();
