@@ -4,7 +4,9 @@
 //! speaks WebSocket on each; headless Chromium does the same by itself on
 //! the connection that loaded the page. The sessions are the ones an
 //! HTTP/1.1 upgrade opens: same routes, RFC 6455 checks, close codes,
-//! session list and metrics, many per agent connection.
+//! session list and metrics, many per agent connection. Toward an HTTP/2
+//! upstream (`protocol = "http2"`) sessions go as extended CONNECT streams
+//! of shared pooled connections.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use agentmux_tests::browser::Browser;
 use agentmux_tests::client::{connect_tls, tls_config};
 use agentmux_tests::mux::spawn_mux_echo;
-use agentmux_tests::upstream::{full, spawn_http};
+use agentmux_tests::upstream::{full, spawn_h2_ws_echo, spawn_http};
 use agentmux_tests::ws::{encode, read_close};
 use agentmux_tests::{Gateway, TLS, eventually};
 
@@ -367,5 +369,96 @@ ws.onerror = () => { window.result = "error"; };
         transports(&gw).await,
         vec!["h2"],
         "Chromium carried its WebSocket on the page's HTTP/2 connection"
+    );
+}
+
+fn h2_upstream_config(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "agents"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "sessions"
+match = {{ path_prefix = "/ws" }}
+mode = "websocket"
+cluster = "up"
+
+[clusters.up]
+endpoints = ["{upstream}"]
+protocol = "http2"
+[clusters.up.pool]
+min_connections = 1
+max_connections = 8
+"#
+    )
+}
+
+/// RFC 8441 toward the upstream: HTTP/1.1 agents' sessions become extended
+/// CONNECT streams of a few shared HTTP/2 connections; past the upstream's
+/// MAX_CONCURRENT_STREAMS (4 here) the pool opens another connection.
+#[tokio::test]
+async fn sessions_go_upstream_as_streams_of_shared_h2_connections() {
+    let (upstream, connections) = spawn_h2_ws_echo(4).await;
+    let gw = Gateway::start(&h2_upstream_config(upstream));
+    let mut agents = Vec::new();
+    for i in 0..10 {
+        let (ws, resp) = agentmux_tests::ws::connect(gw.addr(), None, &format!("/ws/{i}"), Some("agent.v1"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some("agent.v1"),
+            "the upstream's choice comes back"
+        );
+        agents.push(ws);
+    }
+    for round in 0..5 {
+        for (i, ws) in agents.iter_mut().enumerate() {
+            ws.send(Message::text(format!("{i}/{round}"))).await.unwrap();
+        }
+        for (i, ws) in agents.iter_mut().enumerate() {
+            let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(m, Message::text(format!("{i}/{round}")));
+        }
+    }
+    let opened = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (3..10).contains(&opened),
+        "10 sessions at 4 streams per connection took {opened} upstream connections"
+    );
+    for mut ws in agents {
+        ws.close(None).await.unwrap();
+    }
+}
+
+/// An HTTP/2 upstream that does not offer extended CONNECT gets no stream:
+/// the agent hears 502, and the failure is counted.
+#[tokio::test]
+async fn an_h2_upstream_without_the_setting_is_a_502() {
+    let upstream = spawn_http(|_req| async { http::Response::new(full("no websockets here")) }).await;
+    let gw = Gateway::start(&h2_upstream_config(upstream));
+    let result = agentmux_tests::ws::connect(gw.addr(), None, "/ws/x", None).await;
+    let Err(err) = result else {
+        panic!("no session without the upstream's setting");
+    };
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 502),
+        other => panic!("expected a 502, got {other:?}"),
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("route=\"sessions\"") && l.contains("cause=\"upstream_protocol\"")),
+        "counted"
     );
 }

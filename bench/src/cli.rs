@@ -47,6 +47,10 @@ pub(crate) enum Protocol {
     Auto,
     /// WebSocket echo sessions.
     Ws,
+    /// WebSocket echo sessions as RFC 8441 extended CONNECT streams, many
+    /// per HTTP/2 connection (`--h2-streams`; ws:// is h2c, wss:// ALPN h2).
+    #[value(name = "ws-h2")]
+    WsH2,
     /// HTTP/1.1 keep-alive request/response sessions.
     Http,
     /// Server-sent events: each request is a token stream.
@@ -90,6 +94,9 @@ pub(crate) struct LoadArgs {
     /// Closed loop: messages in flight per session (WebSocket; HTTP and SSE use 1).
     #[arg(long, short = 'k', default_value_t = 1)]
     pub(crate) in_flight: u32,
+    /// `--protocol ws-h2`: sessions per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) h2_streams: usize,
     /// Pause between a reply and the next send (closed loop only).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub(crate) think_time: Duration,

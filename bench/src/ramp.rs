@@ -385,6 +385,7 @@ async fn run(args: &RampArgs, name: &'static str, listen: SocketAddr, admin: Soc
         headers: Vec::new(),
         timeout: Duration::from_secs(10),
         drain: Duration::from_secs(1),
+        h2_streams: 100,
     };
     eprintln!(
         "   {} sessions over {:?}, held {:?}, {:?} each: arrivals 0 → {:.0}/s",

@@ -115,3 +115,11 @@ impl ServerCertVerifier for AcceptAnything {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// `config` offering `protocol` alone by ALPN (`h2` for WebSocket streams
+/// over HTTP/2).
+pub(crate) fn with_alpn(config: &Arc<ClientConfig>, protocol: &[u8]) -> Arc<ClientConfig> {
+    let mut c = (**config).clone();
+    c.alpn_protocols = vec![protocol.to_vec()];
+    Arc::new(c)
+}

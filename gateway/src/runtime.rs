@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, UpstreamProtocol};
 use crate::metrics::Metrics;
 use crate::mux_bridge::MuxCluster;
 use crate::router::Router;
@@ -72,8 +72,15 @@ impl Runtime {
         let mut needs: BTreeMap<&str, PoolNeeds> = BTreeMap::new();
         for r in config.routes() {
             let n = needs.entry(r.cluster()).or_default();
+            // A websocket route over an HTTP/2 cluster opens its sessions
+            // as streams of the HTTP pool's connections (RFC 8441).
+            let over_h2 = config
+                .clusters()
+                .get(r.cluster())
+                .is_some_and(|c| c.protocol == UpstreamProtocol::Http2);
             match r.mode() {
                 Mode::Http => n.http = true,
+                Mode::WebSocket if over_h2 => n.http = true,
                 Mode::WebSocket => n.raw = true,
                 Mode::Mux => {
                     n.raw = true;

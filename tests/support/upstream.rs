@@ -58,3 +58,66 @@ pub fn closed_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// An HTTP/2-only (prior knowledge) WebSocket echo that takes sessions as
+/// RFC 8441 extended CONNECT streams, at most `max_streams` per
+/// connection, choosing the first subprotocol offered. Returns its address
+/// and the count of connections it accepted.
+pub async fn spawn_h2_ws_echo(max_streams: u32) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    let websocket = req.method() == http::Method::CONNECT
+                        && req
+                            .extensions()
+                            .get::<hyper::ext::Protocol>()
+                            .is_some_and(|p| p.as_str() == "websocket");
+                    if !websocket {
+                        let mut r = Response::new(full("not a websocket stream"));
+                        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(r);
+                    }
+                    let chosen = req
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(',').next())
+                        .map(|p| p.trim().to_owned());
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let Ok(io) = on_upgrade.await else { return };
+                        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+                        while let Some(Ok(m)) = ws.next().await {
+                            if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut r = Response::new(http_body_util::BodyExt::boxed(http_body_util::Empty::new()));
+                    if let Some(p) = chosen.and_then(|p| http::HeaderValue::from_str(&p).ok()) {
+                        r.headers_mut().insert("sec-websocket-protocol", p);
+                    }
+                    Ok(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .enable_connect_protocol()
+                    .max_concurrent_streams(max_streams)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}

@@ -41,6 +41,7 @@ pub(crate) async fn main(args: CompareArgs) -> Result<ExitCode, Error> {
         Protocol::Ws | Protocol::Auto => Wire::Ws,
         Protocol::Http => Wire::Http,
         Protocol::Sse => Wire::Sse,
+        Protocol::WsH2 => Wire::WsH2,
     };
     if args.h2 && wire != Wire::Http {
         return Err(Error::Usage("--h2 runs HTTP requests: use --protocol http".into()));
@@ -291,7 +292,14 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
             let program = process::find_program(&args.nginx).ok_or("nginx not installed (bench/install-peers.sh)")?;
             let conf = write(
                 "nginx.conf",
-                nginx::config(dir, site.listen, site.backend, running_as_root(), site.tls, args.h2),
+                nginx::config(
+                    dir,
+                    site.listen,
+                    site.backend,
+                    running_as_root(),
+                    site.tls,
+                    args.h2 || site.wire == Wire::WsH2,
+                ),
             )?;
             Ok(Some(nginx::launch(program, dir, &conf, site.listen)))
         }
@@ -300,15 +308,25 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
                 process::find_program(&args.haproxy).ok_or("haproxy not installed (bench/install-peers.sh)")?;
             let conf = write(
                 "haproxy.cfg",
-                haproxy::config(site.listen, site.backend, site.tls, site.wire == Wire::Sse, args.h2),
+                haproxy::config(
+                    site.listen,
+                    site.backend,
+                    site.tls,
+                    site.wire == Wire::Sse,
+                    args.h2 || site.wire == Wire::WsH2,
+                ),
             )?;
             Ok(Some(haproxy::launch(program, dir, &conf, site.listen)))
         }
         "agentmux" => {
             let program = agentmux::find(args.agentmux.as_deref())?;
-            let default_mode = if site.wire == Wire::Ws { "websocket" } else { "http" };
+            let default_mode = if matches!(site.wire, Wire::Ws | Wire::WsH2) {
+                "websocket"
+            } else {
+                "http"
+            };
             let mode = args.agentmux_mode.as_deref().unwrap_or(default_mode);
-            if mode == "mux" && site.wire != Wire::Ws {
+            if mode == "mux" && !matches!(site.wire, Wire::Ws | Wire::WsH2) {
                 return Err("--agentmux-mode mux carries WebSocket sessions: use --protocol ws".into());
             }
             let backend = match mode {

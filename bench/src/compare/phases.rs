@@ -42,8 +42,8 @@ pub(super) async fn measure(
     ca: Option<&Path>,
 ) -> TargetResult {
     let scheme = match (wire, ca.is_some()) {
-        (Wire::Ws, false) => "ws",
-        (Wire::Ws, true) => "wss",
+        (Wire::Ws | Wire::WsH2, false) => "ws",
+        (Wire::Ws | Wire::WsH2, true) => "wss",
         (_, false) => "http",
         (_, true) => "https",
     };
@@ -58,6 +58,9 @@ pub(super) async fn measure(
         Some(path) => tls::client_config(Trust::CaFile(path)),
         None => Err(Error::Usage("plaintext target needs no TLS".into())),
     };
+    // RFC 8441 sessions need `h2` by ALPN.
+    let h2 = wire == Wire::WsH2;
+    let trust = || trust().map(|c| if h2 { crate::tls::with_alpn(&c, b"h2") } else { c });
     let target = match Target::resolve(&url, trust).await {
         Ok(t) => t,
         Err(e) => return skipped(name, e.to_string()),
@@ -75,7 +78,7 @@ pub(super) async fn measure(
     }
     // An SSE "session" is a stream of `--sse-tokens` events: its setup is
     // the HTTP one, measured by `--protocol http`.
-    if args.setup_sessions > 0 && wire != Wire::Sse {
+    if args.setup_sessions > 0 && !matches!(wire, Wire::Sse | Wire::WsH2) {
         result.setup_us = setup_phase(args, wire, &target).await;
     }
     for rate in args.rates.iter().filter(|r| **r > 0.0) {
@@ -222,6 +225,7 @@ fn plan(
         headers: Vec::new(),
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
+        h2_streams: usize::try_from(args.h2_streams).unwrap_or(usize::MAX).max(1),
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) use target::{SessionError, Target};
 pub(crate) enum Wire {
     /// WebSocket echo.
     Ws,
+    /// WebSocket echo on RFC 8441 streams of shared HTTP/2 connections.
+    WsH2,
     /// HTTP request/response.
     Http,
     /// SSE token streams.
@@ -44,6 +46,7 @@ impl Wire {
     fn name(self) -> &'static str {
         match self {
             Wire::Ws => "ws",
+            Wire::WsH2 => "ws-h2",
             Wire::Http => "http",
             Wire::Sse => "sse",
         }
@@ -77,6 +80,8 @@ pub(crate) struct Plan {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) timeout: Duration,
     pub(crate) drain: Duration,
+    /// `Wire::WsH2`: sessions per HTTP/2 connection.
+    pub(crate) h2_streams: usize,
 }
 
 impl Plan {
@@ -84,14 +89,25 @@ impl Plan {
     pub(crate) async fn from_args(args: &LoadArgs) -> Result<Self, Error> {
         let ca = args.ca.clone();
         let insecure = args.insecure;
-        let target = Target::resolve(&args.url, || match (&ca, insecure) {
-            (_, true) => tls::client_config(Trust::Insecure),
-            (Some(path), false) => tls::client_config(Trust::CaFile(path)),
-            (None, false) => tls::client_config(Trust::WebRoots),
+        let h2 = args.protocol == Protocol::WsH2;
+        let target = Target::resolve(&args.url, || {
+            let config = match (&ca, insecure) {
+                (_, true) => tls::client_config(Trust::Insecure),
+                (Some(path), false) => tls::client_config(Trust::CaFile(path)),
+                (None, false) => tls::client_config(Trust::WebRoots),
+            }?;
+            Ok(match h2 {
+                true => tls::with_alpn(&config, b"h2"),
+                false => config,
+            })
         })
         .await?;
+        if h2 && args.h2_streams == 0 {
+            return Err(Error::Usage("--h2-streams must be at least 1".into()));
+        }
         let wire = match (args.protocol, target.websocket) {
             (Protocol::Auto, true) | (Protocol::Ws, true) => Wire::Ws,
+            (Protocol::WsH2, true) => Wire::WsH2,
             (Protocol::Auto, false) | (Protocol::Http, false) => Wire::Http,
             (Protocol::Sse, false) => Wire::Sse,
             (p, _) => {
@@ -143,6 +159,7 @@ impl Plan {
             headers,
             timeout: args.timeout,
             drain: args.drain,
+            h2_streams: args.h2_streams,
         })
     }
 
@@ -192,6 +209,8 @@ pub(crate) struct Ctx {
     /// Ctrl-C.
     pub(crate) stop: CancellationToken,
     next_session: AtomicU64,
+    /// `Wire::WsH2`: the HTTP/2 connections sessions open streams on.
+    pub(crate) h2: ws::H2Conns,
 }
 
 impl Ctx {
@@ -257,6 +276,7 @@ pub(crate) async fn run(plan: Plan, progress: bool) -> Result<Report, Error> {
         end_at,
         stop: stop.clone(),
         next_session: AtomicU64::new(1),
+        h2: ws::H2Conns::default(),
     });
     let ctrl_c = {
         let stop = stop.clone();
@@ -305,7 +325,7 @@ async fn slot(ctx: Arc<Ctx>, index: u64) {
             slot: index,
         };
         let outcome = match plan.wire {
-            Wire::Ws => ws::run(&ctx, session, limits).await,
+            Wire::Ws | Wire::WsH2 => ws::run(&ctx, session, limits).await,
             Wire::Http => http::run(&ctx, session, limits).await,
             Wire::Sse => sse::run(&ctx, session, limits).await,
         };

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::pacer::Pacer;
 use super::target::{SessionError, micros};
-use super::{ConnLimits, ConnOutcome, Ctx, Pacing, Target};
+use super::{ConnLimits, ConnOutcome, Ctx, Pacing, Target, Wire};
 use crate::cli::PayloadKind;
 use crate::payload::{self, Mismatch, OrderCheck, Stamp};
 use crate::report::{ErrorKind, Metric, Recorder, Samples};
@@ -91,6 +91,113 @@ pub(crate) async fn open(
     Ok(ws)
 }
 
+/// The HTTP/2 connections of a `ws-h2` run: each carries up to
+/// `--h2-streams` sessions as RFC 8441 extended CONNECT streams; a session
+/// that finds them all full (or closed) opens another.
+#[derive(Default)]
+pub(crate) struct H2Conns {
+    conns: tokio::sync::Mutex<Vec<H2Conn>>,
+}
+
+struct H2Conn {
+    send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    streams: Arc<AtomicU64>,
+}
+
+/// A session's place on an HTTP/2 connection, given back on drop.
+pub(crate) struct StreamSlot(Arc<AtomicU64>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl H2Conns {
+    /// Opens a WebSocket session as a stream: CONNECT with `:protocol
+    /// websocket`, answered 200, then WebSocket frames on the stream.
+    pub(crate) async fn open(
+        &self,
+        target: &Target,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        rec: &Recorder,
+        timeout: std::time::Duration,
+        per_conn: usize,
+    ) -> Result<(Ws, Option<StreamSlot>), SessionError> {
+        let start = Instant::now();
+        let (mut send, slot) = self.connection(target, rec, timeout, per_conn as u64).await?;
+        let upgrade_start = Instant::now();
+        let scheme = if target.tls.is_some() { "https" } else { "http" };
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("{scheme}://{}{}", target.authority, target.path_and_query))
+            .header("sec-websocket-version", "13");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| SessionError::new(ErrorKind::Handshake, e))?;
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let upgrade = async {
+            let response = send
+                .send_request(request)
+                .await
+                .map_err(|e| SessionError::new(ErrorKind::Handshake, e))?;
+            if response.status() != http::StatusCode::OK {
+                return Err(SessionError::new(
+                    ErrorKind::Handshake,
+                    format!("extended CONNECT answered {}", response.status()),
+                ));
+            }
+            hyper::upgrade::on(response)
+                .await
+                .map_err(|e| SessionError::new(ErrorKind::Handshake, e))
+        };
+        let upgraded = tokio::time::timeout(timeout, upgrade)
+            .await
+            .map_err(|_| SessionError::new(ErrorKind::Handshake, "extended CONNECT timed out"))??;
+        rec.record(Metric::Handshake, micros(upgrade_start.elapsed()));
+        rec.record(Metric::Setup, micros(start.elapsed()));
+        let mut ws = WebSocket::after_handshake(TokioIo::new(upgraded), Role::Client);
+        ws.set_auto_pong(false);
+        ws.set_auto_close(false);
+        Ok((ws, Some(slot)))
+    }
+
+    /// A connection with a free stream, opened when none has one.
+    async fn connection(
+        &self,
+        target: &Target,
+        rec: &Recorder,
+        timeout: std::time::Duration,
+        per_conn: u64,
+    ) -> Result<(hyper::client::conn::http2::SendRequest<Empty<Bytes>>, StreamSlot), SessionError> {
+        let mut conns = self.conns.lock().await;
+        conns.retain(|c| !c.send.is_closed());
+        if let Some(c) = conns.iter().find(|c| c.streams.load(Ordering::Relaxed) < per_conn) {
+            c.streams.fetch_add(1, Ordering::Relaxed);
+            return Ok((c.send.clone(), StreamSlot(c.streams.clone())));
+        }
+        let io = target.connect(rec, timeout).await?;
+        let (send, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SessionError::new(ErrorKind::Handshake, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let streams = Arc::new(AtomicU64::new(1));
+        conns.push(H2Conn {
+            send: send.clone(),
+            streams: streams.clone(),
+        });
+        Ok((send, StreamSlot(streams)))
+    }
+}
+
 /// State shared by the writer task and the reader.
 struct Shared {
     /// Sent, not yet answered.
@@ -108,8 +215,19 @@ struct Shared {
 /// Runs one session until its limits, then closes it with 1000.
 pub(crate) async fn run(ctx: &Arc<Ctx>, session: u64, limits: ConnLimits) -> ConnOutcome {
     let plan = &ctx.plan;
-    let ws = match open(&plan.target, &plan.headers, &ctx.rec, plan.timeout).await {
-        Ok(ws) => ws,
+    let opened = match plan.wire {
+        Wire::WsH2 => {
+            ctx.h2
+                .open(&plan.target, &plan.headers, &ctx.rec, plan.timeout, plan.h2_streams)
+                .await
+        }
+        _ => open(&plan.target, &plan.headers, &ctx.rec, plan.timeout)
+            .await
+            .map(|ws| (ws, None)),
+    };
+    // An HTTP/2 session's stream slot, given back when the session ends.
+    let (ws, _stream) = match opened {
+        Ok(opened) => opened,
         Err(error) => {
             return ConnOutcome {
                 sent: 0,

@@ -269,7 +269,9 @@ pub struct ClusterSpec {
     /// or `"client-ip"`. Default `"client-ip"`.
     pub hash_key: Option<String>,
     /// `"auto"` (default: HTTP/2 when TLS ALPN offers it, else HTTP/1.1),
-    /// `"http1"` or `"http2"` (prior knowledge, also without TLS).
+    /// `"http1"` or `"http2"` (prior knowledge, also without TLS). With
+    /// `"http2"`, websocket routes open their sessions as RFC 8441 extended
+    /// CONNECT streams of the pooled HTTP/2 connections.
     pub protocol: Option<String>,
     /// Time allowed for TCP connect plus TLS handshake. Default `"5s"`.
     pub connect_timeout: Option<String>,

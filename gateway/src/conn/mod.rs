@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub(crate) use activity::{Activity, Cut, TrackedBody};
 pub(crate) use io::DeadlineIo;
-pub(crate) use upgraded::take_agent_io;
+pub(crate) use upgraded::{AgentIo, take_agent_io};
 
 use crate::config::ListenerConfig;
 

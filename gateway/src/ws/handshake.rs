@@ -36,27 +36,7 @@ impl UpstreamUpgrade {
     /// headers are the ones the edge set; `host` is the request's one
     /// authority.
     pub(crate) fn new<B>(req: &Request<B>, host: Option<&str>) -> Self {
-        let mut headers = req.headers().clone();
-        strip_hop_by_hop(&mut headers);
-        for name in [
-            header::SEC_WEBSOCKET_KEY,
-            header::SEC_WEBSOCKET_VERSION,
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            header::SEC_WEBSOCKET_ACCEPT,
-            header::HOST,
-            header::CONTENT_LENGTH,
-        ] {
-            headers.remove(name);
-        }
-        add_via(&mut headers, req.version());
-        let offered = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let Forwarded { headers, offered } = Forwarded::from(req);
         let key = STANDARD.encode(rand::random::<[u8; 16]>());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut bytes = Vec::with_capacity(512);
@@ -78,6 +58,44 @@ impl UpstreamUpgrade {
             bytes,
             offered,
         }
+    }
+}
+
+/// What of the agent's request goes upstream, whichever way the session is
+/// opened there (an HTTP/1.1 upgrade or an HTTP/2 extended CONNECT): its
+/// end-to-end headers and subprotocol offer, no extensions (a frame relay
+/// cannot carry compressed frames it does not decompress), none of the
+/// agent's own handshake. The forwarding headers are the ones the edge set.
+pub(crate) struct Forwarded {
+    pub(crate) headers: HeaderMap,
+    /// The subprotocols offered, for checking the upstream's choice.
+    pub(crate) offered: Vec<String>,
+}
+
+impl<B> From<&Request<B>> for Forwarded {
+    fn from(req: &Request<B>) -> Self {
+        let mut headers = req.headers().clone();
+        strip_hop_by_hop(&mut headers);
+        for name in [
+            header::SEC_WEBSOCKET_KEY,
+            header::SEC_WEBSOCKET_VERSION,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::HOST,
+            header::CONTENT_LENGTH,
+        ] {
+            headers.remove(name);
+        }
+        add_via(&mut headers, req.version());
+        let offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        Self { headers, offered }
     }
 }
 
@@ -185,19 +203,26 @@ async fn exchange(io: &mut UpstreamIo, up: &UpstreamUpgrade) -> Result<Accepted,
     })
 }
 
-fn verify(mut headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, HandshakeError> {
+fn verify(headers: HeaderMap, up: &UpstreamUpgrade) -> Result<Accepted, HandshakeError> {
     if !has_token(&headers, header::UPGRADE, "websocket") || !has_token(&headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeError::Invalid("missing Upgrade/Connection headers"));
     }
     if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(up.accept.as_bytes()) {
         return Err(HandshakeError::Invalid("wrong Sec-WebSocket-Accept"));
     }
+    accept_headers(headers, &up.offered)
+}
+
+/// The checks every opening answer gets (an HTTP/1.1 `101` or the `200` to
+/// an extended CONNECT): no extensions, a subprotocol only from the offer;
+/// what is left of its headers goes to the agent.
+pub(crate) fn accept_headers(mut headers: HeaderMap, offered: &[String]) -> Result<Accepted, HandshakeError> {
     if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
         return Err(HandshakeError::Invalid("extensions were not offered"));
     }
     let protocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
     if let Some(p) = &protocol {
-        let ok = p.to_str().is_ok_and(|p| up.offered.iter().any(|o| o == p.trim()));
+        let ok = p.to_str().is_ok_and(|p| offered.iter().any(|o| o == p.trim()));
         if !ok {
             return Err(HandshakeError::Invalid("subprotocol was not offered"));
         }

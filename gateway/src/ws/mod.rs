@@ -24,6 +24,7 @@
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod lane;
+mod over_h2;
 pub mod relay;
 #[cfg(test)]
 mod tests;
@@ -35,12 +36,20 @@ use http::{Request, Response};
 
 use crate::body::Body;
 use crate::body::ProxyBody;
-use crate::conn::take_agent_io;
+use crate::config::UpstreamProtocol;
+use crate::conn::{AgentIo, take_agent_io};
+use crate::connect::UpstreamIo;
+use crate::endpoint::EndpointGuard;
 use crate::endpoint::EndpointLayer;
 use crate::error::{Cause, ProxyError};
 use crate::metrics::RouteMetrics;
+use crate::pool::{HttpLease, LeaseSlot};
+use crate::session::drain::DrainWatch;
 use crate::session::{Admission, Counts, Lifecycle, Placement, SessionCtx, SessionLimits};
-use handshake::{HandshakeError, UpstreamUpgrade};
+use agentmux_filters::rate_limit::SessionMessages;
+use handshake::{Accepted, HandshakeError, UpstreamUpgrade};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use lane::LaneCounters;
 use relay::{Relay, RelayParams};
 
@@ -70,28 +79,17 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
     // it reached (the registry remembers it by its session id).
     let target = route.endpoints.target(req.headers(), a.conn.client.ip(), true);
     let mut guard = route.endpoints.pick(&target).await?;
-    let upgrade = UpstreamUpgrade::new(&req, a.host.as_deref());
-    let mut lease = guard.acquire_raw(false).await?;
-    let (io, slot, accepted) = loop {
-        let fresh = lease.is_fresh();
-        let (mut io, slot) = lease.into_parts();
-        match handshake::perform(&mut io, &upgrade, route.handshake_timeout).await {
-            Ok(accepted) => break (io, slot, accepted),
-            Err(HandshakeError::NoResponse) if !fresh => {
-                tracing::debug!(
-                    endpoint = guard.endpoint().label(),
-                    "pooled transport was stale; upgrading on a fresh one"
-                );
-                lease = guard.acquire_raw(true).await?;
-            }
-            Err(e) => {
-                if matches!(e, HandshakeError::Refused(_)) {
-                    guard.refused();
-                } else {
-                    guard.failed();
-                }
-                return Err(handshake_error(e));
-            }
+    let (upstream, accepted) = match route.endpoints.cluster().config().protocol {
+        UpstreamProtocol::Http2 => {
+            let tls = route.endpoints.cluster().config().tls.is_some();
+            let (up, offered) = over_h2::request(&req, a.host.as_deref(), tls)?;
+            let o = over_h2::open(up, &offered, &mut guard, route.handshake_timeout).await?;
+            (Upstream::Stream(o.io, o.lease), o.accepted)
+        }
+        _ => {
+            let upgrade = UpstreamUpgrade::new(&req, a.host.as_deref());
+            let (io, slot, accepted) = upgrade_on_raw(route, &upgrade, &mut guard).await?;
+            (Upstream::Raw(io, slot), accepted)
         }
     };
     guard.answered(http::StatusCode::SWITCHING_PROTOCOLS, None);
@@ -114,6 +112,7 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
         transport: a.handshake.transport(),
     };
     drop(guard);
+    let a_messages = a.messages;
     let route = route.clone();
     route.sessions.tracker.clone().spawn(async move {
         let (agent, agent_early) = match on_upgrade.await {
@@ -125,25 +124,24 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
         };
         let life = Lifecycle::begin(&route.sessions, &route.metrics, placement);
         let early = (&agent_early[..], &upstream_early[..]);
-        let mut relay = Relay::new(agent, io, route.relay, early, drain).with_messages(a.messages);
-        if route.message_metrics {
-            let m = &route.metrics;
-            let up = LaneCounters {
-                messages: m.messages_up.clone(),
-                bytes: m.bytes_up.clone(),
-                relay: Some(m.relay_seconds.clone()),
-            };
-            let down = LaneCounters {
-                messages: m.messages_down.clone(),
-                bytes: m.bytes_down.clone(),
-                relay: Some(m.relay_seconds.clone()),
-            };
-            relay = relay.with_counters(up, down);
-        }
-        // The lanes copied what they need; `agent_early` may share hyper's
-        // whole read buffer, which an idle session must not keep.
-        drop((agent_early, upstream_early));
-        let summary = relay.await;
+        // The upstream's hold (its transport's pool slot, or its stream's
+        // lease) goes last, with the relay.
+        let summary = match upstream {
+            Upstream::Raw(io, slot) => {
+                let relay = relay_for(&route, agent, io, early, drain, a_messages);
+                drop((agent_early, upstream_early));
+                let summary = relay.await;
+                drop(slot);
+                summary
+            }
+            Upstream::Stream(io, lease) => {
+                let relay = relay_for(&route, agent, io, early, drain, a_messages);
+                drop((agent_early, upstream_early));
+                let summary = relay.await;
+                drop(lease);
+                summary
+            }
+        };
         let counts = Counts {
             messages_up: summary.messages_up,
             messages_down: summary.messages_down,
@@ -151,10 +149,79 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
             bytes_down: summary.bytes_down,
         };
         life.end(summary.end, Some(counts));
-        // The upstream transport's pool slot goes last, with the relay.
-        drop(slot);
     });
     Ok(response)
+}
+
+/// Where a session's upstream WebSocket runs.
+enum Upstream {
+    /// A pooled transport of its own, upgraded over HTTP/1.1.
+    Raw(UpstreamIo, LeaseSlot),
+    /// An extended CONNECT stream on a shared HTTP/2 connection (RFC 8441).
+    Stream(TokioIo<Upgraded>, HttpLease),
+}
+
+/// The HTTP/1.1 upgrade on a pooled transport; a transport that turns out
+/// stale before answering is replaced by a fresh one once.
+async fn upgrade_on_raw(
+    route: &WsRoute,
+    upgrade: &UpstreamUpgrade,
+    guard: &mut EndpointGuard,
+) -> Result<(UpstreamIo, LeaseSlot, Accepted), ProxyError> {
+    let mut lease = guard.acquire_raw(false).await?;
+    loop {
+        let fresh = lease.is_fresh();
+        let (mut io, slot) = lease.into_parts();
+        match handshake::perform(&mut io, upgrade, route.handshake_timeout).await {
+            Ok(accepted) => return Ok((io, slot, accepted)),
+            Err(HandshakeError::NoResponse) if !fresh => {
+                tracing::debug!(
+                    endpoint = guard.endpoint().label(),
+                    "pooled transport was stale; upgrading on a fresh one"
+                );
+                lease = guard.acquire_raw(true).await?;
+            }
+            Err(e) => {
+                if matches!(e, HandshakeError::Refused(_)) {
+                    guard.refused();
+                } else {
+                    guard.failed();
+                }
+                return Err(handshake_error(e));
+            }
+        }
+    }
+}
+
+/// The route's relay between `agent` and `upstream`, counting messages
+/// when the route asks.
+fn relay_for<U>(
+    route: &WsRoute,
+    agent: AgentIo,
+    upstream: U,
+    early: (&[u8], &[u8]),
+    drain: DrainWatch,
+    messages: Option<SessionMessages>,
+) -> Relay<AgentIo, U>
+where
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut relay = Relay::new(agent, upstream, route.relay, early, drain).with_messages(messages);
+    if route.message_metrics {
+        let m = &route.metrics;
+        let up = LaneCounters {
+            messages: m.messages_up.clone(),
+            bytes: m.bytes_up.clone(),
+            relay: Some(m.relay_seconds.clone()),
+        };
+        let down = LaneCounters {
+            messages: m.messages_down.clone(),
+            bytes: m.bytes_down.clone(),
+            relay: Some(m.relay_seconds.clone()),
+        };
+        relay = relay.with_counters(up, down);
+    }
+    relay
 }
 
 fn handshake_error(e: HandshakeError) -> ProxyError {
