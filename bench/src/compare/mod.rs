@@ -318,14 +318,21 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
             )?;
             Ok(Some(haproxy::launch(program, dir, &conf, site.listen)))
         }
-        "agentmux" => {
+        // `agentmux-h2`: websocket mode with the upstream sessions as RFC
+        // 8441 streams of pooled HTTP/2 connections (cluster `protocol =
+        // "http2"`), to set beside `agentmux` in the same run.
+        "agentmux" | "agentmux-h2" => {
             let program = agentmux::find(args.agentmux.as_deref())?;
             let default_mode = if matches!(site.wire, Wire::Ws | Wire::WsH2) {
                 "websocket"
             } else {
                 "http"
             };
-            let mode = args.agentmux_mode.as_deref().unwrap_or(default_mode);
+            let mode = match name {
+                "agentmux-h2" if matches!(site.wire, Wire::Ws | Wire::WsH2) => "websocket-h2",
+                "agentmux-h2" => return Err("agentmux-h2 carries WebSocket sessions: use --protocol ws".into()),
+                _ => args.agentmux_mode.as_deref().unwrap_or(default_mode),
+            };
             if mode == "mux" && !matches!(site.wire, Wire::Ws | Wire::WsH2) {
                 return Err("--agentmux-mode mux carries WebSocket sessions: use --protocol ws".into());
             }

@@ -35,6 +35,20 @@ fn status(code: StatusCode, text: &'static str) -> Response<Body> {
 
 /// Routes one request.
 pub(crate) async fn handle(mut req: Request<Incoming>, sim: Arc<Sim>) -> Result<Response<Body>, BoxError> {
+    // RFC 8441: a WebSocket session as a stream of an HTTP/2 connection.
+    if req.method() == http::Method::CONNECT {
+        let websocket = req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str() == "websocket");
+        if !websocket {
+            return Ok(status(StatusCode::NOT_IMPLEMENTED, "only websocket streams\n"));
+        }
+        tokio::spawn(ws_echo::session_on_stream(hyper::upgrade::on(&mut req), sim));
+        return Ok(Response::new(
+            http_body_util::Empty::new().map_err(|never| match never {}).boxed(),
+        ));
+    }
     if fastwebsockets::upgrade::is_upgrade_request(&req) {
         return match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok((response, upgrade)) => {

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,7 +128,12 @@ where
         let sim = sim.clone();
         service_fn(move |req| http::handle(req, sim.clone()))
     };
-    let conn = http1::Builder::new().serve_connection(io, service).with_upgrades();
+    // HTTP/1.1, or HTTP/2 (prior knowledge or ALPN) with WebSocket
+    // sessions as RFC 8441 streams (`load --protocol ws-h2`, websocket
+    // routes over `protocol = "http2"` clusters).
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::select! {
         _ = conn => {}
         _ = faults::dropped(&mut kill) => {}

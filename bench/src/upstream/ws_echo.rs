@@ -25,6 +25,21 @@ type ServerWs = WebSocket<TokioIo<Upgraded>>;
 /// Runs one echo session once the upgrade completes.
 pub(crate) async fn session(upgrade: UpgradeFut, sim: Arc<Sim>) {
     let Ok(ws) = upgrade.await else { return };
+    echo(ws, sim).await;
+}
+
+/// Runs one echo session on an RFC 8441 stream (an extended CONNECT
+/// answered 200) once hyper hands it over.
+pub(crate) async fn session_on_stream(upgrade: hyper::upgrade::OnUpgrade, sim: Arc<Sim>) {
+    let Ok(io) = upgrade.await else { return };
+    let mut ws = WebSocket::after_handshake(TokioIo::new(io), fastwebsockets::Role::Server);
+    // As the upgrade path sets them (fastwebsockets' `UpgradeFut`).
+    ws.set_auto_pong(true);
+    ws.set_auto_close(true);
+    echo(ws, sim).await;
+}
+
+async fn echo(ws: ServerWs, sim: Arc<Sim>) {
     if sim.faults.latency.is_zero() {
         echo_inline(ws, &sim).await;
     } else {
