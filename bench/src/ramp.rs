@@ -126,7 +126,7 @@ pub(crate) async fn main(args: RampArgs) -> Result<ExitCode, Error> {
     let conf = dir.join("agentmux.toml");
     std::fs::write(&conf, &text).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
     let program = agentmux::find(args.agentmux.as_deref()).map_err(Error::Runtime)?;
-    let mut launch = agentmux::launch(program, &dir, &conf, listen, "run --config {config}");
+    let mut launch = agentmux::launch(program, &conf, listen, "run --config {config}");
     let core = proxy_core.map(|c| c.to_string());
     let mut rounds = Vec::new();
     let mut failure = None;

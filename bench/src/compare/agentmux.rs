@@ -97,7 +97,9 @@ pub(crate) fn find(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// How to run it: `template` is split on spaces, `{config}` replaced.
-pub(crate) fn launch(program: PathBuf, dir: &Path, conf: &Path, listen: SocketAddr, template: &str) -> Launch {
+pub(crate) fn launch(program: PathBuf, conf: &Path, listen: SocketAddr, template: &str) -> Launch {
+    // `agentmux.toml` → `agentmux.log`, `agentmux-h2.toml` → `agentmux-h2.log`.
+    let log = conf.with_extension("log");
     let conf = conf.display().to_string();
     Launch {
         program,
@@ -106,7 +108,7 @@ pub(crate) fn launch(program: PathBuf, dir: &Path, conf: &Path, listen: SocketAd
             .map(|a| a.replace("{config}", &conf))
             .collect(),
         listen,
-        log: dir.join("agentmux.log"),
+        log,
     }
 }
 

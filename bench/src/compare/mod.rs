@@ -340,8 +340,10 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
                 "mux" => site.mux_backend.ok_or("no mux upstream was started")?,
                 _ => site.backend,
             };
+            // One file per target: `agentmux` and `agentmux-h2` in one run
+            // keep their own config (and log).
             let conf = write(
-                "agentmux.toml",
+                &format!("{name}.toml"),
                 agentmux::config(site.listen, site.admin, backend, mode, site.tls),
             )?;
             // A config the gateway rejects is reported with its own words.
@@ -358,7 +360,6 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
             }
             Ok(Some(agentmux::launch(
                 program,
-                dir,
                 &conf,
                 site.listen,
                 &args.agentmux_args,

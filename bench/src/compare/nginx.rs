@@ -47,6 +47,9 @@ events {{
 }}
 http {{
     access_log off;
+    # No request cap per agent connection (the default 1000 closes an
+    # HTTP/2 connection with GOAWAY mid-run; agentmux and haproxy have none).
+    keepalive_requests 1000000;
     client_body_temp_path {d}/nginx-body;
     proxy_temp_path {d}/nginx-proxy;
     fastcgi_temp_path {d}/nginx-fastcgi;

@@ -88,7 +88,7 @@ pub(crate) async fn main(args: SoakArgs) -> Result<ExitCode, Error> {
     }
     let conf = dir.join("agentmux.toml");
     std::fs::write(&conf, &text).map_err(|e| Error::io(format!("writing {}", conf.display()), e))?;
-    let launch = agentmux::launch(program.clone(), &dir, &conf, listen, "run --config {config}");
+    let launch = agentmux::launch(program.clone(), &conf, listen, "run --config {config}");
     let mut gateway = process::start(&launch, None)
         .await
         .map_err(|e| Error::Runtime(format!("agentmux: {e}")))?;
