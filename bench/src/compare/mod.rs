@@ -358,15 +358,10 @@ async fn launch_target(name: &str, args: &CompareArgs, dir: &Path, site: &Site<'
                 let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 return Err(format!("agentmux validate rejected {}: {why}", conf.display()));
             }
-            Ok(Some(agentmux::launch(
-                program,
-                &conf,
-                site.listen,
-                &args.agentmux_args,
-            )))
+            Ok(Some(agentmux::launch(program, &conf, site.listen, &args.agentmux_args)))
         }
         other => Err(format!(
-            "unknown target `{other}` (direct, echo, agentmux, nginx, haproxy)"
+            "unknown target `{other}` (direct, echo, agentmux, agentmux-h2, nginx, haproxy)"
         )),
     }
 }
