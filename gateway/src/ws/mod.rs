@@ -123,24 +123,10 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
             }
         };
         let life = Lifecycle::begin(&route.sessions, &route.metrics, placement);
-        let early = (&agent_early[..], &upstream_early[..]);
-        // The upstream's hold (its transport's pool slot, or its stream's
-        // lease) goes last, with the relay.
+        let early = (agent_early, upstream_early);
         let summary = match upstream {
-            Upstream::Raw(io, slot) => {
-                let relay = relay_for(&route, agent, io, early, drain, a_messages);
-                drop((agent_early, upstream_early));
-                let summary = relay.await;
-                drop(slot);
-                summary
-            }
-            Upstream::Stream(io, lease) => {
-                let relay = relay_for(&route, agent, io, early, drain, a_messages);
-                drop((agent_early, upstream_early));
-                let summary = relay.await;
-                drop(lease);
-                summary
-            }
+            Upstream::Raw(io, slot) => relay_to(&route, agent, io, early, drain, a_messages, slot).await,
+            Upstream::Stream(io, lease) => relay_to(&route, agent, io, early, drain, a_messages, lease).await,
         };
         let counts = Counts {
             messages_up: summary.messages_up,
@@ -193,20 +179,22 @@ async fn upgrade_on_raw(
     }
 }
 
-/// The route's relay between `agent` and `upstream`, counting messages
-/// when the route asks.
-fn relay_for<U>(
+/// Runs the route's relay between `agent` and `upstream` (counting
+/// messages when the route asks) to its end. `hold` — the upstream
+/// transport's pool slot, or its stream's lease — goes last, with the relay.
+async fn relay_to<U, H>(
     route: &WsRoute,
     agent: AgentIo,
     upstream: U,
-    early: (&[u8], &[u8]),
+    early: (bytes::Bytes, Vec<u8>),
     drain: DrainWatch,
     messages: Option<SessionMessages>,
-) -> Relay<AgentIo, U>
+    hold: H,
+) -> relay::Summary
 where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut relay = Relay::new(agent, upstream, route.relay, early, drain).with_messages(messages);
+    let mut relay = Relay::new(agent, upstream, route.relay, (&early.0, &early.1), drain).with_messages(messages);
     if route.message_metrics {
         let m = &route.metrics;
         let up = LaneCounters {
@@ -221,7 +209,12 @@ where
         };
         relay = relay.with_counters(up, down);
     }
-    relay
+    // The lanes copied what they need; the agent's early bytes may share
+    // hyper's whole read buffer, which an idle session must not keep.
+    drop(early);
+    let summary = relay.await;
+    drop(hold);
+    summary
 }
 
 fn handshake_error(e: HandshakeError) -> ProxyError {
