@@ -453,6 +453,13 @@ pub(crate) struct RampArgs {
     /// Plaintext upstream (a loopback TCP connect is instant even through the relay,
     /// so the pool has nothing to wait for; the default TLS upstream makes connects cost
     /// what they cost to a far host).
+    /// After the load: how long the gateway keeps being watched, for the
+    /// upstream connections a burst leaves behind (0s skips).
+    #[arg(long, value_parser = parse_duration, default_value = "45s")]
+    pub(crate) after: Duration,
+    /// The clusters' `pool.idle_timeout`: how long a spare may stay unused.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub(crate) pool_idle_timeout: Duration,
     #[arg(long)]
     pub(crate) plaintext: bool,
     /// Time for the pools to warm up before the load starts.

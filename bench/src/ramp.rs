@@ -181,7 +181,7 @@ async fn one_round(
         .map_err(|e| Error::Runtime(format!("agentmux: {e}")))?;
     let result = run(args, name, launch.listen, admin).await;
     gateway.stop().await;
-    let (waits, buckets, load, windows, scrapes) = result?;
+    let (waits, buckets, load, windows, cost, scrapes) = result?;
     Ok(Round {
         round,
         cluster: name,
@@ -190,6 +190,7 @@ async fn one_round(
         buckets,
         load,
         windows,
+        cost,
         scrapes,
     })
 }
@@ -240,9 +241,11 @@ endpoints = ["{relay}"]
 min_connections = {min}
 max_connections = {max}
 predictive = {predictive}
+idle_timeout = "{idle}"
 "#,
             min = args.min_connections,
             max = args.max_connections,
+            idle = ::agentmux::config::format_duration(args.pool_idle_timeout),
         );
     }
     text
@@ -267,6 +270,8 @@ struct ClusterScrape {
     /// Connects in progress.
     connecting: i64,
     waiters: i64,
+    /// Connections the cluster's WebSocket pools opened so far.
+    opened: u64,
 }
 
 /// Percentiles of acquire waits from a histogram delta.
@@ -314,7 +319,25 @@ struct Round {
     /// The load generator's view (setup, errors).
     load: Report,
     windows: Vec<Window>,
+    /// What the pool's sizing cost.
+    cost: Cost,
     scrapes: Vec<Scrape>,
+}
+
+/// What a round's pool sizing cost: connections opened against sessions
+/// served, and the spares left once the load stopped.
+#[derive(Clone, Debug, Default, Serialize)]
+struct Cost {
+    /// Upstream connections opened during the load.
+    opened: u64,
+    /// Sessions served (acquires) during the load.
+    sessions: u64,
+    opened_per_session: f64,
+    /// Spare transports when the load stopped.
+    spare_at_end: i64,
+    /// Spare transports `--after` later.
+    spare_after: i64,
+    after_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -331,6 +354,8 @@ struct RampReport {
     upstream_latency_ms: f64,
     tls: bool,
     min_connections: usize,
+    /// The clusters' `pool.idle_timeout`, seconds.
+    pool_idle_timeout_s: f64,
     /// Per cluster, every acquire of its rounds in one histogram.
     pooled: BTreeMap<String, Waits>,
     /// Pooled p99 with prediction on / off (below 1: prediction helps).
@@ -339,8 +364,8 @@ struct RampReport {
 }
 
 /// What [`run`] measured: waits, their buckets, the load report, the
-/// timeline and the raw scrapes.
-type Measured = (Waits, Buckets, Report, Vec<Window>, Vec<Scrape>);
+/// timeline, the sizing's cost and the raw scrapes.
+type Measured = (Waits, Buckets, Report, Vec<Window>, Cost, Vec<Scrape>);
 
 async fn run(args: &RampArgs, name: &'static str, listen: SocketAddr, admin: SocketAddr) -> Result<Measured, Error> {
     // Let the pool warm up to its minimum.
@@ -396,11 +421,41 @@ async fn run(args: &RampArgs, name: &'static str, listen: SocketAddr, admin: Soc
         args.sessions as f64 / args.session_life.as_secs_f64()
     );
     let load = load::run(plan, !args.quiet).await;
+    let last = scrape(admin, start);
+    let last = match last.await {
+        Ok(s) => s,
+        Err(e) => {
+            sampler.abort();
+            return Err(e);
+        }
+    };
+    // The burst is over: what the pool keeps (the sampler goes on).
+    tokio::time::sleep(args.after).await;
     sampler.abort();
     let load = load?;
-    let last = scrape(admin, start).await?;
+    let after = scrape(admin, start).await?;
     let mut scrapes = std::mem::take(&mut *scrapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    scrapes.push(last.clone());
+    scrapes.push(after.clone());
+    let cluster = |s: &Scrape| s.clusters.get(name).cloned().unwrap_or_default();
+    let (c0, c1, c2) = (cluster(&first), cluster(&last), cluster(&after));
+    let sessions = c1.count.saturating_sub(c0.count);
+    let opened = c1.opened.saturating_sub(c0.opened);
+    let cost = Cost {
+        opened,
+        sessions,
+        opened_per_session: if sessions > 0 {
+            (opened as f64 / sessions as f64 * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        },
+        spare_at_end: c1.spare,
+        spare_after: c2.spare,
+        after_s: args.after.as_secs_f64(),
+    };
+    eprintln!(
+        "   {name}: {opened} connections opened for {sessions} sessions ({:.3} each); {} spare at the end, {} after {:?}",
+        cost.opened_per_session, cost.spare_at_end, cost.spare_after, args.after
+    );
 
     let buckets = delta(first.clusters.get(name), last.clusters.get(name));
     let w = waits_of(&buckets);
@@ -415,7 +470,7 @@ async fn run(args: &RampArgs, name: &'static str, listen: SocketAddr, admin: Soc
         load.errors_total
     );
     let windows = windows(&scrapes, args, name);
-    Ok((w, buckets, load, windows, scrapes))
+    Ok((w, buckets, load, windows, cost, scrapes))
 }
 
 /// The report: every round, and each setting's rounds pooled.
@@ -457,6 +512,7 @@ fn summarise(
         upstream_latency_ms: args.latency.as_secs_f64() * 1000.0,
         tls: !args.plaintext,
         min_connections: args.min_connections,
+        pool_idle_timeout_s: args.pool_idle_timeout.as_secs_f64(),
         pooled,
         p99_ratio,
         rounds,
@@ -527,6 +583,9 @@ fn parse_metrics(text: &str, at_s: f64) -> Scrape {
                 }
             }
             "agentmux_pool_waiters" => c.waiters += value as i64,
+            "agentmux_pool_connections_opened_total" if labels.get("pool") == Some(&"websocket") => {
+                c.opened += value as u64
+            }
             _ => {}
         }
     }
@@ -617,7 +676,15 @@ fn windows(scrapes: &[Scrape], args: &RampArgs, name: &str) -> Vec<Window> {
         }
         let to = &scrapes[j];
         let mid = (from.at_s + to.at_s) / 2.0;
-        let offered = if ramp > 0.0 { peak * (mid / ramp).min(1.0) } else { peak };
+        // After the load (`--after`) nothing is offered: those windows show
+        // what the pool keeps once a burst is over.
+        let offered = if mid > ramp + args.duration.as_secs_f64() {
+            0.0
+        } else if ramp > 0.0 {
+            peak * (mid / ramp).min(1.0)
+        } else {
+            peak
+        };
         let w = waits_between(from.clusters.get(name), to.clusters.get(name));
         let spares: Vec<f64> = scrapes[i..=j]
             .iter()
@@ -709,6 +776,26 @@ fn write_outputs(dir: &Path, r: &RampReport) -> Result<(), Error> {
     }
     let _ = writeln!(
         md,
+        "\nWhat each round's pool sizing cost: upstream connections opened during the load \
+         per session served, and the spare transports it held when the load stopped and \
+         `--after` later (pool `idle_timeout` = {} s):\n",
+        r.pool_idle_timeout_s
+    );
+    let _ = writeln!(
+        md,
+        "| round | predictive | sessions | connections opened | opened per session | spares at the end | spares after |"
+    );
+    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|");
+    for x in &r.rounds {
+        let c = &x.cost;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.3} | {} | {} ({:.0} s later) |",
+            x.round, x.predictive, c.sessions, c.opened, c.opened_per_session, c.spare_at_end, c.spare_after, c.after_s
+        );
+    }
+    let _ = writeln!(
+        md,
         "\nPercentiles are interpolated inside the gateway's histogram buckets \
          (…, 10, 20, 35, 50, 75 ms, …). Timeline of each round (10 s windows: \
          acquires / waited / p99 ms / mean spares):\n"
@@ -767,6 +854,9 @@ agentmux_pool_acquire_seconds_count{cluster="a"} 100
 agentmux_pool_connections{cluster="a",endpoint="x",pool="websocket",state="ready"} 3
 agentmux_pool_connections{cluster="a",endpoint="x",pool="websocket",state="idle"} 1
 agentmux_pool_waiters{cluster="a",endpoint="x"} 2
+agentmux_pool_connections_opened_total{cluster="a",endpoint="x",pool="websocket"} 7
+agentmux_pool_connections_opened_total{cluster="a",endpoint="y",pool="websocket"} 5
+agentmux_pool_connections_opened_total{cluster="a",endpoint="x",pool="http"} 100
 "#;
 
     #[test]
@@ -776,6 +866,7 @@ agentmux_pool_waiters{cluster="a",endpoint="x"} 2
         assert_eq!(a.count, 100);
         assert_eq!(a.spare, 4);
         assert_eq!(a.waiters, 2);
+        assert_eq!(a.opened, 12, "websocket pools of every endpoint, not the http one");
         let w = waits_between(None, Some(a));
         assert_eq!(w.acquires, 100);
         assert_eq!(w.waited, 5);

@@ -215,6 +215,7 @@ impl Runtime {
                     let Some(pool) = pool else { continue };
                     let s = pool.snapshot();
                     waiters += s.waiters;
+                    m.set_pool_opened(name, ep.label(), pool_name, s.opened);
                     for state in crate::pool::LifeState::ALL {
                         m.set_pool_connections(name, ep.label(), pool_name, state.as_str(), s.get(state));
                     }

@@ -68,6 +68,13 @@ struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolNameLabels {
+    cluster: String,
+    endpoint: String,
+    pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     cluster: String,
     endpoint: String,
@@ -139,6 +146,7 @@ pub struct Metrics {
     bytes: Family<DirLabels, Counter>,
     relay_seconds: Family<RouteLabels, LatencyHistogram>,
     pool_connections: Family<PoolLabels, Gauge>,
+    pool_opened: Family<PoolNameLabels, Counter>,
     pool_waiters: Family<EndpointLabels, Gauge>,
     acquire_seconds: Family<ClusterLabels, LatencyHistogram>,
     endpoint_healthy: Family<EndpointLabels, Gauge>,
@@ -191,6 +199,7 @@ impl Metrics {
             bytes: Family::default(),
             relay_seconds: Family::default(),
             pool_connections: Family::default(),
+            pool_opened: Family::default(),
             pool_waiters: Family::default(),
             acquire_seconds: Family::default(),
             endpoint_healthy: Family::default(),
@@ -260,6 +269,11 @@ impl Metrics {
             "pool_connections",
             "Upstream connections by lifecycle state",
             m.pool_connections.clone(),
+        );
+        r.register(
+            "pool_connections_opened",
+            "Upstream connections a pool opened since it started (a pool rebuilt by a reload starts again)",
+            m.pool_opened.clone(),
         );
         r.register(
             "pool_waiters",
@@ -470,6 +484,7 @@ impl Metrics {
     /// (endpoints and clusters come and go with reloads).
     pub fn clear_pool_gauges(&self) {
         self.pool_connections.clear();
+        self.pool_opened.clear();
         self.pool_waiters.clear();
         self.endpoint_healthy.clear();
     }
@@ -484,6 +499,17 @@ impl Metrics {
         self.pool_waiters
             .get_or_create(&el)
             .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how many connections one pool opened so far (from its
+    /// snapshot, at a scrape; the family is cleared before each).
+    pub fn set_pool_opened(&self, cluster: &str, endpoint: &str, pool: &'static str, opened: u64) {
+        let l = PoolNameLabels {
+            cluster: cluster.to_owned(),
+            endpoint: endpoint.to_owned(),
+            pool,
+        };
+        self.pool_opened.get_or_create(&l).inc_by(opened);
     }
 
     /// Sets the count of one pool's connections in one lifecycle state.

@@ -14,15 +14,13 @@
 //! upstream session for ever. An agent the relay is not reading (waiting
 //! for the upstream's credit or the message rate) is not judged.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentmux_filters::rate_limit::SessionMessages;
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
-
 use tokio::sync::Notify;
 
 use futures_util::FutureExt;

@@ -106,6 +106,9 @@ struct Shared {
     /// Smoothed time to open a connection, in nanoseconds (sizes a raw
     /// pool's spares from the forecast arrival rate).
     connect_ns: std::sync::atomic::AtomicU64,
+    /// Connections opened since the pool started (what its sizing cost:
+    /// set against the sessions or requests served).
+    opened: std::sync::atomic::AtomicU64,
     /// False while the endpoint is ejected by health checks.
     enabled: AtomicBool,
 }
@@ -157,6 +160,7 @@ impl Pool {
             shutdown: CancellationToken::new(),
             target_hint: AtomicUsize::new(0),
             connect_ns: std::sync::atomic::AtomicU64::new(0),
+            opened: std::sync::atomic::AtomicU64::new(0),
             enabled: AtomicBool::new(true),
         });
         tokio::spawn(maintain::run(Arc::downgrade(&shared), shared.shutdown.clone()));
@@ -445,7 +449,10 @@ impl Shared {
         let mut inner = self.lock();
         inner.connecting -= 1;
         let conn = match result {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                conn
+            }
             Err(e) => {
                 inner.failures = inner.failures.saturating_add(1);
                 inner.failed_slots = (inner.failed_slots + 1).min(self.target());
@@ -518,6 +525,7 @@ impl Shared {
             failed: inner.failed_slots,
             waiters: inner.waiters.iter().filter(|w| !w.is_closed()).count(),
             open: Self::open_count(&inner),
+            opened: self.opened.load(Ordering::Relaxed),
             ..PoolSnapshot::default()
         };
         if enabled {

@@ -74,6 +74,8 @@ pub struct PoolSnapshot {
     pub waiters: usize,
     /// Open connections (everything but `failed`), bounded by max.
     pub open: usize,
+    /// Connections opened since the pool started.
+    pub opened: u64,
 }
 
 impl PoolSnapshot {
