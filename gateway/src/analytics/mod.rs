@@ -51,7 +51,7 @@
 //!
 //! One scope's windows take at most **1,173,728 bytes (1.12 MiB)**; with its
 //! detectors, sizer, rate-limit key tally, recommendations and open alerts
-//! a scope costs at most **1,200,952 bytes (1.15 MiB)**. Scopes are capped
+//! a scope costs at most **1,200,960 bytes (1.15 MiB)**. Scopes are capped
 //! at `scope_cap` (default 32, the global one included; a new scope
 //! replaces the one absent longest, and scopes absent for `evict_after`,
 //! default 10 min, are dropped), and 100 cleared alerts are kept, so the

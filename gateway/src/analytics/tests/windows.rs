@@ -160,7 +160,7 @@ fn the_memory_bound_holds_and_is_what_the_docs_say() {
     let b = memory_bound(&AnalyticsParams::default());
     // The figures quoted in the module docs.
     assert_eq!(b.windows_per_scope, 1_173_728, "{b:?}");
-    assert_eq!(b.per_scope, 1_200_952, "{b:?}");
-    assert_eq!((b.scopes, b.total), (32, 38_482_464), "{b:?}");
+    assert_eq!(b.per_scope, 1_200_960, "{b:?}");
+    assert_eq!((b.scopes, b.total), (32, 38_482_720), "{b:?}");
     assert_eq!(std::mem::size_of::<crate::analytics::Point>(), 208);
 }
