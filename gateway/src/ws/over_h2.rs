@@ -7,7 +7,10 @@
 //! same accounting as HTTP/2 requests: a session holds its stream's slot
 //! until it ends). Each stream has HTTP/2 flow control of its own, so a slow
 //! agent holds back its own stream and no other: the relay stops reading a
-//! side it cannot write, as over a TCP connection.
+//! side it cannot write, as over a TCP connection. Until a new connection's
+//! SETTINGS arrive the pool assumes 100 streams (hyper's default); a
+//! session opened past a lower real limit in that first round trip waits
+//! for a stream to free, or for the handshake timeout (504).
 //!
 //! The upstream must have sent `SETTINGS_ENABLE_CONNECT_PROTOCOL`; one that
 //! did not gets no stream (the request fails before a byte goes out) and
