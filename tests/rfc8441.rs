@@ -462,3 +462,31 @@ async fn an_h2_upstream_without_the_setting_is_a_502() {
         "counted"
     );
 }
+
+/// A WebSocket session on an HTTP/2 stream keeps its agent connection
+/// busy: the listener's idle timeout (1 s here) does not send GOAWAY under
+/// it, so the connection still takes new sessions after the timeout.
+#[tokio::test]
+async fn live_h2_sessions_keep_their_connection_from_the_idle_timeout() {
+    let config = websocket_config(false).replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n",
+    );
+    let gw = Gateway::start(&config);
+    let (mut sender, _) = h2(gw.addr(), None).await;
+    let mut first = open(&mut sender, "/ws/long").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    first.send(Message::text("still open")).await.unwrap();
+    assert_eq!(next_data(&mut first).await, Message::text("still open"));
+    // No GOAWAY came: the same connection opens another session.
+    let mut second = open(&mut sender, "/ws/later").await;
+    second.send(Message::text("second")).await.unwrap();
+    assert_eq!(next_data(&mut second).await, Message::text("second"));
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("agentmux_listener_connections_cut_total") && l.contains("reason=\"idle\"")),
+        "no connection was cut as idle"
+    );
+}

@@ -96,6 +96,14 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    /// Something other than a request keeps the connection busy (a
+    /// WebSocket session on one of its HTTP/2 streams) until the guard is
+    /// dropped; not counted as a request.
+    pub(crate) fn hold(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
     /// Requests started on the connection so far.
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -139,6 +147,20 @@ impl Drop for InFlight {
         let ms = u64::try_from(a.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(ms, Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Keeps an agent's HTTP/2 connection busy while a WebSocket session runs
+/// on one of its streams (RFC 8441): the CONNECT's response ends at once,
+/// and without it the idle watchdog would send GOAWAY under live
+/// sessions. The listener puts one in an extended CONNECT's extensions;
+/// the session kind takes it for the session's life.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHold(#[allow(dead_code)] Arc<InFlight>);
+
+impl ConnHold {
+    pub(crate) fn new(in_flight: InFlight) -> Self {
+        Self(Arc::new(in_flight))
     }
 }
 

@@ -14,7 +14,7 @@ mod upgraded;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub(crate) use activity::{Activity, Cut, TrackedBody};
+pub(crate) use activity::{Activity, ConnHold, Cut, TrackedBody};
 pub(crate) use io::DeadlineIo;
 pub(crate) use upgraded::{AgentIo, take_agent_io};
 

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
-use crate::conn::{Activity, ConnInfo, Cut, DeadlineIo, TrackedBody};
+use crate::conn::{Activity, ConnHold, ConnInfo, Cut, DeadlineIo, TrackedBody};
 use crate::gateway::Gateway;
 
 /// Binds a listener socket (SO_REUSEADDR, deep accept backlog).
@@ -232,8 +232,13 @@ async fn serve_http<T>(
     let info = Arc::new(info);
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let in_flight = activity.start();
+            // A WebSocket session on an HTTP/2 stream keeps the connection
+            // busy for its life, not only while its CONNECT is answered.
+            if req.method() == hyper::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+                req.extensions_mut().insert(ConnHold::new(activity.hold()));
+            }
             let (gateway, info) = (gateway.clone(), info.clone());
             async move {
                 let resp = gateway.handle(info, req).await;

@@ -191,6 +191,7 @@ pub(crate) async fn session(route: &Arc<MuxRoute>, mut req: Request<ProxyBody>) 
         // Mux sessions find their way back by their own token (TAKEOVER).
         affinity: None,
         transport: a.handshake.transport(),
+        conn_hold: req.extensions_mut().remove::<crate::conn::ConnHold>(),
     });
     let messages = a.messages.map(Box::new);
     drop(guard);

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::SessionCtx;
 use super::list::Listed;
 use crate::cluster_state::SessionHold;
-use crate::conn::ConnInfo;
+use crate::conn::{ConnHold, ConnInfo};
 use crate::error::SessionOutcome;
 use crate::metrics::RouteMetrics;
 use crate::telemetry::RequestSpan;
@@ -44,6 +44,9 @@ pub(crate) struct Placement {
     pub(crate) affinity: Option<String>,
     /// `http/1.1` or `h2` (see [`SessionInfo::transport`](super::list::SessionInfo::transport)).
     pub(crate) transport: &'static str,
+    /// An HTTP/2 agent connection kept busy while the session runs on one
+    /// of its streams.
+    pub(crate) conn_hold: Option<ConnHold>,
 }
 
 /// A live session (see the module docs).
@@ -60,6 +63,7 @@ pub(crate) struct Lifecycle {
     _affinity: Option<SessionHold>,
     _permit: Option<SessionPermit>,
     _active: Option<ActiveGuard>,
+    _conn_hold: Option<ConnHold>,
 }
 
 impl Lifecycle {
@@ -90,6 +94,7 @@ impl Lifecycle {
             _affinity: affinity,
             _permit: p.permit,
             _active: p.active,
+            _conn_hold: p.conn_hold,
         }
     }
 

@@ -110,6 +110,7 @@ pub(crate) async fn session(route: &Arc<WsRoute>, mut req: Request<ProxyBody>) -
         active: guard.take_active(),
         affinity: target.session,
         transport: a.handshake.transport(),
+        conn_hold: req.extensions_mut().remove::<crate::conn::ConnHold>(),
     };
     drop(guard);
     let a_messages = a.messages;
