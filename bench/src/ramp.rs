@@ -421,19 +421,18 @@ async fn run(args: &RampArgs, name: &'static str, listen: SocketAddr, admin: Soc
         args.sessions as f64 / args.session_life.as_secs_f64()
     );
     let load = load::run(plan, !args.quiet).await;
-    let last = scrape(admin, start);
-    let last = match last.await {
-        Ok(s) => s,
-        Err(e) => {
-            sampler.abort();
-            return Err(e);
-        }
-    };
-    // The burst is over: what the pool keeps (the sampler goes on).
-    tokio::time::sleep(args.after).await;
+    // The burst is over: what the pool keeps `--after` later (the sampler
+    // goes on meanwhile). A failed load skips the wait.
+    let ended = async {
+        let load = load?;
+        let last = scrape(admin, start).await?;
+        tokio::time::sleep(args.after).await;
+        let after = scrape(admin, start).await?;
+        Ok::<_, Error>((load, last, after))
+    }
+    .await;
     sampler.abort();
-    let load = load?;
-    let after = scrape(admin, start).await?;
+    let (load, last, after) = ended?;
     let mut scrapes = std::mem::take(&mut *scrapes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     scrapes.push(after.clone());
     let cluster = |s: &Scrape| s.clusters.get(name).cloned().unwrap_or_default();

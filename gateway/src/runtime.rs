@@ -59,6 +59,9 @@ pub struct Runtime {
     mux: BTreeMap<Arc<str>, Arc<MuxCluster>>,
     /// One stack per route, in config order.
     stacks: Vec<RouteStack>,
+    /// A route takes WebSocket sessions (decided once per config, read
+    /// for every accepted connection).
+    takes_websockets: bool,
 }
 
 impl Runtime {
@@ -132,8 +135,13 @@ impl Runtime {
             stacks.push(RouteStack::build(r, cluster, muxed, &stack_ctx)?);
         }
         ctx.filters.retain(|name| config.filters().contains_key(name));
+        let takes_websockets = config
+            .routes()
+            .iter()
+            .any(|r| matches!(r.mode, Mode::WebSocket | Mode::Mux));
         Ok(Self {
             router: Router::new(config.routes()),
+            takes_websockets,
             config,
             clusters,
             mux,
@@ -192,10 +200,7 @@ impl Runtime {
     /// Whether a route takes WebSocket sessions (websocket or mux mode):
     /// only then do listeners offer them over HTTP/2 (RFC 8441).
     pub fn takes_websockets(&self) -> bool {
-        self.config
-            .routes()
-            .iter()
-            .any(|r| matches!(r.mode, Mode::WebSocket | Mode::Mux))
+        self.takes_websockets
     }
 
     /// The configuration.

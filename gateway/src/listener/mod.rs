@@ -236,7 +236,7 @@ async fn serve_http<T>(
             let in_flight = activity.start();
             // A WebSocket session on an HTTP/2 stream keeps the connection
             // busy for its life, not only while its CONNECT is answered.
-            if req.method() == hyper::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+            if crate::session::upgrade::is_extended_connect(&req) {
                 req.extensions_mut().insert(ConnHold::new(activity.hold()));
             }
             let (gateway, info) = (gateway.clone(), info.clone());

@@ -88,11 +88,6 @@ impl Controls {
         Ok(())
     }
 
-    /// Queues `c`; false when the queue is full.
-    fn try_send(&self, c: Control) -> bool {
-        self.push(c).is_ok()
-    }
-
     /// Queues `c`, waiting for room.
     async fn send(&self, mut c: Control) {
         loop {
@@ -233,8 +228,7 @@ where
     let handle = session.handle();
     let parked = handle.clone();
     let (mut tx, mut rx) = session.split();
-    let controls = Controls::default();
-    let (ctl_tx, ctl_rx, drain_tx) = (&controls, &controls, &controls);
+    let controls = &Controls::default();
     let m_up = metrics.clone();
 
     let live = &live;
@@ -255,7 +249,7 @@ where
                     return SessionOutcome::AgentGone;
                 }
                 Err(v) => {
-                    ctl_tx.send(Control::Close(v.close_code(), v.reason().into())).await;
+                    controls.send(Control::Close(v.close_code(), v.reason().into())).await;
                     let outcome = SessionOutcome::AgentViolation(v.close_code());
                     let (code, reason) = upstream_close(outcome);
                     let _ = tx.close(code, reason);
@@ -273,7 +267,7 @@ where
                             }
                             Resent::Chunk(rest) => rest,
                             Resent::Mismatch(why) => {
-                                ctl_tx.send(Control::Close(close::POLICY, why.into())).await;
+                                controls.send(Control::Close(close::POLICY, why.into())).await;
                                 let _ = tx.close(close::POLICY, why);
                                 return SessionOutcome::AgentViolation(close::POLICY);
                             }
@@ -285,7 +279,7 @@ where
                     {
                         let closes = SessionOutcome::RateLimited.closes();
                         if let Some((code, reason)) = closes.agent {
-                            ctl_tx.send(Control::Close(code, reason.into())).await;
+                            controls.send(Control::Close(code, reason.into())).await;
                         }
                         let (code, reason) = upstream_close(SessionOutcome::RateLimited);
                         let _ = tx.close(code, reason);
@@ -301,7 +295,7 @@ where
                     }
                 }
                 AgentEvent::Ping(p) => {
-                    ctl_tx.send(Control::Pong(p)).await;
+                    controls.send(Control::Pong(p)).await;
                 }
                 AgentEvent::Close(c) => {
                     // 1005 means "no code": the mux carries 1000 instead.
@@ -359,7 +353,7 @@ where
                         return (why, writer);
                     }
                 },
-                ctl = ctl_rx.recv() => match ctl {
+                ctl = controls.recv() => match ctl {
                     Control::Pong(p) => {
                         let _ = writer.control(op::PONG, &p).await;
                     }
@@ -432,7 +426,7 @@ where
                     // Full only while the writing half is stuck on the
                     // agent: a ping could not go out anyway, and a timeout
                     // ends the session at `close_by` regardless.
-                    drain_tx.try_send(ask);
+                    let _ = controls.push(ask);
                 }
             }
             _ = &mut draining, if !drained => {
@@ -446,7 +440,7 @@ where
                     // Tell the agent; dropping the reading half (below,
                     // when this function returns) closes the mux session.
                     let (code, reason) = SessionOutcome::Draining.closes().agent.unwrap_or((close::GOING_AWAY, ""));
-                    drain_tx.send(Control::Close(code, reason.into())).await;
+                    controls.send(Control::Close(code, reason.into())).await;
                 }
             }
         }
