@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use agentmux_tests::browser::Browser;
 use agentmux_tests::client::{connect_tls, tls_config};
 use agentmux_tests::mux::spawn_mux_echo;
-use agentmux_tests::upstream::{full, spawn_h2_ws_echo, spawn_http};
+use agentmux_tests::upstream::{full, spawn_h2_silent, spawn_h2_ws_echo, spawn_http};
 use agentmux_tests::ws::{encode, read_close};
 use agentmux_tests::{Gateway, TLS, eventually};
 
@@ -489,4 +489,32 @@ async fn live_h2_sessions_keep_their_connection_from_the_idle_timeout() {
             .any(|l| l.starts_with("agentmux_listener_connections_cut_total") && l.contains("reason=\"idle\"")),
         "no connection was cut as idle"
     );
+}
+
+/// An HTTP/2 upstream that takes the extended CONNECT and never answers:
+/// the agent gets 504 at the route's handshake timeout, counted, and the
+/// gateway goes on serving.
+#[tokio::test]
+async fn a_stalled_h2_upstream_is_a_504_at_the_handshake_timeout() {
+    let upstream = spawn_h2_silent().await;
+    let config = h2_upstream_config(upstream).replace(
+        "cluster = \"up\"\n",
+        "cluster = \"up\"\nwebsocket = { handshake_timeout = \"1s\" }\n",
+    );
+    let gw = Gateway::start(&config);
+    let result = agentmux_tests::ws::connect(gw.addr(), None, "/ws/x", None).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = result else {
+        panic!("a stalled upstream opens no session");
+    };
+    // Only the handshake timeout answers a silent upstream: 504.
+    assert_eq!(resp.status(), 504);
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("route=\"sessions\"") && l.contains("cause=\"upstream_timeout\"")),
+        "counted"
+    );
+    let (status, _) = gw.admin_get("/healthz").await;
+    assert_eq!(status, 200);
 }

@@ -59,6 +59,26 @@ pub fn closed_port() -> SocketAddr {
     a
 }
 
+/// An HTTP/2 upstream that offers extended CONNECT and never answers one
+/// (a stalled upstream).
+pub async fn spawn_h2_silent() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    service_fn(|_req: Request<Incoming>| std::future::pending::<Result<Response<Body>, Infallible>>());
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .enable_connect_protocol()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// An HTTP/2-only (prior knowledge) WebSocket echo that takes sessions as
 /// RFC 8441 extended CONNECT streams, at most `max_streams` per
 /// connection, choosing the first subprotocol offered. Returns its address
